@@ -1,0 +1,51 @@
+//! Documented size limits for untrusted input (docs/reference/contracts.md lists them).
+
+/// Upper bounds applied while parsing. A file or list over a limit is rejected with a problem that
+/// names the limit, before any expensive work is done on it.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest accepted document, in bytes.
+    pub max_bytes: usize,
+    /// Deepest accepted nesting of mappings and sequences.
+    pub max_depth: usize,
+}
+
+impl Limits {
+    /// Limits for one service contract file.
+    pub const CONTRACT: Limits = Limits {
+        max_bytes: 256 * 1024,
+        max_depth: 16,
+    };
+    /// Limits for one route request (the payload is free-form, so it is larger).
+    pub const REQUEST: Limits = Limits {
+        max_bytes: 1024 * 1024,
+        max_depth: 32,
+    };
+    /// Limits for a policy set file.
+    pub const POLICIES: Limits = Limits {
+        max_bytes: 1024 * 1024,
+        max_depth: 16,
+    };
+    /// Limits for a principal file.
+    pub const PRINCIPAL: Limits = Limits {
+        max_bytes: 64 * 1024,
+        max_depth: 8,
+    };
+}
+
+/// Most capabilities one contract may declare.
+pub const MAX_CAPABILITIES: usize = 64;
+/// Most guarantees one contract or request may declare.
+pub const MAX_GUARANTEES: usize = 64;
+/// Most constraints one contract or request may declare.
+pub const MAX_CONSTRAINTS: usize = 64;
+/// Most entries in one constraint list (`languages: [...]`).
+pub const MAX_LIST_ITEMS: usize = 1024;
+/// Most permissions a contract requires or a principal holds.
+pub const MAX_PERMISSIONS: usize = 256;
+/// Most policies in one policy set.
+pub const MAX_POLICIES: usize = 4096;
+/// Longest CEL expression, in bytes.
+pub const MAX_EXPRESSION_BYTES: usize = 4096;
+/// Most elements of one field vector.
+pub const MAX_FIELD_LEN: usize = 4096;

@@ -1,0 +1,224 @@
+//! Parsing untrusted documents: size limits, syntax, JSON Schema, typed decoding, semantic checks,
+//! all problems of a document collected at once with their field path and line.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+
+use crate::limits::Limits;
+use crate::model::ServiceContract;
+use crate::policy::PolicySet;
+use crate::request::{Principal, RouteRequest};
+use crate::schema::{self, DocKind};
+use crate::semantic;
+use crate::yaml::{self, LineIndex, Syntax};
+
+/// Which syntax to read a document as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Decide from the source name (`.json`) or the first character (`{`).
+    Auto,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// One thing wrong with a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// JSON pointer to the offending field (`/service/guarantees/accuracy/min`); empty for the
+    /// whole document.
+    pub path: String,
+    /// 1-based line in the source, where known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem at `path` whose line is looked up later.
+    pub fn new(path: &str, message: impl Into<String>) -> Problem {
+        Problem {
+            path: path.to_owned(),
+            line: None,
+            message: message.into(),
+        }
+    }
+
+    /// A problem with a known line (0 = unknown).
+    pub fn at_line(path: &str, line: usize, message: impl Into<String>) -> Problem {
+        Problem {
+            path: path.to_owned(),
+            line: (line > 0).then_some(line),
+            message: message.into(),
+        }
+    }
+}
+
+/// Every problem found in one document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationReport {
+    /// The file name or other label of the document.
+    pub source: String,
+    /// What kind of document it was read as.
+    pub kind: &'static str,
+    /// The problems, in source order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ValidationReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: invalid {} ({n} problem{})",
+            self.source,
+            self.kind,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {}", self.source)?;
+            if let Some(line) = p.line {
+                write!(f, ":{line}")?;
+            }
+            let path = if p.path.is_empty() { "/" } else { &p.path };
+            write!(f, ": {path}: {}", p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationReport {}
+
+/// Parses and validates a service contract.
+pub fn parse_contract(
+    source: &str,
+    text: &str,
+    format: Format,
+) -> Result<ServiceContract, ValidationReport> {
+    parse_doc(source, text, format, DocKind::Contract, Limits::CONTRACT, semantic::contract)
+}
+
+/// Parses and validates a route request.
+pub fn parse_request(
+    source: &str,
+    text: &str,
+    format: Format,
+) -> Result<RouteRequest, ValidationReport> {
+    parse_doc(source, text, format, DocKind::Request, Limits::REQUEST, semantic::request)
+}
+
+/// Parses and validates a policy set's structure. CEL syntax is checked when caio-rules compiles
+/// the set.
+pub fn parse_policies(
+    source: &str,
+    text: &str,
+    format: Format,
+) -> Result<PolicySet, ValidationReport> {
+    parse_doc(source, text, format, DocKind::Policies, Limits::POLICIES, semantic::policies)
+}
+
+/// Parses and validates a principal.
+pub fn parse_principal(
+    source: &str,
+    text: &str,
+    format: Format,
+) -> Result<Principal, ValidationReport> {
+    parse_doc(source, text, format, DocKind::Principal, Limits::PRINCIPAL, |_| Vec::new())
+}
+
+fn syntax_of(source: &str, text: &str, format: Format) -> Syntax {
+    match format {
+        Format::Json => Syntax::Json,
+        Format::Yaml => Syntax::Yaml,
+        Format::Auto => {
+            if source.ends_with(".json") || text.trim_start().starts_with('{') {
+                Syntax::Json
+            } else {
+                Syntax::Yaml
+            }
+        }
+    }
+}
+
+fn parse_doc<T: DeserializeOwned>(
+    source: &str,
+    text: &str,
+    format: Format,
+    kind: DocKind,
+    limits: Limits,
+    semantic: fn(&T) -> Vec<Problem>,
+) -> Result<T, ValidationReport> {
+    let report = |problems: Vec<Problem>| ValidationReport {
+        source: source.to_owned(),
+        kind: kind.label(),
+        problems,
+    };
+    if text.len() > limits.max_bytes {
+        return Err(report(vec![Problem::new(
+            "",
+            format!(
+                "document is {} bytes; the limit for a {} is {} bytes",
+                text.len(),
+                kind.label(),
+                limits.max_bytes
+            ),
+        )]));
+    }
+    let syntax = syntax_of(source, text, format);
+    let value = yaml::to_json(text, syntax, limits.max_depth).map_err(|p| report(p))?;
+    let mut problems = schema_problems(kind, &value);
+    let typed = if problems.is_empty() {
+        match serde_json::from_value::<T>(value) {
+            Ok(t) => {
+                problems.extend(semantic(&t));
+                Some(t)
+            }
+            Err(e) => {
+                problems.push(Problem::new("", e.to_string()));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    match typed {
+        Some(t) if problems.is_empty() => Ok(t),
+        _ => {
+            let index = LineIndex::build(text);
+            for p in &mut problems {
+                if p.line.is_none() {
+                    p.line = index.line_of(&p.path);
+                }
+            }
+            problems.sort_by(|a, b| (a.line, &a.path).cmp(&(b.line, &b.path)));
+            problems.dedup();
+            Err(report(problems))
+        }
+    }
+}
+
+fn schema_problems(kind: DocKind, value: &serde_json::Value) -> Vec<Problem> {
+    let compiled = match schema::compiled(kind) {
+        Ok(c) => c,
+        Err(e) => return vec![Problem::new("", e)],
+    };
+    let mut problems = Vec::new();
+    for error in compiled.validator.iter_errors(value) {
+        let path = error.instance_path().as_str().to_owned();
+        match error.kind() {
+            jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
+                for key in unexpected {
+                    let mut message = format!("unknown field `{key}`");
+                    if let Some(s) = schema::suggest(key, &compiled.vocabulary) {
+                        message.push_str(&format!("; did you mean `{s}`?"));
+                    }
+                    problems.push(Problem::new(&format!("{path}/{}", yaml::escape(key)), message));
+                }
+            }
+            _ => problems.push(Problem::new(&path, error.to_string())),
+        }
+    }
+    problems
+}
