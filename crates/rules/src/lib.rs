@@ -1,1 +1,17 @@
-//! placeholder
+//! caio-rules: operator policies in CEL, compiled once and evaluated fail-closed.
+//!
+//! Each policy has a `when` (does the rule apply to this request?) and a `require` (must hold for
+//! the service). Both are CEL over three variables: `request` (every section present, with
+//! defaults), `service` (the contract's `service` section) and `principal`. Compilation reports a
+//! syntax error or an undeclared name with the policy id, the expression and the line and column.
+//! Evaluation fails closed: a `when` that cannot be evaluated applies, a `require` that cannot be
+//! evaluated is violated, and the outcome records why together with the value of every
+//! `request.*`, `service.*` and `principal.*` path the rule reads.
+
+mod compile;
+mod eval;
+mod value;
+
+pub use compile::{compile, CompiledPolicies, CompiledRule, PolicyError};
+pub use eval::{RequestScope, ServiceScope};
+pub use value::json_to_cel;

@@ -1,0 +1,345 @@
+//! Compiling a policy set: CEL parsing, name checks, a sample-based type check, and the list of
+//! paths each expression reads (for the proof's operands).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use caio_contracts::canonical;
+use caio_contracts::policy::PolicySet;
+use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::{Env, ExecutionError, Program};
+
+use crate::eval::{RequestScope, ServiceScope};
+
+/// The three variables a policy may read.
+pub(crate) const ROOTS: [&str; 3] = ["request", "service", "principal"];
+
+/// Why a policy does not compile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("policy `{policy_id}`: `{field}` at line {line}, column {column}: {message}\n  {field}: {source_text}")]
+pub struct PolicyError {
+    /// The policy.
+    pub policy_id: String,
+    /// `when` or `require`.
+    pub field: &'static str,
+    /// 1-based line inside the expression.
+    pub line: usize,
+    /// 1-based column inside the expression.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+    /// The expression.
+    pub source_text: String,
+}
+
+/// A compiled CEL expression and what it reads.
+#[derive(Debug)]
+pub(crate) struct Expression {
+    pub program: Program,
+    /// Dotted paths rooted at `request`, `service` or `principal`, sorted and unique.
+    pub paths: Vec<Vec<String>>,
+    /// Whether the expression reads `service` (otherwise it is evaluated once per request).
+    pub uses_service: bool,
+    /// The expression is the literal `true`.
+    pub is_true: bool,
+}
+
+/// One compiled policy.
+#[derive(Debug)]
+pub struct CompiledRule {
+    /// The policy id.
+    pub id: String,
+    /// Its description.
+    pub description: Option<String>,
+    pub(crate) when: Expression,
+    pub(crate) require: Expression,
+}
+
+impl CompiledRule {
+    /// Whether the rule's `when` reads the service (otherwise it is decided once per request).
+    pub fn when_uses_service(&self) -> bool {
+        self.when.uses_service
+    }
+    /// Whether the rule's `require` reads the service.
+    pub fn require_uses_service(&self) -> bool {
+        self.require.uses_service
+    }
+}
+
+/// A compiled policy set.
+pub struct CompiledPolicies {
+    /// `sha256:` content address of the policy set (canonical JSON).
+    pub version: String,
+    pub(crate) env: Arc<Env>,
+    /// The rules in file order.
+    pub rules: Vec<CompiledRule>,
+    /// The set it was compiled from.
+    pub source: PolicySet,
+}
+
+/// Compiles every policy of a set, reporting every error found.
+pub fn compile(set: &PolicySet) -> Result<CompiledPolicies, Vec<PolicyError>> {
+    let env = Arc::new(Env::stdlib());
+    let mut errors = Vec::new();
+    let mut rules = Vec::with_capacity(set.policies.len());
+    let sample_request = RequestScope::sample();
+    let sample_service = ServiceScope::sample();
+    for p in &set.policies {
+        let when = compile_expr(&env, &p.id, "when", &p.when, &sample_request, &sample_service);
+        let require =
+            compile_expr(&env, &p.id, "require", &p.require, &sample_request, &sample_service);
+        match (when, require) {
+            (Ok(when), Ok(require)) => rules.push(CompiledRule {
+                id: p.id.clone(),
+                description: p.description.clone(),
+                when,
+                require,
+            }),
+            (w, r) => {
+                errors.extend(w.err());
+                errors.extend(r.err());
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let version = canonical::digest(set).map_err(|e| {
+        vec![PolicyError {
+            policy_id: String::new(),
+            field: "when",
+            line: 0,
+            column: 0,
+            message: e.to_string(),
+            source_text: String::new(),
+        }]
+    })?;
+    Ok(CompiledPolicies {
+        version,
+        env,
+        rules,
+        source: set.clone(),
+    })
+}
+
+impl std::fmt::Debug for CompiledPolicies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledPolicies")
+            .field("version", &self.version)
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
+}
+
+fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let before = &source[..offset.min(source.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.chars().count(), |i| before[i + 1..].chars().count()) + 1;
+    (line, col)
+}
+
+fn compile_expr(
+    env: &Arc<Env>,
+    policy_id: &str,
+    field: &'static str,
+    source: &str,
+    sample_request: &RequestScope,
+    sample_service: &ServiceScope,
+) -> Result<Expression, PolicyError> {
+    let error = |line: usize, column: usize, message: String| PolicyError {
+        policy_id: policy_id.to_owned(),
+        field,
+        line,
+        column,
+        message,
+        source_text: source.to_owned(),
+    };
+    let program = env.compile(source).map_err(|errs| match errs.errors.first() {
+        Some(e) => error(
+            usize::try_from(e.pos.0).unwrap_or(0).max(1),
+            usize::try_from(e.pos.1).unwrap_or(0) + 1,
+            format!("syntax error: {}", e.msg),
+        ),
+        None => error(1, 1, "syntax error".to_owned()),
+    })?;
+    let pos = |id: u64| {
+        program
+            .source_info()
+            .offset_for(id)
+            .map_or((1, 1), |(start, _)| line_col(source, start as usize))
+    };
+
+    // Names: every free identifier must be one of the three roots.
+    let mut walker = Walker::default();
+    walker.walk(program.expression(), &mut Vec::new());
+    if let Some((name, id)) = walker.undeclared.first() {
+        let (line, column) = pos(*id);
+        let hint = ROOTS
+            .iter()
+            .find(|r| similar(r, name))
+            .map(|r| format!("; did you mean `{r}`?"))
+            .unwrap_or_default();
+        return Err(error(
+            line,
+            column,
+            format!("undeclared reference `{name}` (policies read `request`, `service` and `principal`){hint}"),
+        ));
+    }
+
+    // Types: evaluate every call bottom-up on a representative request, service and principal.
+    // A missing key is not a type error (free-form context keys are absent from the sample), but an
+    // operator applied to the wrong types is.
+    if let Some((id, e)) = first_type_error(program.expression(), sample_request, sample_service, env) {
+        let (line, column) = pos(id);
+        return Err(error(line, column, format!("type error: {e}")));
+    }
+
+    let uses_service = walker.paths.iter().any(|p| p[0] == "service");
+    let is_true = source.trim() == "true";
+    Ok(Expression {
+        program,
+        paths: walker.paths.into_iter().collect(),
+        uses_service,
+        is_true,
+    })
+}
+
+fn similar(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.len().abs_diff(b.len()) > 2 {
+        return false;
+    }
+    let common = a.iter().filter(|c| b.contains(c)).count();
+    common + 2 >= a.len().max(b.len())
+}
+
+#[derive(Default)]
+struct Walker {
+    paths: BTreeSet<Vec<String>>,
+    undeclared: Vec<(String, u64)>,
+}
+
+impl Walker {
+    /// Walks `e`; `bound` holds comprehension variables in scope.
+    fn walk(&mut self, e: &IdedExpr, bound: &mut Vec<String>) {
+        if let Some(chain) = chain(e) {
+            let root = &chain[0];
+            if ROOTS.contains(&root.as_str()) {
+                self.paths.insert(chain);
+                return;
+            }
+            if bound.iter().any(|b| b == root) {
+                return;
+            }
+            self.undeclared.push((root.clone(), root_id(e)));
+            return;
+        }
+        match &e.expr {
+            Expr::Call(c) => {
+                if let Some(t) = &c.target {
+                    self.walk(t, bound);
+                }
+                for a in &c.args {
+                    self.walk(a, bound);
+                }
+            }
+            Expr::Comprehension(c) => {
+                self.walk(&c.iter_range, bound);
+                self.walk(&c.accu_init, bound);
+                let n = bound.len();
+                bound.push(c.iter_var.clone());
+                if let Some(v) = &c.iter_var2 {
+                    bound.push(v.clone());
+                }
+                bound.push(c.accu_var.clone());
+                self.walk(&c.loop_cond, bound);
+                self.walk(&c.loop_step, bound);
+                self.walk(&c.result, bound);
+                bound.truncate(n);
+            }
+            Expr::List(l) => l.elements.iter().for_each(|x| self.walk(x, bound)),
+            Expr::Map(m) => {
+                for entry in &m.entries {
+                    if let EntryExpr::MapEntry(me) = &entry.expr {
+                        self.walk(&me.key, bound);
+                        self.walk(&me.value, bound);
+                    }
+                }
+            }
+            Expr::Struct(s) => {
+                for entry in &s.entries {
+                    if let EntryExpr::StructField(f) = &entry.expr {
+                        self.walk(&f.value, bound);
+                    }
+                }
+            }
+            Expr::Select(s) => self.walk(&s.operand, bound),
+            Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+}
+
+/// The id of the identifier at the root of a select chain.
+fn root_id(e: &IdedExpr) -> u64 {
+    match &e.expr {
+        Expr::Select(s) => root_id(&s.operand),
+        _ => e.id,
+    }
+}
+
+/// `a.b.c` (or `has(a.b.c)`) as `["a", "b", "c"]`; `None` for anything else.
+pub(crate) fn chain(e: &IdedExpr) -> Option<Vec<String>> {
+    let mut segments = Vec::new();
+    let mut cur = e;
+    loop {
+        match &cur.expr {
+            Expr::Ident(name) => {
+                segments.push(name.clone());
+                segments.reverse();
+                return Some(segments);
+            }
+            Expr::Select(s) => {
+                segments.push(s.field.clone());
+                cur = &s.operand;
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn is_type_error(e: &ExecutionError) -> bool {
+    matches!(
+        e,
+        ExecutionError::NoSuchOverload(_)
+            | ExecutionError::UnsupportedBinaryOperator(..)
+            | ExecutionError::ValuesNotComparable(..)
+            | ExecutionError::UnexpectedType { .. }
+            | ExecutionError::UnsupportedTargetType { .. }
+            | ExecutionError::NotSupportedAsMethod { .. }
+    )
+}
+
+/// The innermost call whose operands evaluate but which itself fails with a type error.
+fn first_type_error(
+    e: &IdedExpr,
+    request: &RequestScope,
+    service: &ServiceScope,
+    env: &Arc<Env>,
+) -> Option<(u64, ExecutionError)> {
+    let Expr::Call(c) = &e.expr else {
+        return None;
+    };
+    let children = c.target.iter().map(|t| t.as_ref()).chain(c.args.iter());
+    for child in children {
+        if let Some(found) = first_type_error(child, request, service, env) {
+            return Some(found);
+        }
+    }
+    match crate::eval::resolve(e, env, request, service) {
+        Err(err) if is_type_error(&err) => Some((e.id, err)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,80 @@
+//! Compile-time checks: syntax, names and types, each naming the policy and the position.
+
+use super::*;
+use caio_contracts::policy::PolicyRule;
+
+fn set(rules: &[(&str, &str, &str)]) -> PolicySet {
+    PolicySet {
+        policies: rules
+            .iter()
+            .map(|(id, when, require)| PolicyRule {
+                id: (*id).to_owned(),
+                description: None,
+                when: (*when).to_owned(),
+                require: (*require).to_owned(),
+            })
+            .collect(),
+    }
+}
+
+fn first_error(rules: &[(&str, &str, &str)]) -> PolicyError {
+    match compile(&set(rules)) {
+        Ok(_) => panic!("expected a compile error"),
+        Err(e) => e[0].clone(),
+    }
+}
+
+#[test]
+fn valid_policies_compile_and_know_what_they_read() {
+    let c = compile(&set(&[
+        ("a", "has(request.context.priority) && request.context.priority == \"high\"", "service.guarantees.latency_ms.max <= 200"),
+        ("b", "request.data.sensitive", "service.privacy.data_locality in [\"local\", \"on_device\"] || service.privacy.encryption"),
+        ("c", "true", "service.capabilities.exists(c, c == \"x\")"),
+    ]))
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(c.rules.len(), 3);
+    assert!(!c.rules[0].when_uses_service());
+    assert!(c.rules[0].require_uses_service());
+    assert_eq!(c.rules[0].when.paths, vec![vec!["request".to_owned(), "context".to_owned(), "priority".to_owned()]]);
+    assert!(c.version.starts_with("sha256:"));
+}
+
+#[test]
+fn syntax_error_names_policy_and_position() {
+    let e = first_error(&[("bad-syntax", "true", "service.cost.per_request <")]);
+    assert_eq!(e.policy_id, "bad-syntax");
+    assert_eq!(e.field, "require");
+    assert!(e.message.starts_with("syntax error"), "{e}");
+    assert_eq!(e.line, 1);
+}
+
+#[test]
+fn undeclared_name_is_reported_with_suggestion() {
+    let e = first_error(&[("typo", "true", "servce.cost.per_request < 1.0")]);
+    assert_eq!((e.policy_id.as_str(), e.field, e.line, e.column), ("typo", "require", 1, 1));
+    assert!(e.message.contains("`servce`") && e.message.contains("did you mean `service`"), "{e}");
+}
+
+#[test]
+fn type_error_is_reported_at_the_operator() {
+    let e = first_error(&[("types", "true", "service.privacy.encryption && service.cost.per_request > \"cheap\"")]);
+    assert_eq!(e.policy_id, "types");
+    assert!(e.message.starts_with("type error"), "{e}");
+    assert!(e.column > 1, "{e}");
+}
+
+#[test]
+fn mixed_int_and_double_comparisons_are_not_type_errors() {
+    assert!(compile(&set(&[("mix", "request.budget.max_cost > 0", "service.guarantees.latency_ms.max <= 200 && service.security.min_trust_level >= 0.0")])).is_ok());
+}
+
+#[test]
+fn comprehension_variables_are_declared() {
+    assert!(compile(&set(&[("comp", "true", "service.capabilities.all(x, x != \"forbidden\")")])).is_ok());
+}
+
+#[test]
+fn every_error_is_reported() {
+    let errors = compile(&set(&[("one", "nope", "true"), ("two", "true", "1 +")])).err().unwrap_or_default();
+    assert_eq!(errors.len(), 2);
+}
