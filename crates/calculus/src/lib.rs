@@ -15,5 +15,5 @@ pub mod matching;
 pub mod objective;
 pub mod traits;
 
-pub use compose::{compose, compose_one};
+pub use compose::{compose, compose_chain, compose_one};
 pub use objective::{Coefficients, History, ServiceHistory, COEFFICIENTS};

@@ -309,4 +309,19 @@ pub struct OptimizeProof {
     pub fields_used: bool,
     /// Whether the winner was decided by the tie-break.
     pub tie_broken: bool,
+    /// The observed history used for reliability and latency, per service that had one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub history: BTreeMap<String, HistoryEvidence>,
+}
+
+/// The history of one service as used by a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryEvidence {
+    /// Share of successful calls.
+    pub success_rate: f64,
+    /// EWMA latency in ms.
+    pub ewma_latency_ms: f64,
+    /// Number of observations.
+    pub samples: u64,
 }

@@ -16,16 +16,18 @@ pub mod policy;
 pub mod request;
 pub mod schema;
 mod semantic;
-mod yaml;
+pub mod yaml;
 
 pub use limits::Limits;
+pub use yaml::LineIndex;
 pub use model::{
     Adapter, ApiSpec, Bound, ConstraintValue, Cost, DataLocality, Endpoint, Privacy, SecuritySpec,
     ServiceContract, ServiceSpec,
 };
 pub use parse::{
-    Format, Problem, ValidationReport, parse_contract, parse_policies, parse_principal,
-    parse_request,
+    Format, Problem, ValidationReport, detect_kind, parse_contract, parse_policies,
+    parse_principal, parse_request,
 };
+pub use schema::DocKind;
 pub use policy::{PolicyRule, PolicySet};
 pub use request::{Budget, DataSpec, Fields, Principal, Requirements, RouteRequest, Scalar};

@@ -167,7 +167,7 @@ fn parse_doc<T: DeserializeOwned>(
         )]));
     }
     let syntax = syntax_of(source, text, format);
-    let value = yaml::to_json(text, syntax, limits.max_depth).map_err(|p| report(p))?;
+    let value = yaml::to_json(text, syntax, limits.max_depth).map_err(report)?;
     let mut problems = schema_problems(kind, &value);
     let typed = if problems.is_empty() {
         match serde_json::from_value::<T>(value) {
@@ -221,4 +221,43 @@ fn schema_problems(kind: DocKind, value: &serde_json::Value) -> Vec<Problem> {
         }
     }
     problems
+}
+
+/// Tells what kind of document `text` is from its top-level keys: `kind: ServiceContract`, a
+/// `policies` list, a `requirements` section, or a principal's `id` with `permissions` or
+/// `trust_level`. Problems when the text does not parse or matches none.
+pub fn detect_kind(source: &str, text: &str, format: Format) -> Result<DocKind, ValidationReport> {
+    let report = |problems: Vec<Problem>| ValidationReport {
+        source: source.to_owned(),
+        kind: "document",
+        problems,
+    };
+    let max = Limits::REQUEST.max_bytes.max(Limits::POLICIES.max_bytes);
+    if text.len() > max {
+        return Err(report(vec![Problem::new(
+            "",
+            format!("document is {} bytes; no CAIO document may exceed {max} bytes", text.len()),
+        )]));
+    }
+    let value = yaml::to_json(text, syntax_of(source, text, format), Limits::REQUEST.max_depth)
+        .map_err(report)?;
+    let obj = value.as_object();
+    let has = |k: &str| obj.is_some_and(|o| o.contains_key(k));
+    if obj.and_then(|o| o.get("kind")).and_then(|k| k.as_str()) == Some("ServiceContract")
+        || has("service")
+    {
+        Ok(DocKind::Contract)
+    } else if has("policies") {
+        Ok(DocKind::Policies)
+    } else if has("requirements") {
+        Ok(DocKind::Request)
+    } else if has("id") && (has("permissions") || has("trust_level") || has("tenant")) {
+        Ok(DocKind::Principal)
+    } else {
+        Err(report(vec![Problem::at_line(
+            "",
+            1,
+            "cannot tell what this document is: expected a service contract (`kind: ServiceContract`), a policy set (`policies:`), a route request (`requirements:`) or a principal (`id:` with `permissions:`)",
+        )]))
+    }
 }

@@ -1,1 +1,23 @@
-//! placeholder
+//! caio-gateway: the orchestrator.
+//!
+//! [`route`] composes steps 1–9 of the pipeline (DESIGN.md §2) into one pure function of a
+//! registry snapshot, a compiled policy set, a principal, observed history and the request, and
+//! returns a sealed [`Decision`](caio_contracts::decision::Decision) or a `NO_MATCHING_SERVICE`
+//! error that lists every rejected service. [`verify()`] recomputes a recorded decision from the
+//! contracts and policies and reports the first disagreement. [`Router`] keeps a registry and a
+//! policy set together with the per-snapshot state routing reuses. Execution through adapters
+//! (retries, fallbacks, circuit breakers) joins this crate in the gateway issue.
+
+pub mod documents;
+pub mod loader;
+mod error;
+mod pipeline;
+mod prepared;
+mod router;
+pub mod verify;
+
+pub use error::{NoRoute, RouteError};
+pub use pipeline::{route, RouteContext};
+pub use prepared::PreparedServices;
+pub use router::Router;
+pub use verify::{verify, Disagreement, Verified};

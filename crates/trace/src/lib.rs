@@ -1,1 +1,99 @@
-//! placeholder
+//! caio-trace: decision records and their integrity.
+//!
+//! A decision's id is the SHA-256 of the canonical JSON (RFC 8785) of its hashed core — everything
+//! in the decision except the id itself and the `recorded_at` timestamp — so the same inputs give
+//! the same id and any edit to a recorded decision is detected. The Merkle log, signed tree heads
+//! and trace stores join this crate with the server (issue 3).
+
+use std::sync::Arc;
+
+use caio_contracts::canonical::{self, CanonicalError};
+use caio_contracts::decision::{
+    ComposedGuarantees, ControlSignal, Decision, Proof, RankedCandidate, Rejection,
+};
+use caio_contracts::request::{Principal, RouteRequest};
+use serde::Serialize;
+
+/// The hashed core of a decision: every field but `decision_id` and `recorded_at`.
+#[derive(Serialize)]
+struct Core<'a> {
+    service_id: &'a Arc<str>,
+    score: f64,
+    ranking: &'a [RankedCandidate],
+    rejected: &'a [Rejection],
+    guarantees: &'a ComposedGuarantees,
+    control_signal: &'a ControlSignal,
+    proof: &'a Proof,
+    registry_version: &'a str,
+    policy_version: &'a str,
+    request_digest: &'a str,
+    request: &'a RouteRequest,
+    principal: &'a Principal,
+}
+
+/// The id a decision should carry: `sha256:<hex>` of its canonical core.
+pub fn decision_id(d: &Decision) -> Result<String, CanonicalError> {
+    canonical::digest(&Core {
+        service_id: &d.service_id,
+        score: d.score,
+        ranking: &d.ranking,
+        rejected: &d.rejected,
+        guarantees: &d.guarantees,
+        control_signal: &d.control_signal,
+        proof: &d.proof,
+        registry_version: &d.registry_version,
+        policy_version: &d.policy_version,
+        request_digest: &d.request_digest,
+        request: &d.request,
+        principal: &d.principal,
+    })
+}
+
+/// Sets a decision's id from its content.
+pub fn seal(d: &mut Decision) -> Result<(), CanonicalError> {
+    d.decision_id = decision_id(d)?;
+    Ok(())
+}
+
+/// A recorded decision whose content does not match its id, or its request digest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntegrityError {
+    /// The content was changed after the id was computed.
+    #[error("decision_id {recorded} does not match its content (recomputed {computed})")]
+    IdMismatch {
+        /// The id in the record.
+        recorded: String,
+        /// The id of the content.
+        computed: String,
+    },
+    /// The recorded request was changed.
+    #[error("request_digest {recorded} does not match the recorded request (recomputed {computed})")]
+    RequestMismatch {
+        /// The digest in the record.
+        recorded: String,
+        /// The digest of the request.
+        computed: String,
+    },
+    /// The record cannot be canonicalized.
+    #[error("{0}")]
+    Canonical(String),
+}
+
+/// Checks that a decision's id and request digest match its content.
+pub fn check_integrity(d: &Decision) -> Result<(), IntegrityError> {
+    let computed = canonical::digest(&d.request).map_err(|e| IntegrityError::Canonical(e.to_string()))?;
+    if computed != d.request_digest {
+        return Err(IntegrityError::RequestMismatch {
+            recorded: d.request_digest.clone(),
+            computed,
+        });
+    }
+    let computed = decision_id(d).map_err(|e| IntegrityError::Canonical(e.to_string()))?;
+    if computed != d.decision_id {
+        return Err(IntegrityError::IdMismatch {
+            recorded: d.decision_id.clone(),
+            computed,
+        });
+    }
+    Ok(())
+}

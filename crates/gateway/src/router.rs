@@ -1,0 +1,105 @@
+//! A registry and a policy set kept together with the per-snapshot state routing reuses.
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use caio_calculus::History;
+use caio_contracts::decision::Decision;
+use caio_contracts::request::{Principal, RouteRequest};
+use caio_registry::{Registry, Snapshot};
+use caio_rules::CompiledPolicies;
+
+use crate::error::RouteError;
+use crate::pipeline::{route, RouteContext};
+use crate::prepared::PreparedServices;
+
+/// Routes requests against a live registry and a replaceable policy set.
+///
+/// Routing is lock-free: it loads the registry snapshot, the policies, the history and the prepared
+/// service scopes through atomic pointers. When the registry has moved on since the scopes were
+/// prepared, the first request to notice prepares the new snapshot (reusing unchanged contracts'
+/// scopes) and publishes it.
+pub struct Router {
+    registry: Arc<dyn Registry>,
+    policies: ArcSwap<CompiledPolicies>,
+    history: ArcSwap<History>,
+    prepared: ArcSwap<PreparedServices>,
+    prepare_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("registry_version", &self.registry.snapshot().version())
+            .field("policy_version", &self.policies.load().version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// A router over `registry` applying `policies`.
+    pub fn new(registry: Arc<dyn Registry>, policies: CompiledPolicies) -> Router {
+        let prepared = PreparedServices::build(&registry.snapshot(), None);
+        Router {
+            registry,
+            policies: ArcSwap::from_pointee(policies),
+            history: ArcSwap::from_pointee(History::new()),
+            prepared: ArcSwap::from_pointee(prepared),
+            prepare_lock: Mutex::new(()),
+        }
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<dyn Registry> {
+        &self.registry
+    }
+
+    /// The current policy set.
+    pub fn policies(&self) -> Arc<CompiledPolicies> {
+        self.policies.load_full()
+    }
+
+    /// Replaces the policy set; requests already routing keep the one they loaded.
+    pub fn set_policies(&self, policies: CompiledPolicies) {
+        self.policies.store(Arc::new(policies));
+    }
+
+    /// Replaces the observed history.
+    pub fn set_history(&self, history: History) {
+        self.history.store(Arc::new(history));
+    }
+
+    fn prepared_for(&self, snapshot: &Snapshot) -> Arc<PreparedServices> {
+        let current = self.prepared.load_full();
+        if current.version() == snapshot.version() {
+            return current;
+        }
+        let _guard = self.prepare_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.prepared.load_full();
+        if current.version() == snapshot.version() {
+            return current;
+        }
+        let next = Arc::new(PreparedServices::build(snapshot, Some(&current)));
+        // Publish only if the registry still is at this snapshot; an older request must not
+        // replace the scopes of a newer one.
+        if self.registry.snapshot().version() == snapshot.version() {
+            self.prepared.store(Arc::clone(&next));
+        }
+        next
+    }
+
+    /// Routes one request for one principal.
+    pub fn route(&self, request: &RouteRequest, principal: &Principal) -> Result<Decision, RouteError> {
+        let snapshot = self.registry.snapshot();
+        let prepared = self.prepared_for(&snapshot);
+        let policies = self.policies.load();
+        let history = self.history.load();
+        let ctx = RouteContext {
+            snapshot: &snapshot,
+            services: &prepared,
+            policies: &policies,
+            history: &history,
+        };
+        route(&ctx, request, principal)
+    }
+}
