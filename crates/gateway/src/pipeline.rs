@@ -210,7 +210,19 @@ pub(crate) fn route_inner(
             }
             let outcome = policies.evaluate(rule, &scope, service_scope, when.clone());
             if outcome.applied && outcome.result != Some(true) {
-                let why = outcome.error.clone().unwrap_or_else(|| "`require` is false".to_owned());
+                let why = outcome.error.clone().unwrap_or_else(|| {
+                    let read: Vec<String> = outcome
+                        .operands
+                        .iter()
+                        .filter(|(k, _)| k.starts_with("service.") || k.starts_with("principal."))
+                        .map(|(k, v)| format!("{k} = {v}"))
+                        .collect();
+                    if read.is_empty() {
+                        "`require` is false".to_owned()
+                    } else {
+                        format!("`require` is false with {}", read.join(", "))
+                    }
+                });
                 let desc = rule.description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
                 violation = Some(format!("policy `{}`{desc} violated: {why}", rule.id));
             }

@@ -1,0 +1,9 @@
+//! Integration tests of the routing pipeline: golden decisions, properties, verification and the
+//! invariant catalogue.
+
+mod support;
+
+mod golden;
+mod invariants;
+mod properties;
+mod verification;
