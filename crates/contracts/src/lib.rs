@@ -31,3 +31,6 @@ pub use parse::{
 pub use schema::DocKind;
 pub use policy::{PolicyRule, PolicySet};
 pub use request::{Budget, DataSpec, Fields, Principal, Requirements, RouteRequest, Scalar};
+
+#[cfg(test)]
+mod tests;

@@ -167,7 +167,18 @@ fn parse_doc<T: DeserializeOwned>(
         )]));
     }
     let syntax = syntax_of(source, text, format);
-    let value = yaml::to_json(text, syntax, limits.max_depth).map_err(report)?;
+    let with_lines = |mut problems: Vec<Problem>| {
+        let index = LineIndex::build(text);
+        for p in &mut problems {
+            if p.line.is_none() {
+                p.line = index.line_of(&p.path);
+            }
+        }
+        problems.sort_by(|a, b| (a.line, &a.path).cmp(&(b.line, &b.path)));
+        problems.dedup();
+        report(problems)
+    };
+    let value = yaml::to_json(text, syntax, limits.max_depth).map_err(with_lines)?;
     let mut problems = schema_problems(kind, &value);
     let typed = if problems.is_empty() {
         match serde_json::from_value::<T>(value) {
@@ -185,17 +196,7 @@ fn parse_doc<T: DeserializeOwned>(
     };
     match typed {
         Some(t) if problems.is_empty() => Ok(t),
-        _ => {
-            let index = LineIndex::build(text);
-            for p in &mut problems {
-                if p.line.is_none() {
-                    p.line = index.line_of(&p.path);
-                }
-            }
-            problems.sort_by(|a, b| (a.line, &a.path).cmp(&(b.line, &b.path)));
-            problems.dedup();
-            Err(report(problems))
-        }
+        _ => Err(with_lines(problems)),
     }
 }
 

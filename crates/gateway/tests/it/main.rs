@@ -5,5 +5,6 @@ mod support;
 
 mod golden;
 mod invariants;
+mod pipeline;
 mod properties;
 mod verification;
