@@ -21,3 +21,12 @@ pub use pipeline::{route, RouteContext};
 pub use prepared::PreparedServices;
 pub use router::Router;
 pub use verify::{verify, Disagreement, Verified};
+
+pub use caio_rules::CompiledPolicies;
+
+/// Compiles a policy set (CEL errors name the policy and position).
+pub fn compile_policy_set(
+    set: &caio_contracts::PolicySet,
+) -> Result<CompiledPolicies, caio_rules::PolicyError> {
+    caio_rules::compile(set).map_err(|mut errors| errors.remove(0))
+}
