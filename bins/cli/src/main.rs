@@ -106,7 +106,14 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             request,
             principal,
             json,
-        } => route(&mut out, &services, &policies, &request, principal.as_deref(), json),
+        } => route(
+            &mut out,
+            &services,
+            &policies,
+            &request,
+            principal.as_deref(),
+            json,
+        ),
         Command::Verify {
             decision,
             services,
@@ -122,7 +129,9 @@ fn validate(out: &mut impl Write, files: &[PathBuf]) -> anyhow::Result<Outcome> 
         let name = path.display().to_string();
         let result = loader::read_text(path, loader::MAX_FILE_BYTES)
             .map_err(|e| e.to_string())
-            .and_then(|text| caio_gateway::documents::validate_document(&name, &text).map_err(|r| r.to_string()));
+            .and_then(|text| {
+                caio_gateway::documents::validate_document(&name, &text).map_err(|r| r.to_string())
+            });
         match result {
             Ok(kind) => writeln!(out, "ok       {name} ({})", kind.label())?,
             Err(report) => {
@@ -213,7 +222,11 @@ fn verify(
                 let body = serde_json::json!({"verified": true, "decision_id": v.decision_id, "service_id": v.service_id, "predicates": v.predicates});
                 writeln!(out, "{}", serde_json::to_string_pretty(&body)?)?;
             } else {
-                writeln!(out, "VERIFIED {} → {} ({} predicates recomputed, all agree)", v.decision_id, v.service_id, v.predicates)?;
+                writeln!(
+                    out,
+                    "VERIFIED {} → {} ({} predicates recomputed, all agree)",
+                    v.decision_id, v.service_id, v.predicates
+                )?;
             }
             Ok(Outcome::Yes)
         }
@@ -222,7 +235,11 @@ fn verify(
                 let body = serde_json::json!({"verified": false, "error": {"code": "VERIFICATION_FAILED", "message": dis.to_string(), "details": {"step": dis.step, "path": dis.path}}});
                 writeln!(out, "{}", serde_json::to_string_pretty(&body)?)?;
             } else {
-                writeln!(out, "NOT VERIFIED: step `{}` at {}: {}", dis.step, dis.path, dis.message)?;
+                writeln!(
+                    out,
+                    "NOT VERIFIED: step `{}` at {}: {}",
+                    dis.step, dis.path, dis.message
+                )?;
             }
             Ok(Outcome::No)
         }

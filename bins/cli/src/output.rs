@@ -13,7 +13,11 @@ fn short(digest: &str) -> &str {
 /// Prints a decision: the choice, the ranking table, the rejections and the composed guarantees.
 pub fn decision(out: &mut impl Write, d: &Decision) -> io::Result<()> {
     writeln!(out, "Decision {}", d.decision_id)?;
-    writeln!(out, "  chosen:   {}  (score {:.4}, margin {:.4})", d.service_id, d.score, d.control_signal.margin)?;
+    writeln!(
+        out,
+        "  chosen:   {}  (score {:.4}, margin {:.4})",
+        d.service_id, d.score, d.control_signal.margin
+    )?;
     writeln!(
         out,
         "  registry: {}…  policies: {}…  services: {}  feasible: {}  rejected: {}",
@@ -29,8 +33,16 @@ pub fn decision(out: &mut impl Write, d: &Decision) -> io::Result<()> {
         writeln!(
             out,
             "  data:     sensitive ({}{}) — payload redacted in the record",
-            if s.declared_sensitive { "declared" } else { "not declared" },
-            if kinds.is_empty() { String::new() } else { format!("; PII found: {}", kinds.join(", ")) }
+            if s.declared_sensitive {
+                "declared"
+            } else {
+                "not declared"
+            },
+            if kinds.is_empty() {
+                String::new()
+            } else {
+                format!("; PII found: {}", kinds.join(", "))
+            }
         )?;
     }
     writeln!(out)?;
@@ -73,12 +85,30 @@ pub fn decision(out: &mut impl Write, d: &Decision) -> io::Result<()> {
         parts.push(format!("latency ≤ {l} ms"));
     }
     parts.push(format!("est. cost {:.6}", g.cost));
-    parts.push(if g.determinism { "deterministic".into() } else { "non-deterministic".into() });
-    parts.push(format!("{}{}", g.data_locality.as_str(), if g.encryption { ", encrypted" } else { "" }));
+    parts.push(if g.determinism {
+        "deterministic".into()
+    } else {
+        "non-deterministic".into()
+    });
+    parts.push(format!(
+        "{}{}",
+        g.data_locality.as_str(),
+        if g.encryption { ", encrypted" } else { "" }
+    ));
     writeln!(out, "Guarantees: {}", parts.join(" · "))?;
     if d.proof.optimize.fields_used {
-        let u: Vec<String> = d.control_signal.u.iter().map(|v| format!("{v:+.4}")).collect();
-        writeln!(out, "Control signal u = [{}] (|u| ≤ {})", u.join(", "), d.control_signal.u_max)?;
+        let u: Vec<String> = d
+            .control_signal
+            .u
+            .iter()
+            .map(|v| format!("{v:+.4}"))
+            .collect();
+        writeln!(
+            out,
+            "Control signal u = [{}] (|u| ≤ {})",
+            u.join(", "),
+            d.control_signal.u_max
+        )?;
     }
     Ok(())
 }
@@ -88,9 +118,20 @@ fn rejections(out: &mut impl Write, rejected: &[Rejection]) -> io::Result<()> {
         return Ok(());
     }
     writeln!(out)?;
-    writeln!(out, "{:<24} {:<9} {:<22} DETAIL", "REJECTED", "STEP", "REASON")?;
+    writeln!(
+        out,
+        "{:<24} {:<9} {:<22} DETAIL",
+        "REJECTED", "STEP", "REASON"
+    )?;
     for r in rejected {
-        writeln!(out, "{:<24} {:<9} {:<22} {}", r.service_id, r.step.as_str(), r.reason, r.detail)?;
+        writeln!(
+            out,
+            "{:<24} {:<9} {:<22} {}",
+            r.service_id,
+            r.step.as_str(),
+            r.reason,
+            r.detail
+        )?;
     }
     Ok(())
 }

@@ -60,8 +60,16 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let registry = Arc::new(caio_registry::MemoryRegistry::with_contracts(contracts)?);
     let snapshot = registry.snapshot();
-    println!("registry {} ({} services)", snapshot.version(), snapshot.len());
-    println!("policies {} ({} rules)", compiled.version, compiled.rules.len());
+    println!(
+        "registry {} ({} services)",
+        snapshot.version(),
+        snapshot.len()
+    );
+    println!(
+        "policies {} ({} rules)",
+        compiled.version,
+        compiled.rules.len()
+    );
     if args.check {
         return Ok(ExitCode::SUCCESS);
     }

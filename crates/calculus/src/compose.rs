@@ -11,8 +11,14 @@ pub fn compose_one(id: Arc<str>, spec: &ServiceSpec, cost: f64) -> ComposedGuara
     let g = &spec.guarantees;
     ComposedGuarantees {
         services: vec![id],
-        accuracy: g.get("accuracy").and_then(|b| b.range()).and_then(|r| r.min),
-        latency_ms: g.get("latency_ms").and_then(|b| b.range()).and_then(|r| r.max),
+        accuracy: g
+            .get("accuracy")
+            .and_then(|b| b.range())
+            .and_then(|r| r.min),
+        latency_ms: g
+            .get("latency_ms")
+            .and_then(|b| b.range())
+            .and_then(|r| r.max),
         cost,
         determinism: g.get("determinism").and_then(|b| b.flag()).unwrap_or(false),
         data_locality: spec.privacy.data_locality,
@@ -67,17 +73,19 @@ mod tests {
             ]),
             any::<bool>(),
         )
-            .prop_map(|(id, accuracy, latency_ms, cost, determinism, data_locality, encryption)| {
-                ComposedGuarantees {
-                    services: vec![Arc::from(id)],
-                    accuracy,
-                    latency_ms,
-                    cost,
-                    determinism,
-                    data_locality,
-                    encryption,
-                }
-            })
+            .prop_map(
+                |(id, accuracy, latency_ms, cost, determinism, data_locality, encryption)| {
+                    ComposedGuarantees {
+                        services: vec![Arc::from(id)],
+                        accuracy,
+                        latency_ms,
+                        cost,
+                        determinism,
+                        data_locality,
+                        encryption,
+                    }
+                },
+            )
     }
 
     proptest! {

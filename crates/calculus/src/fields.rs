@@ -202,10 +202,15 @@ impl FieldContext {
         context_pairs: &[String],
     ) -> Option<FieldContext> {
         let f = fields?;
-        let n = [f.intent.len(), f.trait_field.len(), f.rfs.len(), f.context.len()]
-            .into_iter()
-            .max()
-            .unwrap_or(0);
+        let n = [
+            f.intent.len(),
+            f.trait_field.len(),
+            f.rfs.len(),
+            f.context.len(),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
         if n == 0 {
             return None;
         }
@@ -282,7 +287,11 @@ pub fn control_signal(
         .zip(service_modes)
         .map(|(a, b)| {
             let u = u_max * (k * (a - b)).tanh();
-            if u.is_finite() { u.clamp(-u_max, u_max) } else { 0.0 }
+            if u.is_finite() {
+                u.clamp(-u_max, u_max)
+            } else {
+                0.0
+            }
         })
         .collect()
 }

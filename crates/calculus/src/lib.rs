@@ -16,4 +16,4 @@ pub mod objective;
 pub mod traits;
 
 pub use compose::{compose, compose_chain, compose_one};
-pub use objective::{Coefficients, History, ServiceHistory, COEFFICIENTS};
+pub use objective::{COEFFICIENTS, Coefficients, History, ServiceHistory};

@@ -3,7 +3,7 @@
 use caio_contracts::decision::Check;
 use caio_contracts::model::{Bound, ConstraintValue, ServiceSpec};
 use caio_contracts::request::{RouteRequest, Scalar};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// Does an offered bound satisfy a required one?
 ///
@@ -114,7 +114,9 @@ pub fn estimated_cost(spec: &ServiceSpec, input_tokens: u64) -> f64 {
 /// otherwise the payload's JSON size divided by four (a common rule of thumb for English text).
 pub fn input_tokens(request: &RouteRequest, payload_bytes: usize) -> (u64, &'static str) {
     match request.requirements.constraints.get("input_tokens") {
-        Some(Scalar::Number(n)) if *n >= 0.0 => (n.ceil().min(u64::MAX as f64) as u64, "constraint"),
+        Some(Scalar::Number(n)) if *n >= 0.0 => {
+            (n.ceil().min(u64::MAX as f64) as u64, "constraint")
+        }
         _ => (payload_bytes.div_ceil(4) as u64, "payload"),
     }
 }
@@ -193,13 +195,29 @@ mod tests {
         check(range(Some(0.9), None), Some(range(Some(0.95), None)), true);
         check(range(Some(0.9), None), Some(range(Some(0.85), None)), false);
         check(range(Some(0.9), None), Some(range(None, Some(1.0))), false);
-        check(range(None, Some(200.0)), Some(range(None, Some(120.0))), true);
-        check(range(None, Some(100.0)), Some(range(None, Some(120.0))), false);
-        check(range(None, Some(100.0)), Some(range(None, Some(100.0))), true);
+        check(
+            range(None, Some(200.0)),
+            Some(range(None, Some(120.0))),
+            true,
+        );
+        check(
+            range(None, Some(100.0)),
+            Some(range(None, Some(120.0))),
+            false,
+        );
+        check(
+            range(None, Some(100.0)),
+            Some(range(None, Some(100.0))),
+            true,
+        );
         check(Bound::Flag(true), Some(Bound::Flag(true)), true);
         check(Bound::Flag(true), Some(Bound::Flag(false)), false);
         check(Bound::Flag(true), Some(range(Some(1.0), None)), false);
         check(range(Some(0.1), None), None, false);
-        check(range(Some(0.5), Some(0.9)), Some(range(Some(0.6), Some(0.8))), true);
+        check(
+            range(Some(0.5), Some(0.9)),
+            Some(range(Some(0.6), Some(0.8))),
+            true,
+        );
     }
 }

@@ -76,7 +76,9 @@ impl Coefficients {
 
     /// The objective value of a set of terms.
     pub fn score(&self, t: &ScoreTerms) -> f64 {
-        let s = self.alpha * t.intent + self.beta * t.attention + self.gamma * t.rl
+        let s = self.alpha * t.intent
+            + self.beta * t.attention
+            + self.gamma * t.rl
             + self.delta * t.resonance
             + self.mu * t.quality
             + self.nu * t.reliability
@@ -180,7 +182,11 @@ pub fn terms(
         intent: unit(f.intent),
         attention: unit(f.attention),
         rl: unit(f.rl),
-        resonance: if field.is_some() { unit(resonance) } else { 0.0 },
+        resonance: if field.is_some() {
+            unit(resonance)
+        } else {
+            0.0
+        },
         quality,
         reliability,
         cost: saturate(estimated_cost, COST_HALF),
@@ -208,10 +214,7 @@ pub fn tiebreak(seed: u64, service_id: &str) -> [u8; 32] {
 
 /// The ranking order: higher score first; equal scores by lower tie-break key; then by id. Total,
 /// and independent of input order.
-pub fn rank_order(
-    a: (f64, &[u8; 32], &str),
-    b: (f64, &[u8; 32], &str),
-) -> Ordering {
+pub fn rank_order(a: (f64, &[u8; 32], &str), b: (f64, &[u8; 32], &str)) -> Ordering {
     b.0.total_cmp(&a.0)
         .then_with(|| a.1.cmp(b.1))
         .then_with(|| a.2.cmp(b.2))

@@ -16,13 +16,21 @@ use crate::objective::latency_term;
 pub const THETA: f64 = 0.75;
 
 /// The traits, in band order: band 0 determinism, band 1 privacy, band 2 low latency.
-pub const TRAITS: [TraitFlag; 3] = [TraitFlag::Deterministic, TraitFlag::Private, TraitFlag::LowLatency];
+pub const TRAITS: [TraitFlag; 3] = [
+    TraitFlag::Deterministic,
+    TraitFlag::Private,
+    TraitFlag::LowLatency,
+];
 
 /// A service's supply of a trait.
 pub fn supply(t: TraitFlag, spec: &ServiceSpec, latency_ms: f64) -> f64 {
     match t {
         TraitFlag::Deterministic => {
-            let det = spec.guarantees.get("determinism").and_then(|b| b.flag()).unwrap_or(false);
+            let det = spec
+                .guarantees
+                .get("determinism")
+                .and_then(|b| b.flag())
+                .unwrap_or(false);
             if det { 1.0 } else { 0.0 }
         }
         TraitFlag::Private => match (spec.privacy.data_locality, spec.privacy.encryption) {
@@ -47,11 +55,20 @@ pub fn demands(flags: &[TraitFlag], trait_modes: Option<&[f64; BANDS]>) -> [f64;
 }
 
 /// The constraint values for every demanded trait (demand > 0), by trait name.
-pub fn constraints(demands: &[f64; 3], spec: &ServiceSpec, latency_ms: f64) -> BTreeMap<String, f64> {
+pub fn constraints(
+    demands: &[f64; 3],
+    spec: &ServiceSpec,
+    latency_ms: f64,
+) -> BTreeMap<String, f64> {
     TRAITS
         .iter()
         .zip(demands)
         .filter(|(_, d)| **d > 0.0)
-        .map(|(t, d)| (t.as_str().to_owned(), THETA * d - supply(*t, spec, latency_ms)))
+        .map(|(t, d)| {
+            (
+                t.as_str().to_owned(),
+                THETA * d - supply(*t, spec, latency_ms),
+            )
+        })
         .collect()
 }

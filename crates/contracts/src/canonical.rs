@@ -73,12 +73,17 @@ mod tests {
 
     #[test]
     fn digest_ignores_key_order_and_whitespace() {
-        let a: serde_json::Value = serde_json::from_str(r#"{"x": 1, "y": [2, 3]}"#).unwrap_or_default();
-        let b: serde_json::Value = serde_json::from_str(r#"{ "y":[2,3],"x":1.0 }"#).unwrap_or_default();
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"x": 1, "y": [2, 3]}"#).unwrap_or_default();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{ "y":[2,3],"x":1.0 }"#).unwrap_or_default();
         let da = digest(&a).unwrap_or_default();
         assert!(da.starts_with("sha256:") && da.len() == 71);
         assert_eq!(da, digest(&b).unwrap_or_default());
-        assert_ne!(da, digest(&json!({"x": 2, "y": [2, 3]})).unwrap_or_default());
+        assert_ne!(
+            da,
+            digest(&json!({"x": 2, "y": [2, 3]})).unwrap_or_default()
+        );
     }
 
     #[test]

@@ -19,7 +19,6 @@ mod semantic;
 pub mod yaml;
 
 pub use limits::Limits;
-pub use yaml::LineIndex;
 pub use model::{
     Adapter, ApiSpec, Bound, ConstraintValue, Cost, DataLocality, Endpoint, Privacy, SecuritySpec,
     ServiceContract, ServiceSpec,
@@ -28,9 +27,10 @@ pub use parse::{
     Format, Problem, ValidationReport, detect_kind, parse_contract, parse_policies,
     parse_principal, parse_request,
 };
-pub use schema::DocKind;
 pub use policy::{PolicyRule, PolicySet};
 pub use request::{Budget, DataSpec, Fields, Principal, Requirements, RouteRequest, Scalar};
+pub use schema::DocKind;
+pub use yaml::LineIndex;
 
 #[cfg(test)]
 mod tests;

@@ -45,7 +45,10 @@ pub struct ServiceSpec {
     #[schemars(pattern(r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
     pub tenant: String,
     /// What the service can do. Non-empty, no duplicates.
-    #[schemars(length(min = 1, max = 64), inner(pattern(r"^[a-z0-9][a-z0-9_.-]{0,62}$")))]
+    #[schemars(
+        length(min = 1, max = 64),
+        inner(pattern(r"^[a-z0-9][a-z0-9_.-]{0,62}$"))
+    )]
     pub capabilities: Vec<String>,
     /// Property → bound the service keeps (`accuracy: {min: 0.95}`, `determinism: true`).
     #[serde(default)]
@@ -161,7 +164,18 @@ impl Default for Cost {
 
 /// Where data goes once it reaches the service.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize, JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum DataLocality {

@@ -97,7 +97,14 @@ pub fn parse_contract(
     text: &str,
     format: Format,
 ) -> Result<ServiceContract, ValidationReport> {
-    parse_doc(source, text, format, DocKind::Contract, Limits::CONTRACT, semantic::contract)
+    parse_doc(
+        source,
+        text,
+        format,
+        DocKind::Contract,
+        Limits::CONTRACT,
+        semantic::contract,
+    )
 }
 
 /// Parses and validates a route request.
@@ -106,7 +113,14 @@ pub fn parse_request(
     text: &str,
     format: Format,
 ) -> Result<RouteRequest, ValidationReport> {
-    parse_doc(source, text, format, DocKind::Request, Limits::REQUEST, semantic::request)
+    parse_doc(
+        source,
+        text,
+        format,
+        DocKind::Request,
+        Limits::REQUEST,
+        semantic::request,
+    )
 }
 
 /// Parses and validates a policy set's structure. CEL syntax is checked when caio-rules compiles
@@ -116,7 +130,14 @@ pub fn parse_policies(
     text: &str,
     format: Format,
 ) -> Result<PolicySet, ValidationReport> {
-    parse_doc(source, text, format, DocKind::Policies, Limits::POLICIES, semantic::policies)
+    parse_doc(
+        source,
+        text,
+        format,
+        DocKind::Policies,
+        Limits::POLICIES,
+        semantic::policies,
+    )
 }
 
 /// Parses and validates a principal.
@@ -125,7 +146,14 @@ pub fn parse_principal(
     text: &str,
     format: Format,
 ) -> Result<Principal, ValidationReport> {
-    parse_doc(source, text, format, DocKind::Principal, Limits::PRINCIPAL, |_| Vec::new())
+    parse_doc(
+        source,
+        text,
+        format,
+        DocKind::Principal,
+        Limits::PRINCIPAL,
+        |_| Vec::new(),
+    )
 }
 
 fn syntax_of(source: &str, text: &str, format: Format) -> Syntax {
@@ -215,7 +243,10 @@ fn schema_problems(kind: DocKind, value: &serde_json::Value) -> Vec<Problem> {
                     if let Some(s) = schema::suggest(key, &compiled.vocabulary) {
                         message.push_str(&format!("; did you mean `{s}`?"));
                     }
-                    problems.push(Problem::new(&format!("{path}/{}", yaml::escape(key)), message));
+                    problems.push(Problem::new(
+                        &format!("{path}/{}", yaml::escape(key)),
+                        message,
+                    ));
                 }
             }
             _ => problems.push(Problem::new(&path, error.to_string())),
@@ -237,11 +268,18 @@ pub fn detect_kind(source: &str, text: &str, format: Format) -> Result<DocKind, 
     if text.len() > max {
         return Err(report(vec![Problem::new(
             "",
-            format!("document is {} bytes; no CAIO document may exceed {max} bytes", text.len()),
+            format!(
+                "document is {} bytes; no CAIO document may exceed {max} bytes",
+                text.len()
+            ),
         )]));
     }
-    let value = yaml::to_json(text, syntax_of(source, text, format), Limits::REQUEST.max_depth)
-        .map_err(report)?;
+    let value = yaml::to_json(
+        text,
+        syntax_of(source, text, format),
+        Limits::REQUEST.max_depth,
+    )
+    .map_err(report)?;
     let obj = value.as_object();
     let has = |k: &str| obj.is_some_and(|o| o.contains_key(k));
     if obj.and_then(|o| o.get("kind")).and_then(|k| k.as_str()) == Some("ServiceContract")

@@ -43,7 +43,10 @@ fn empty_object() -> serde_json::Value {
 #[serde(deny_unknown_fields)]
 pub struct Requirements {
     /// Every one of these capabilities.
-    #[schemars(length(min = 1, max = 64), inner(pattern(r"^[a-z0-9][a-z0-9_.-]{0,62}$")))]
+    #[schemars(
+        length(min = 1, max = 64),
+        inner(pattern(r"^[a-z0-9][a-z0-9_.-]{0,62}$"))
+    )]
     pub capabilities: Vec<String>,
     /// Property → bound the service must satisfy.
     #[serde(default)]

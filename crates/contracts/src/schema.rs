@@ -6,9 +6,9 @@ use std::sync::OnceLock;
 
 use schemars::JsonSchema;
 
+use crate::model::ServiceContract;
 use crate::policy::PolicySet;
 use crate::request::{Principal, RouteRequest};
-use crate::model::ServiceContract;
 
 /// The documents CAIO parses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,8 +81,12 @@ pub(crate) struct Compiled {
 
 /// The compiled validator of `kind`, built once per process.
 pub(crate) fn compiled(kind: DocKind) -> Result<&'static Compiled, String> {
-    static CELLS: [OnceLock<Result<Compiled, String>>; 4] =
-        [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    static CELLS: [OnceLock<Result<Compiled, String>>; 4] = [
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+    ];
     let idx = match kind {
         DocKind::Contract => 0,
         DocKind::Request => 1,
@@ -99,7 +103,12 @@ pub(crate) fn compiled(kind: DocKind) -> Result<&'static Compiled, String> {
                     validator,
                     vocabulary,
                 })
-                .map_err(|e| format!("internal error: the {} schema does not compile: {e}", kind.label()))
+                .map_err(|e| {
+                    format!(
+                        "internal error: the {} schema does not compile: {e}",
+                        kind.label()
+                    )
+                })
         })
         .as_ref()
         .map_err(Clone::clone)
@@ -122,7 +131,10 @@ fn collect_properties(v: &serde_json::Value, out: &mut BTreeSet<String>) {
 
 /// The closest known name to `unknown`, if it is a plausible typo (edit distance ≤ 2, or ≤ 3 for
 /// long names).
-pub(crate) fn suggest<'a>(unknown: &str, vocabulary: impl IntoIterator<Item = &'a String>) -> Option<&'a str> {
+pub(crate) fn suggest<'a>(
+    unknown: &str,
+    vocabulary: impl IntoIterator<Item = &'a String>,
+) -> Option<&'a str> {
     let limit = if unknown.len() > 8 { 3 } else { 2 };
     vocabulary
         .into_iter()
@@ -152,7 +164,10 @@ mod tests {
 
     #[test]
     fn suggestions_find_typos_only() {
-        let vocab: Vec<String> = ["capabilities", "guarantees", "cost"].iter().map(|s| s.to_string()).collect();
+        let vocab: Vec<String> = ["capabilities", "guarantees", "cost"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(suggest("capabilites", &vocab), Some("capabilities"));
         assert_eq!(suggest("garantees", &vocab), Some("guarantees"));
         assert_eq!(suggest("zebra", &vocab), None);

@@ -19,10 +19,18 @@ pub(crate) fn contract(c: &ServiceContract) -> Vec<Problem> {
     if let Err(e) = semver::Version::parse(&s.version) {
         out.push(Problem::new(
             "/service/version",
-            format!("`{}` is not a semantic version (MAJOR.MINOR.PATCH): {e}", s.version),
+            format!(
+                "`{}` is not a semantic version (MAJOR.MINOR.PATCH): {e}",
+                s.version
+            ),
         ));
     }
-    duplicates(&s.capabilities, "/service/capabilities", "capability", &mut out);
+    duplicates(
+        &s.capabilities,
+        "/service/capabilities",
+        "capability",
+        &mut out,
+    );
     guarantees(&s.guarantees, "/service/guarantees", &mut out);
     for (key, value) in &s.constraints {
         let path = format!("/service/constraints/{}", escape(key));
@@ -41,7 +49,10 @@ pub(crate) fn contract(c: &ServiceContract) -> Vec<Problem> {
         if (key.starts_with("max_") || key.starts_with("min_"))
             && !matches!(value, ConstraintValue::Number(_))
         {
-            out.push(Problem::new(&path, format!("`{key}` is a limit and must be a number")));
+            out.push(Problem::new(
+                &path,
+                format!("`{key}` is a limit and must be a number"),
+            ));
         }
     }
     base_url(&s.api.base_url, &mut out);
@@ -75,7 +86,10 @@ fn base_url(raw: &str, out: &mut Vec<Problem>) {
                 ));
             }
             if u.query().is_some() || u.fragment().is_some() {
-                out.push(Problem::new(path, "base URL may not have a query or fragment"));
+                out.push(Problem::new(
+                    path,
+                    "base URL may not have a query or fragment",
+                ));
             }
         }
     }
@@ -87,17 +101,26 @@ fn guarantees(map: &BTreeMap<String, Bound>, base: &str, out: &mut Vec<Problem>)
         match bound {
             Bound::Flag(_) => {
                 if !FLAGS.contains(&key.as_str()) && UNIT_INTERVAL.contains(&key.as_str()) {
-                    out.push(Problem::new(&path, format!("`{key}` takes a {{min, max}} bound, not a flag")));
+                    out.push(Problem::new(
+                        &path,
+                        format!("`{key}` takes a {{min, max}} bound, not a flag"),
+                    ));
                 }
             }
             Bound::Range(r) => {
                 if FLAGS.contains(&key.as_str()) {
-                    out.push(Problem::new(&path, format!("`{key}` is a flag: write `{key}: true`")));
+                    out.push(Problem::new(
+                        &path,
+                        format!("`{key}` is a flag: write `{key}: true`"),
+                    ));
                 }
-                if let (Some(min), Some(max)) = (r.min, r.max) {
-                    if min > max {
-                        out.push(Problem::new(&path, format!("min {min} is greater than max {max}")));
-                    }
+                if let (Some(min), Some(max)) = (r.min, r.max)
+                    && min > max
+                {
+                    out.push(Problem::new(
+                        &path,
+                        format!("min {min} is greater than max {max}"),
+                    ));
                 }
                 for (side, v) in [("min", r.min), ("max", r.max)] {
                     let Some(v) = v else { continue };
@@ -117,15 +140,27 @@ fn duplicates(items: &[String], path: &str, what: &str, out: &mut Vec<Problem>) 
     let mut seen = HashSet::new();
     for (i, item) in items.iter().enumerate() {
         if !seen.insert(item.as_str()) {
-            out.push(Problem::new(&format!("{path}/{i}"), format!("duplicate {what} `{item}`")));
+            out.push(Problem::new(
+                &format!("{path}/{i}"),
+                format!("duplicate {what} `{item}`"),
+            ));
         }
     }
 }
 
 pub(crate) fn request(r: &RouteRequest) -> Vec<Problem> {
     let mut out = Vec::new();
-    duplicates(&r.requirements.capabilities, "/requirements/capabilities", "capability", &mut out);
-    guarantees(&r.requirements.guarantees, "/requirements/guarantees", &mut out);
+    duplicates(
+        &r.requirements.capabilities,
+        "/requirements/capabilities",
+        "capability",
+        &mut out,
+    );
+    guarantees(
+        &r.requirements.guarantees,
+        "/requirements/guarantees",
+        &mut out,
+    );
     if let Some(fields) = &r.fields {
         let named = [
             ("intent", fields.intent.len()),
@@ -153,7 +188,10 @@ pub(crate) fn policies(p: &PolicySet) -> Vec<Problem> {
     let mut seen = HashSet::new();
     for (i, rule) in p.policies.iter().enumerate() {
         if !seen.insert(rule.id.as_str()) {
-            out.push(Problem::new(&format!("/policies/{i}/id"), format!("duplicate policy id `{}`", rule.id)));
+            out.push(Problem::new(
+                &format!("/policies/{i}/id"),
+                format!("duplicate policy id `{}`", rule.id),
+            ));
         }
     }
     out

@@ -1,6 +1,6 @@
 //! Parsing untrusted documents: every rejection names the file, the field path and the line.
 
-use crate::{parse_contract, parse_principal, parse_request, Format, ValidationReport};
+use crate::{Format, ValidationReport, parse_contract, parse_principal, parse_request};
 
 const VALID: &str = r#"apiVersion: caio/v1
 kind: ServiceContract
@@ -38,7 +38,10 @@ fn check(report: &ValidationReport, path: &str, line: Option<usize>, fragment: &
         .problems
         .iter()
         .any(|p| p.path == path && p.line == line && p.message.contains(fragment));
-    assert!(found, "no problem at {path} (line {line:?}) containing {fragment:?} in:\n{report}");
+    assert!(
+        found,
+        "no problem at {path} (line {line:?}) containing {fragment:?} in:\n{report}"
+    );
 }
 
 #[test]
@@ -52,25 +55,53 @@ fn the_design_example_parses() {
 #[test]
 fn a_typo_is_named_with_a_suggestion_and_its_line() {
     let r = contract_err(&VALID.replace("  capabilities:", "  capabilites:"));
-    check(&r, "/service/capabilites", Some(8), "unknown field `capabilites`; did you mean `capabilities`?");
+    check(
+        &r,
+        "/service/capabilites",
+        Some(8),
+        "unknown field `capabilites`; did you mean `capabilities`?",
+    );
     check(&r, "/service", Some(3), "capabilities");
-    assert!(r.to_string().contains("svc.yaml:8: /service/capabilites"), "{r}");
+    assert!(
+        r.to_string().contains("svc.yaml:8: /service/capabilites"),
+        "{r}"
+    );
 }
 
 #[test]
 fn non_finite_numbers_are_refused() {
     let r = contract_err(&VALID.replace("{ min: 0.95 }", "{ min: .nan }"));
-    check(&r, "/service/guarantees/accuracy/min", Some(10), "not a finite number");
+    check(
+        &r,
+        "/service/guarantees/accuracy/min",
+        Some(10),
+        "not a finite number",
+    );
     let r = contract_err(&VALID.replace("per_request: 0.0004", "per_request: .inf"));
-    check(&r, "/service/cost/per_request", Some(14), "not a finite number");
+    check(
+        &r,
+        "/service/cost/per_request",
+        Some(14),
+        "not a finite number",
+    );
 }
 
 #[test]
 fn bounds_out_of_order_or_range_are_refused() {
     let r = contract_err(&VALID.replace("{ min: 0.95 }", "{ min: 0.95, max: 0.9 }"));
-    check(&r, "/service/guarantees/accuracy", Some(10), "min 0.95 is greater than max 0.9");
+    check(
+        &r,
+        "/service/guarantees/accuracy",
+        Some(10),
+        "min 0.95 is greater than max 0.9",
+    );
     let r = contract_err(&VALID.replace("{ min: 0.95 }", "{ min: 1.5 }"));
-    check(&r, "/service/guarantees/accuracy/min", Some(10), "outside [0, 1]");
+    check(
+        &r,
+        "/service/guarantees/accuracy/min",
+        Some(10),
+        "outside [0, 1]",
+    );
     let r = contract_err(&VALID.replace("determinism: true", "determinism: { min: 1 }"));
     check(&r, "/service/guarantees/determinism", Some(12), "is a flag");
 }
@@ -82,8 +113,16 @@ fn identifiers_versions_and_urls_are_checked() {
     let r = contract_err(&VALID.replace("version: 1.4.0", "version: \"1.4\""));
     check(&r, "/service/version", Some(6), "not a semantic version");
     let r = contract_err(&VALID.replace("http://127.0.0.1:9101", "ftp://files.example.com"));
-    check(&r, "/service/api/base_url", Some(18), "scheme `ftp` is not allowed");
-    let r = contract_err(&VALID.replace("http://127.0.0.1:9101", "https://user:secret@api.example.com"));
+    check(
+        &r,
+        "/service/api/base_url",
+        Some(18),
+        "scheme `ftp` is not allowed",
+    );
+    let r = contract_err(&VALID.replace(
+        "http://127.0.0.1:9101",
+        "https://user:secret@api.example.com",
+    ));
     check(&r, "/service/api/base_url", Some(18), "carries credentials");
     let r = contract_err(&VALID.replace("http://127.0.0.1:9101", "not a url"));
     check(&r, "/service/api/base_url", Some(18), "is not a URL");
@@ -93,8 +132,16 @@ fn identifiers_versions_and_urls_are_checked() {
 fn capabilities_must_be_present_and_unique() {
     let r = contract_err(&VALID.replace("[sentiment_analysis, text_classification]", "[]"));
     check(&r, "/service/capabilities", Some(8), "");
-    let r = contract_err(&VALID.replace("[sentiment_analysis, text_classification]", "[sentiment_analysis, sentiment_analysis]"));
-    check(&r, "/service/capabilities/1", Some(8), "duplicate capability `sentiment_analysis`");
+    let r = contract_err(&VALID.replace(
+        "[sentiment_analysis, text_classification]",
+        "[sentiment_analysis, sentiment_analysis]",
+    ));
+    check(
+        &r,
+        "/service/capabilities/1",
+        Some(8),
+        "duplicate capability `sentiment_analysis`",
+    );
 }
 
 #[test]
@@ -117,8 +164,13 @@ fn every_problem_is_reported_at_once() {
 
 #[test]
 fn alias_bombs_are_refused_quickly() {
-    let mut bomb = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
-    for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"].iter().zip(["b", "c", "d", "e", "f", "g", "h", "i"]) {
+    let mut bomb = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+        .iter()
+        .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+    {
         bomb.push_str(&format!("{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
     }
     let started = std::time::Instant::now();
@@ -132,10 +184,18 @@ fn alias_bombs_are_refused_quickly() {
 #[test]
 fn oversized_and_deep_documents_are_refused() {
     let big = format!("{VALID}# {}\n", "x".repeat(300 * 1024));
-    check(&contract_err(&big), "", None, "limit for a service contract is 262144 bytes");
+    check(
+        &contract_err(&big),
+        "",
+        None,
+        "limit for a service contract is 262144 bytes",
+    );
     let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
     let r = contract_err(&deep);
-    assert!(r.to_string().contains("nesting deeper than 16 levels"), "{r}");
+    assert!(
+        r.to_string().contains("nesting deeper than 16 levels"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -166,13 +226,32 @@ fn json_contracts_get_lines_too() {
 
 #[test]
 fn requests_and_principals_are_validated() {
-    let r = parse_request("req.yaml", "requirements: {capabilities: [x]}\nbudjet: {max_cost: 1}\n", Format::Yaml).err().unwrap_or_else(|| panic!("accepted"));
+    let r = parse_request(
+        "req.yaml",
+        "requirements: {capabilities: [x]}\nbudjet: {max_cost: 1}\n",
+        Format::Yaml,
+    )
+    .err()
+    .unwrap_or_else(|| panic!("accepted"));
     check(&r, "/budjet", Some(2), "did you mean `budget`?");
-    let r = parse_request("req.yaml", "requirements: {capabilities: [x]}\nfields: {intent: [[1,0],[0,1]], rfs: [[1,0]]}\n", Format::Yaml).err().unwrap_or_else(|| panic!("accepted"));
+    let r = parse_request(
+        "req.yaml",
+        "requirements: {capabilities: [x]}\nfields: {intent: [[1,0],[0,1]], rfs: [[1,0]]}\n",
+        Format::Yaml,
+    )
+    .err()
+    .unwrap_or_else(|| panic!("accepted"));
     check(&r, "/fields/rfs", Some(2), "equal length");
-    let r = parse_principal("p.yaml", "id: p\ntrust_level: 11\n", Format::Yaml).err().unwrap_or_else(|| panic!("accepted"));
+    let r = parse_principal("p.yaml", "id: p\ntrust_level: 11\n", Format::Yaml)
+        .err()
+        .unwrap_or_else(|| panic!("accepted"));
     check(&r, "/trust_level", Some(2), "maximum");
-    let ok = parse_request("req.yaml", "requirements: {capabilities: [x]}\n", Format::Yaml).unwrap_or_else(|e| panic!("{e}"));
+    let ok = parse_request(
+        "req.yaml",
+        "requirements: {capabilities: [x]}\n",
+        Format::Yaml,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ok.payload, serde_json::json!({}), "sections default");
 }
 

@@ -30,9 +30,8 @@ pub fn to_json(
 ) -> Result<serde_json::Value, Vec<Problem>> {
     match syntax {
         Syntax::Json => {
-            let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-                vec![Problem::at_line("", e.line(), format!("invalid JSON: {e}"))]
-            })?;
+            let value: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| vec![Problem::at_line("", e.line(), format!("invalid JSON: {e}"))])?;
             let mut problems = Vec::new();
             check_depth(&value, "", 0, max_depth, &mut problems);
             if problems.is_empty() {
@@ -48,7 +47,11 @@ pub fn to_json(
                 if msg.contains("repetition limit") || msg.contains("recursion limit") {
                     msg = format!("document expands beyond the alias or nesting limit: {msg}");
                 }
-                vec![Problem::at_line("", line.unwrap_or(0), format!("invalid YAML: {msg}"))]
+                vec![Problem::at_line(
+                    "",
+                    line.unwrap_or(0),
+                    format!("invalid YAML: {msg}"),
+                )]
             })?;
             let mut problems = Vec::new();
             let json = convert(value, String::new(), 0, max_depth, &mut problems);
@@ -69,13 +72,22 @@ fn check_depth(
     problems: &mut Vec<Problem>,
 ) {
     if depth > max {
-        problems.push(Problem::new(path, format!("nesting deeper than {max} levels")));
+        problems.push(Problem::new(
+            path,
+            format!("nesting deeper than {max} levels"),
+        ));
         return;
     }
     match v {
         serde_json::Value::Object(m) => {
             for (k, v) in m {
-                check_depth(v, &format!("{path}/{}", escape(k)), depth + 1, max, problems);
+                check_depth(
+                    v,
+                    &format!("{path}/{}", escape(k)),
+                    depth + 1,
+                    max,
+                    problems,
+                );
             }
         }
         serde_json::Value::Array(a) => {
@@ -102,7 +114,10 @@ fn convert(
     use serde_json::Value as J;
     use serde_norway::Value as Y;
     if depth > max {
-        problems.push(Problem::new(&path, format!("nesting deeper than {max} levels")));
+        problems.push(Problem::new(
+            &path,
+            format!("nesting deeper than {max} levels"),
+        ));
         return J::Null;
     }
     match v {
@@ -120,7 +135,9 @@ fn convert(
                     None => {
                         problems.push(Problem::new(
                             &path,
-                            format!("`{n}` is not a finite number (NaN and infinities are refused)"),
+                            format!(
+                                "`{n}` is not a finite number (NaN and infinities are refused)"
+                            ),
                         ));
                         J::Null
                     }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use caio_contracts::schema::{schema_text, DocKind};
+use caio_contracts::schema::{DocKind, schema_text};
 
 #[test]
 fn committed_schemas_are_current() {
@@ -24,5 +24,9 @@ fn committed_schemas_are_current() {
             Err(e) => stale.push(format!("{}: {e}", path.display())),
         }
     }
-    assert!(stale.is_empty(), "{}\nrun `CAIO_UPDATE_SCHEMA=1 cargo test -p caio-contracts --test schema` and commit the result", stale.join("\n"));
+    assert!(
+        stale.is_empty(),
+        "{}\nrun `CAIO_UPDATE_SCHEMA=1 cargo test -p caio-contracts --test schema` and commit the result",
+        stale.join("\n")
+    );
 }

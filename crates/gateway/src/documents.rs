@@ -2,8 +2,8 @@
 //! policy sets, including the CEL compilation of every policy.
 
 use caio_contracts::{
-    detect_kind, parse_contract, parse_policies, parse_principal, parse_request, DocKind, Format,
-    LineIndex, Problem, ValidationReport,
+    DocKind, Format, LineIndex, Problem, ValidationReport, detect_kind, parse_contract,
+    parse_policies, parse_principal, parse_request,
 };
 
 /// Validates one document of any kind and says which kind it was.
@@ -32,7 +32,11 @@ pub fn compile_policies(
         let problems = errors
             .into_iter()
             .map(|e| {
-                let i = set.policies.iter().position(|p| p.id == e.policy_id).unwrap_or(0);
+                let i = set
+                    .policies
+                    .iter()
+                    .position(|p| p.id == e.policy_id)
+                    .unwrap_or(0);
                 let path = format!("/policies/{i}/{}", e.field);
                 let line = index.line_of(&path).map(|l| l + e.line.saturating_sub(1));
                 Problem {

@@ -9,18 +9,18 @@
 //! (retries, fallbacks, circuit breakers) joins this crate in the gateway issue.
 
 pub mod documents;
-pub mod loader;
 mod error;
+pub mod loader;
 mod pipeline;
 mod prepared;
 mod router;
 pub mod verify;
 
 pub use error::{NoRoute, RouteError};
-pub use pipeline::{route, RouteContext};
+pub use pipeline::{RouteContext, route};
 pub use prepared::PreparedServices;
 pub use router::Router;
-pub use verify::{verify, Disagreement, Verified};
+pub use verify::{Disagreement, Verified, verify};
 
 pub use caio_rules::CompiledPolicies;
 

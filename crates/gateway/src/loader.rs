@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use caio_contracts::decision::Decision;
 use caio_contracts::{
-    parse_contract, parse_policies, parse_principal, parse_request, Format, PolicySet, Principal,
-    RouteRequest, ServiceContract, ValidationReport,
+    Format, PolicySet, Principal, RouteRequest, ServiceContract, ValidationReport, parse_contract,
+    parse_policies, parse_principal, parse_request,
 };
 
 /// The largest decision file `verify` reads.
@@ -44,7 +44,11 @@ pub enum LoadError {
 }
 
 fn join(reports: &[ValidationReport]) -> String {
-    reports.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+    reports
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Reads a text file of at most `limit` bytes.
@@ -78,7 +82,10 @@ pub fn contract_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
         .map(|e| e.path())
         .filter(|p| {
             p.is_file()
-                && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "json")
+                )
         })
         .collect();
     files.sort();
@@ -118,7 +125,8 @@ pub fn load_services_dir(dir: &Path) -> Result<Vec<ServiceContract>, LoadError> 
 pub fn load_policies(path: &Path) -> Result<(PolicySet, caio_rules::CompiledPolicies), LoadError> {
     let name = path.display().to_string();
     let text = read_text(path, MAX_FILE_BYTES)?;
-    let set = parse_policies(&name, &text, Format::Auto).map_err(|r| LoadError::Invalid(vec![r]))?;
+    let set =
+        parse_policies(&name, &text, Format::Auto).map_err(|r| LoadError::Invalid(vec![r]))?;
     let compiled = crate::documents::compile_policies(&name, &text, &set)
         .map_err(|r| LoadError::Invalid(vec![r]))?;
     Ok((set, compiled))
@@ -143,7 +151,11 @@ pub fn load_decision(path: &Path) -> Result<Decision, LoadError> {
     let name = path.display().to_string();
     let text = read_text(path, MAX_DECISION_BYTES)?;
     serde_json::from_str(&text).map_err(|e| LoadError::Io {
-        path: if e.line() > 0 { format!("{name}:{}", e.line()) } else { name },
+        path: if e.line() > 0 {
+            format!("{name}:{}", e.line())
+        } else {
+            name
+        },
         message: format!("not a CAIO decision: {e}"),
     })
 }

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use caio_calculus::fields::{self, FieldContext, BANDS};
+use caio_calculus::fields::{self, BANDS, FieldContext};
 use caio_calculus::matching;
-use caio_calculus::objective::{self, History, COEFFICIENTS, U_MAX};
+use caio_calculus::objective::{self, COEFFICIENTS, History, U_MAX};
 use caio_calculus::traits;
 use caio_contracts::canonical;
 use caio_contracts::decision::{
@@ -87,8 +87,14 @@ pub(crate) fn route_inner(
     let (pii, input_tokens, tokens_source) = match replay {
         Some(r) => (r.pii.clone(), r.input_tokens, r.input_tokens_source.clone()),
         None => {
-            let pii = if redacted_in { Vec::new() } else { caio_security::scan(&request.payload) };
-            let bytes = serde_json::to_vec(&request.payload).map_err(internal)?.len();
+            let pii = if redacted_in {
+                Vec::new()
+            } else {
+                caio_security::scan(&request.payload)
+            };
+            let bytes = serde_json::to_vec(&request.payload)
+                .map_err(internal)?
+                .len();
             let (t, src) = matching::input_tokens(request, bytes);
             (pii, t, src.to_owned())
         }
@@ -117,8 +123,11 @@ pub(crate) fn route_inner(
 
     // Request-level decisions of every rule whose `when` does not read the service.
     let policies = ctx.policies;
-    let whens: Vec<Option<(bool, Option<String>)>> =
-        policies.rules.iter().map(|r| policies.when_for_request(r, &scope)).collect();
+    let whens: Vec<Option<(bool, Option<String>)>> = policies
+        .rules
+        .iter()
+        .map(|r| policies.when_for_request(r, &scope))
+        .collect();
     let mut rule_outcomes: Vec<RuleOutcome> = policies
         .rules
         .iter()
@@ -188,7 +197,10 @@ pub(crate) fn route_inner(
             } else {
                 "over_budget"
             };
-            (reason, format!("{}: required {}, offered {}", c.name, c.required, c.offered))
+            (
+                reason,
+                format!("{}: required {}, offered {}", c.name, c.required, c.offered),
+            )
         });
         match_evidence.push(MatchEvidence {
             service_id: Arc::clone(&entry.id),
@@ -223,7 +235,11 @@ pub(crate) fn route_inner(
                         format!("`require` is false with {}", read.join(", "))
                     }
                 });
-                let desc = rule.description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+                let desc = rule
+                    .description
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
                 violation = Some(format!("policy `{}`{desc} violated: {why}", rule.id));
             }
             rule_outcomes.push(outcome);
@@ -237,7 +253,8 @@ pub(crate) fn route_inner(
         }
 
         // Step 3: security.
-        let (evidence, denial) = caio_security::check_service(&entry.id, principal, spec, sensitive);
+        let (evidence, denial) =
+            caio_security::check_service(&entry.id, principal, spec, sensitive);
         security.services.push(evidence);
         let denial = match &authenticated {
             Err(d) => Some(d.clone()),
@@ -263,7 +280,11 @@ pub(crate) fn route_inner(
                 constraints,
             });
             if !unmet.is_empty() {
-                rejected.push(reject(Step::Traits, "trait_unmet", format!("trait constraints unmet: {}", unmet.join(", "))));
+                rejected.push(reject(
+                    Step::Traits,
+                    "trait_unmet",
+                    format!("trait constraints unmet: {}", unmet.join(", ")),
+                ));
                 continue;
             }
         }
@@ -306,7 +327,8 @@ pub(crate) fn route_inner(
 
     // Step 5: optimize.
     let resonance = field_ctx.as_ref().map_or(0.0, |f| f.resonance);
-    let mut scored: Vec<(f64, [u8; 32], RankedCandidate, [f64; BANDS])> = Vec::with_capacity(feasible.len());
+    let mut scored: Vec<(f64, [u8; 32], RankedCandidate, [f64; BANDS])> =
+        Vec::with_capacity(feasible.len());
     for f in &feasible {
         let spec = &entries[f.index].contract.service;
         let history = ctx.history.get(f.id.as_ref());
@@ -336,14 +358,22 @@ pub(crate) fn route_inner(
             field_terms.map_or([0.0; BANDS], |t| t.service_modes),
         ));
     }
-    scored.sort_by(|a, b| objective::rank_order((a.0, &a.1, &a.2.service_id), (b.0, &b.1, &b.2.service_id)));
+    scored.sort_by(|a, b| {
+        objective::rank_order((a.0, &a.1, &a.2.service_id), (b.0, &b.1, &b.2.service_id))
+    });
     proof.optimize.tie_broken = scored.len() > 1 && scored[0].0 == scored[1].0;
 
     // Step 6: control signal.
     let winner = &scored[0];
-    let margin = if scored.len() > 1 { winner.0 - scored[1].0 } else { winner.0 };
+    let margin = if scored.len() > 1 {
+        winner.0 - scored[1].0
+    } else {
+        winner.0
+    };
     let u = match &field_ctx {
-        Some(fc) => fields::control_signal(winner.2.terms.kappa, &fc.intent_modes, &winner.3, U_MAX),
+        Some(fc) => {
+            fields::control_signal(winner.2.terms.kappa, &fc.intent_modes, &winner.3, U_MAX)
+        }
         None => vec![0.0; BANDS],
     };
 
@@ -368,7 +398,11 @@ pub(crate) fn route_inner(
         ranking: scored.into_iter().map(|s| s.2).collect(),
         rejected,
         guarantees,
-        control_signal: ControlSignal { u, u_max: U_MAX, margin },
+        control_signal: ControlSignal {
+            u,
+            u_max: U_MAX,
+            margin,
+        },
         proof,
         registry_version: snapshot.version().to_owned(),
         policy_version: policies.version.clone(),

@@ -10,7 +10,7 @@ use caio_registry::{Registry, Snapshot};
 use caio_rules::CompiledPolicies;
 
 use crate::error::RouteError;
-use crate::pipeline::{route, RouteContext};
+use crate::pipeline::{RouteContext, route};
 use crate::prepared::PreparedServices;
 
 /// Routes requests against a live registry and a replaceable policy set.
@@ -89,7 +89,11 @@ impl Router {
     }
 
     /// Routes one request for one principal.
-    pub fn route(&self, request: &RouteRequest, principal: &Principal) -> Result<Decision, RouteError> {
+    pub fn route(
+        &self,
+        request: &RouteRequest,
+        principal: &Principal,
+    ) -> Result<Decision, RouteError> {
         let snapshot = self.registry.snapshot();
         let prepared = self.prepared_for(&snapshot);
         let policies = self.policies.load();

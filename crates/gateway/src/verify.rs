@@ -7,13 +7,13 @@
 //! record, section by section in pipeline order, reporting the first disagreement with its path.
 
 use caio_calculus::{History, ServiceHistory};
+use caio_contracts::ServiceContract;
 use caio_contracts::decision::Decision;
 use caio_contracts::policy::PolicySet;
-use caio_contracts::ServiceContract;
 use caio_registry::Snapshot;
 use serde_json::Value;
 
-use crate::pipeline::{is_redacted, route_inner, Replay, RouteContext};
+use crate::pipeline::{Replay, RouteContext, is_redacted, route_inner};
 use crate::prepared::PreparedServices;
 
 /// A verified decision.
@@ -41,7 +41,11 @@ pub struct Disagreement {
     pub message: String,
 }
 
-fn disagree(step: &'static str, path: impl Into<String>, message: impl Into<String>) -> Disagreement {
+fn disagree(
+    step: &'static str,
+    path: impl Into<String>,
+    message: impl Into<String>,
+) -> Disagreement {
     Disagreement {
         step,
         path: path.into(),
@@ -59,14 +63,16 @@ pub fn verify(
     contracts: Vec<ServiceContract>,
     policies: &PolicySet,
 ) -> Result<Verified, Disagreement> {
-    caio_trace::check_integrity(decision).map_err(|e| disagree("integrity", "/decision_id", e.to_string()))?;
+    caio_trace::check_integrity(decision)
+        .map_err(|e| disagree("integrity", "/decision_id", e.to_string()))?;
 
     let entries = contracts
         .into_iter()
         .map(|c| caio_registry::Entry::new(c).map(std::sync::Arc::new))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| disagree("registry", "/registry_version", e.to_string()))?;
-    let snapshot = Snapshot::build(entries).map_err(|e| disagree("registry", "/registry_version", e.to_string()))?;
+    let snapshot = Snapshot::build(entries)
+        .map_err(|e| disagree("registry", "/registry_version", e.to_string()))?;
     if snapshot.version() != decision.registry_version {
         return Err(disagree(
             "registry",
@@ -80,7 +86,11 @@ pub fn verify(
     }
     let compiled = caio_rules::compile(policies).map_err(|errors| {
         let first = errors.first().map(ToString::to_string).unwrap_or_default();
-        disagree("policies", "/policy_version", format!("the policies do not compile: {first}"))
+        disagree(
+            "policies",
+            "/policy_version",
+            format!("the policies do not compile: {first}"),
+        )
     })?;
     if compiled.version != decision.policy_version {
         return Err(disagree(
@@ -121,12 +131,27 @@ pub fn verify(
         policies: &compiled,
         history: &history,
     };
-    let recomputed = route_inner(&ctx, &decision.request, &decision.principal, replay.as_ref()).map_err(|e| {
-        disagree("decision", "/service_id", format!("the decision chose `{}` but recomputation finds no route: {e}", decision.service_id))
+    let recomputed = route_inner(
+        &ctx,
+        &decision.request,
+        &decision.principal,
+        replay.as_ref(),
+    )
+    .map_err(|e| {
+        disagree(
+            "decision",
+            "/service_id",
+            format!(
+                "the decision chose `{}` but recomputation finds no route: {e}",
+                decision.service_id
+            ),
+        )
     })?;
 
-    let recorded = serde_json::to_value(decision).map_err(|e| disagree("decision", "", e.to_string()))?;
-    let again = serde_json::to_value(&recomputed).map_err(|e| disagree("decision", "", e.to_string()))?;
+    let recorded =
+        serde_json::to_value(decision).map_err(|e| disagree("decision", "", e.to_string()))?;
+    let again =
+        serde_json::to_value(&recomputed).map_err(|e| disagree("decision", "", e.to_string()))?;
     let sections: [(&'static str, &str); 13] = [
         ("match", "/proof/matching"),
         ("match", "/request_digest"),
@@ -151,7 +176,12 @@ pub fn verify(
     }
 
     let p = &decision.proof;
-    let predicates = p.matching.candidates.iter().map(|c| c.checks.len()).sum::<usize>()
+    let predicates = p
+        .matching
+        .candidates
+        .iter()
+        .map(|c| c.checks.len())
+        .sum::<usize>()
         + p.rules.len()
         + p.security.services.len() * 4
         + p.traits.iter().map(|t| t.constraints.len()).sum::<usize>()
@@ -169,10 +199,17 @@ fn numbers_agree(a: f64, b: f64) -> bool {
 }
 
 /// The first JSON path where `recorded` and `recomputed` differ, with a description.
-fn first_difference(recorded: &Value, recomputed: &Value, path: String) -> Option<(String, String)> {
+fn first_difference(
+    recorded: &Value,
+    recomputed: &Value,
+    path: String,
+) -> Option<(String, String)> {
     match (recorded, recomputed) {
         (Value::Number(a), Value::Number(b)) => {
-            let (x, y) = (a.as_f64().unwrap_or(f64::NAN), b.as_f64().unwrap_or(f64::NAN));
+            let (x, y) = (
+                a.as_f64().unwrap_or(f64::NAN),
+                b.as_f64().unwrap_or(f64::NAN),
+            );
             (!numbers_agree(x, y)).then(|| (path, format!("recorded {a}, recomputed {b}")))
         }
         (Value::Object(a), Value::Object(b)) => {
@@ -184,12 +221,20 @@ fn first_difference(recorded: &Value, recomputed: &Value, path: String) -> Optio
                             return Some(d);
                         }
                     }
-                    None => return Some((child, format!("recorded {va}, recomputation has no such field"))),
+                    None => {
+                        return Some((
+                            child,
+                            format!("recorded {va}, recomputation has no such field"),
+                        ));
+                    }
                 }
             }
-            b.keys()
-                .find(|k| !a.contains_key(*k))
-                .map(|k| (format!("{path}/{k}"), format!("missing from the record; recomputed {}", b[k])))
+            b.keys().find(|k| !a.contains_key(*k)).map(|k| {
+                (
+                    format!("{path}/{k}"),
+                    format!("missing from the record; recomputed {}", b[k]),
+                )
+            })
         }
         (Value::Array(a), Value::Array(b)) => {
             for (i, (va, vb)) in a.iter().zip(b).enumerate() {
@@ -197,7 +242,12 @@ fn first_difference(recorded: &Value, recomputed: &Value, path: String) -> Optio
                     return Some(d);
                 }
             }
-            (a.len() != b.len()).then(|| (path, format!("recorded {} entries, recomputed {}", a.len(), b.len())))
+            (a.len() != b.len()).then(|| {
+                (
+                    path,
+                    format!("recorded {} entries, recomputed {}", a.len(), b.len()),
+                )
+            })
         }
         (a, b) => (a != b).then(|| (path, format!("recorded {a}, recomputed {b}"))),
     }

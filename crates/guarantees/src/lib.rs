@@ -42,25 +42,25 @@ pub const COST_TOLERANCE: f64 = 1e-9;
 /// the composition does not bound, are not checked.
 pub fn enforce(observed: &Observed, composed: &ComposedGuarantees) -> Vec<Violation> {
     let mut out = Vec::new();
-    if let (Some(o), Some(b)) = (observed.latency_ms, composed.latency_ms) {
-        if o > b {
-            out.push(Violation {
-                property: "latency_ms".into(),
-                bound: b,
-                observed: o,
-                detail: format!("took {o} ms, guaranteed at most {b} ms"),
-            });
-        }
+    if let (Some(o), Some(b)) = (observed.latency_ms, composed.latency_ms)
+        && o > b
+    {
+        out.push(Violation {
+            property: "latency_ms".into(),
+            bound: b,
+            observed: o,
+            detail: format!("took {o} ms, guaranteed at most {b} ms"),
+        });
     }
-    if let (Some(o), Some(b)) = (observed.accuracy, composed.accuracy) {
-        if o < b {
-            out.push(Violation {
-                property: "accuracy".into(),
-                bound: b,
-                observed: o,
-                detail: format!("reported accuracy {o}, guaranteed at least {b}"),
-            });
-        }
+    if let (Some(o), Some(b)) = (observed.accuracy, composed.accuracy)
+        && o < b
+    {
+        out.push(Violation {
+            property: "accuracy".into(),
+            bound: b,
+            observed: o,
+            detail: format!("reported accuracy {o}, guaranteed at least {b}"),
+        });
     }
     if let Some(o) = observed.cost {
         let b = composed.cost;
@@ -104,14 +104,27 @@ mod tests {
 
     #[test]
     fn kept_guarantees_give_no_violation() {
-        let o = Observed { latency_ms: Some(80.0), accuracy: Some(0.95), cost: Some(0.002), deterministic: Some(true) };
+        let o = Observed {
+            latency_ms: Some(80.0),
+            accuracy: Some(0.95),
+            cost: Some(0.002),
+            deterministic: Some(true),
+        };
         assert!(enforce(&o, &composed()).is_empty());
     }
 
     #[test]
     fn each_broken_guarantee_is_reported() {
-        let o = Observed { latency_ms: Some(101.0), accuracy: Some(0.5), cost: Some(0.01), deterministic: Some(false) };
-        let v: Vec<_> = enforce(&o, &composed()).into_iter().map(|v| v.property).collect();
+        let o = Observed {
+            latency_ms: Some(101.0),
+            accuracy: Some(0.5),
+            cost: Some(0.01),
+            deterministic: Some(false),
+        };
+        let v: Vec<_> = enforce(&o, &composed())
+            .into_iter()
+            .map(|v| v.property)
+            .collect();
         assert_eq!(v, ["latency_ms", "accuracy", "cost", "determinism"]);
     }
 
@@ -119,7 +132,10 @@ mod tests {
     fn unobserved_or_unbounded_properties_are_not_checked() {
         let mut c = composed();
         c.latency_ms = None;
-        let o = Observed { latency_ms: Some(1e9), ..Default::default() };
+        let o = Observed {
+            latency_ms: Some(1e9),
+            ..Default::default()
+        };
         assert!(enforce(&o, &c).is_empty());
     }
 }

@@ -91,7 +91,12 @@ impl Registry for MemoryRegistry {
             if s.get(&entry.id).is_none() {
                 return Err(RegistryError::NotFound(entry.id.to_string()));
             }
-            let mut v: Vec<_> = s.entries().iter().filter(|e| e.id != entry.id).cloned().collect();
+            let mut v: Vec<_> = s
+                .entries()
+                .iter()
+                .filter(|e| e.id != entry.id)
+                .cloned()
+                .collect();
             v.push(entry);
             Ok(v)
         })
@@ -100,7 +105,12 @@ impl Registry for MemoryRegistry {
     fn upsert(&self, contract: ServiceContract) -> Result<Change, RegistryError> {
         let entry = Arc::new(Entry::new(contract)?);
         self.change(|s| {
-            let mut v: Vec<_> = s.entries().iter().filter(|e| e.id != entry.id).cloned().collect();
+            let mut v: Vec<_> = s
+                .entries()
+                .iter()
+                .filter(|e| e.id != entry.id)
+                .cloned()
+                .collect();
             v.push(entry);
             Ok(v)
         })
@@ -111,7 +121,11 @@ impl Registry for MemoryRegistry {
             if s.get(id).is_none() {
                 return Err(RegistryError::NotFound(id.to_owned()));
             }
-            Ok(s.entries().iter().filter(|e| e.id.as_ref() != id).cloned().collect())
+            Ok(s.entries()
+                .iter()
+                .filter(|e| e.id.as_ref() != id)
+                .cloned()
+                .collect())
         })
     }
 }

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use caio_contracts::canonical;
 use caio_contracts::ServiceContract;
+use caio_contracts::canonical;
 
 use crate::RegistryError;
 
@@ -50,8 +50,10 @@ impl Snapshot {
         for e in entries {
             sorted.insert(Arc::clone(&e.id), e);
         }
-        let versions: BTreeMap<&str, &str> =
-            sorted.iter().map(|(k, e)| (k.as_ref(), e.digest.as_str())).collect();
+        let versions: BTreeMap<&str, &str> = sorted
+            .iter()
+            .map(|(k, e)| (k.as_ref(), e.digest.as_str()))
+            .collect();
         let version = canonical::digest(&versions)
             .map_err(|e| RegistryError::Canonical(String::new(), e.to_string()))?;
         let entries: Vec<Arc<Entry>> = sorted.into_values().collect();
@@ -130,6 +132,9 @@ impl Snapshot {
 
     /// Services per capability.
     pub fn capability_counts(&self) -> BTreeMap<&str, usize> {
-        self.by_capability.iter().map(|(k, v)| (k.as_str(), v.len())).collect()
+        self.by_capability
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.len()))
+            .collect()
     }
 }

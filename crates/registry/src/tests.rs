@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use caio_contracts::{parse_contract, Format, ServiceContract};
+use caio_contracts::{Format, ServiceContract, parse_contract};
 
 use crate::{MemoryRegistry, Registry, RegistryError};
 
@@ -19,24 +19,39 @@ fn contract(id: &str, caps: &[&str]) -> ServiceContract {
 
 #[test]
 fn versions_are_content_addressed() {
-    let a = MemoryRegistry::with_contracts([contract("a", &["x"]), contract("b", &["y"])]).unwrap_or_default();
-    let b = MemoryRegistry::with_contracts([contract("b", &["y"]), contract("a", &["x"])]).unwrap_or_default();
+    let a = MemoryRegistry::with_contracts([contract("a", &["x"]), contract("b", &["y"])])
+        .unwrap_or_default();
+    let b = MemoryRegistry::with_contracts([contract("b", &["y"]), contract("a", &["x"])])
+        .unwrap_or_default();
     assert_eq!(a.snapshot().version(), b.snapshot().version());
     let before = a.snapshot().version().to_owned();
-    let change = a.register(contract("c", &["x"])).unwrap_or_else(|e| panic!("{e}"));
+    let change = a
+        .register(contract("c", &["x"]))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(change.previous_version, before);
     assert_ne!(change.version, before);
     a.remove("c").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(a.snapshot().version(), before, "removing the addition restores the version");
+    assert_eq!(
+        a.snapshot().version(),
+        before,
+        "removing the addition restores the version"
+    );
 }
 
 #[test]
 fn changes_are_checked() {
     let r = MemoryRegistry::with_contracts([contract("a", &["x"])]).unwrap_or_default();
-    assert_eq!(r.register(contract("a", &["x"])), Err(RegistryError::AlreadyExists("a".into())));
-    assert_eq!(r.update(contract("zz", &["x"])), Err(RegistryError::NotFound("zz".into())));
+    assert_eq!(
+        r.register(contract("a", &["x"])),
+        Err(RegistryError::AlreadyExists("a".into()))
+    );
+    assert_eq!(
+        r.update(contract("zz", &["x"])),
+        Err(RegistryError::NotFound("zz".into()))
+    );
     assert_eq!(r.remove("zz"), Err(RegistryError::NotFound("zz".into())));
-    r.update(contract("a", &["y"])).unwrap_or_else(|e| panic!("{e}"));
+    r.update(contract("a", &["y"]))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.snapshot().candidates(&["y".into()]), vec![0]);
     assert!(r.snapshot().candidates(&["x".into()]).is_empty());
 }
@@ -53,7 +68,10 @@ fn index_intersects_capabilities() {
     let s = r.snapshot();
     let ids = |caps: &[&str]| -> Vec<String> {
         let caps: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
-        s.candidates(&caps).into_iter().map(|i| s.entries()[i].id.to_string()).collect()
+        s.candidates(&caps)
+            .into_iter()
+            .map(|i| s.entries()[i].id.to_string())
+            .collect()
     };
     assert_eq!(ids(&["x"]), ["a", "b", "c"]);
     assert_eq!(ids(&["x", "y"]), ["a", "c"]);

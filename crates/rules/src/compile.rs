@@ -16,7 +16,9 @@ pub(crate) const ROOTS: [&str; 3] = ["request", "service", "principal"];
 
 /// Why a policy does not compile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("policy `{policy_id}`: `{field}` at line {line}, column {column}: {message}\n  {field}: {source_text}")]
+#[error(
+    "policy `{policy_id}`: `{field}` at line {line}, column {column}: {message}\n  {field}: {source_text}"
+)]
 pub struct PolicyError {
     /// The policy.
     pub policy_id: String,
@@ -85,9 +87,22 @@ pub fn compile(set: &PolicySet) -> Result<CompiledPolicies, Vec<PolicyError>> {
     let sample_request = RequestScope::sample();
     let sample_service = ServiceScope::sample();
     for p in &set.policies {
-        let when = compile_expr(&env, &p.id, "when", &p.when, &sample_request, &sample_service);
-        let require =
-            compile_expr(&env, &p.id, "require", &p.require, &sample_request, &sample_service);
+        let when = compile_expr(
+            &env,
+            &p.id,
+            "when",
+            &p.when,
+            &sample_request,
+            &sample_service,
+        );
+        let require = compile_expr(
+            &env,
+            &p.id,
+            "require",
+            &p.require,
+            &sample_request,
+            &sample_service,
+        );
         match (when, require) {
             (Ok(when), Ok(require)) => rules.push(CompiledRule {
                 id: p.id.clone(),
@@ -134,7 +149,10 @@ impl std::fmt::Debug for CompiledPolicies {
 fn line_col(source: &str, offset: usize) -> (usize, usize) {
     let before = &source[..offset.min(source.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.chars().count(), |i| before[i + 1..].chars().count()) + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.chars().count(), |i| before[i + 1..].chars().count())
+        + 1;
     (line, col)
 }
 
@@ -154,14 +172,16 @@ fn compile_expr(
         message,
         source_text: source.to_owned(),
     };
-    let program = env.compile(source).map_err(|errs| match errs.errors.first() {
-        Some(e) => error(
-            usize::try_from(e.pos.0).unwrap_or(0).max(1),
-            usize::try_from(e.pos.1).unwrap_or(0) + 1,
-            format!("syntax error: {}", e.msg),
-        ),
-        None => error(1, 1, "syntax error".to_owned()),
-    })?;
+    let program = env
+        .compile(source)
+        .map_err(|errs| match errs.errors.first() {
+            Some(e) => error(
+                usize::try_from(e.pos.0).unwrap_or(0).max(1),
+                usize::try_from(e.pos.1).unwrap_or(0) + 1,
+                format!("syntax error: {}", e.msg),
+            ),
+            None => error(1, 1, "syntax error".to_owned()),
+        })?;
     let pos = |id: u64| {
         program
             .source_info()
@@ -182,14 +202,18 @@ fn compile_expr(
         return Err(error(
             line,
             column,
-            format!("undeclared reference `{name}` (policies read `request`, `service` and `principal`){hint}"),
+            format!(
+                "undeclared reference `{name}` (policies read `request`, `service` and `principal`){hint}"
+            ),
         ));
     }
 
     // Types: evaluate every call bottom-up on a representative request, service and principal.
     // A missing key is not a type error (free-form context keys are absent from the sample), but an
     // operator applied to the wrong types is.
-    if let Some((id, e)) = first_type_error(program.expression(), sample_request, sample_service, env) {
+    if let Some((id, e)) =
+        first_type_error(program.expression(), sample_request, sample_service, env)
+    {
         let (line, column) = pos(id);
         return Err(error(line, column, format!("type error: {e}")));
     }

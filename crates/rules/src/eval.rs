@@ -136,7 +136,12 @@ enum Truth {
     Error(String),
 }
 
-fn run(expr: &Expression, env: &Arc<Env>, request: &RequestScope, service: Option<&ServiceScope>) -> Truth {
+fn run(
+    expr: &Expression,
+    env: &Arc<Env>,
+    request: &RequestScope,
+    service: Option<&ServiceScope>,
+) -> Truth {
     if expr.is_true {
         return Truth::Value(true);
     }
@@ -171,7 +176,9 @@ impl CompiledPolicies {
                     _ => None,
                 };
                 let Some(root) = root else { continue };
-                let value = lookup(root, &path[1..]).cloned().unwrap_or(serde_json::Value::Null);
+                let value = lookup(root, &path[1..])
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null);
                 out.insert(path.join("."), value);
             }
         }
@@ -180,13 +187,22 @@ impl CompiledPolicies {
 
     /// Decides a rule's `when` without a service. `None` when the `when` reads the service and so
     /// must be decided per service. `Some((applies, error))` otherwise; an error means it applies.
-    pub fn when_for_request(&self, rule: &CompiledRule, request: &RequestScope) -> Option<(bool, Option<String>)> {
+    pub fn when_for_request(
+        &self,
+        rule: &CompiledRule,
+        request: &RequestScope,
+    ) -> Option<(bool, Option<String>)> {
         if rule.when.uses_service {
             return None;
         }
         Some(match run(&rule.when, &self.env, request, None) {
             Truth::Value(b) => (b, None),
-            Truth::Error(e) => (true, Some(format!("`when` could not be evaluated ({e}); the rule applies (fail closed)"))),
+            Truth::Error(e) => (
+                true,
+                Some(format!(
+                    "`when` could not be evaluated ({e}); the rule applies (fail closed)"
+                )),
+            ),
         })
     }
 
@@ -214,24 +230,38 @@ impl CompiledPolicies {
             Some(w) => w,
             None => match run(&rule.when, &self.env, request, Some(service)) {
                 Truth::Value(b) => (b, None),
-                Truth::Error(e) => (true, Some(format!("`when` could not be evaluated ({e}); the rule applies (fail closed)"))),
+                Truth::Error(e) => (
+                    true,
+                    Some(format!(
+                        "`when` could not be evaluated ({e}); the rule applies (fail closed)"
+                    )),
+                ),
             },
         };
         let (result, error) = if applied {
             match run(&rule.require, &self.env, request, Some(service)) {
                 Truth::Value(b) => (Some(b), when_error),
                 Truth::Error(e) => {
-                    let msg = format!("`require` could not be evaluated ({e}); counted as violated (fail closed)");
-                    (Some(false), Some(match when_error {
-                        Some(w) => format!("{w}; {msg}"),
-                        None => msg,
-                    }))
+                    let msg = format!(
+                        "`require` could not be evaluated ({e}); counted as violated (fail closed)"
+                    );
+                    (
+                        Some(false),
+                        Some(match when_error {
+                            Some(w) => format!("{w}; {msg}"),
+                            None => msg,
+                        }),
+                    )
                 }
             }
         } else {
             (None, when_error)
         };
-        let exprs: Vec<&Expression> = if applied { vec![&rule.when, &rule.require] } else { vec![&rule.when] };
+        let exprs: Vec<&Expression> = if applied {
+            vec![&rule.when, &rule.require]
+        } else {
+            vec![&rule.when]
+        };
         RuleOutcome {
             policy_id: rule.id.clone(),
             service_id: Some(Arc::clone(&service.id)),

@@ -12,6 +12,6 @@ mod compile;
 mod eval;
 mod value;
 
-pub use compile::{compile, CompiledPolicies, CompiledRule, PolicyError};
+pub use compile::{CompiledPolicies, CompiledRule, PolicyError, compile};
 pub use eval::{RequestScope, ServiceScope};
 pub use value::json_to_cel;

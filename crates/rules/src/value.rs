@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cel::objects::Key;
 use cel::Value;
+use cel::objects::Key;
 
 /// Converts a JSON value to a CEL value: objects become maps with string keys, integers `int`
 /// (or `uint` above `i64::MAX`), other numbers `double`.

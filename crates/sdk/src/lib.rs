@@ -7,8 +7,8 @@
 #![deny(missing_docs)]
 
 pub use caio_contracts::{
-    parse_contract, Adapter, ApiSpec, Bound, ConstraintValue, Cost, DataLocality, Endpoint, Format,
-    Privacy, SecuritySpec, ServiceContract, ServiceSpec, ValidationReport,
+    Adapter, ApiSpec, Bound, ConstraintValue, Cost, DataLocality, Endpoint, Format, Privacy,
+    SecuritySpec, ServiceContract, ServiceSpec, ValidationReport, parse_contract,
 };
 
 /// Checks a contract the way CAIO's registry will, returning every problem with its field path

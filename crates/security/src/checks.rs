@@ -50,7 +50,10 @@ pub fn check_service(
         .collect();
     let authorized = required.is_empty() || !granted.is_empty();
     let privacy = !sensitive
-        || matches!(spec.privacy.data_locality, DataLocality::Local | DataLocality::OnDevice)
+        || matches!(
+            spec.privacy.data_locality,
+            DataLocality::Local | DataLocality::OnDevice
+        )
         || spec.privacy.encryption;
     let trust = principal.trust_level >= spec.security.min_trust_level;
     let access = spec.tenant == "public" || spec.tenant == principal.tenant;

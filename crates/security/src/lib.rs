@@ -9,5 +9,5 @@
 pub mod checks;
 pub mod pii;
 
-pub use checks::{authenticate, check_service, Denial};
+pub use checks::{Denial, authenticate, check_service};
 pub use pii::scan;

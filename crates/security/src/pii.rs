@@ -49,7 +49,7 @@ pub fn luhn(s: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// IBAN mod-97 check (ISO 13616).
@@ -65,7 +65,11 @@ pub fn iban_valid(s: &str) -> bool {
             Some(v) => v,
             None => return false,
         };
-        rem = if v >= 10 { (rem * 100 + v) % 97 } else { (rem * 10 + v) % 97 };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
     }
     rem == 1
 }
@@ -111,7 +115,11 @@ pub fn kinds_in(text: &str) -> Vec<&'static str> {
     }
     let phone = p.phone.find_iter(text).any(|m| {
         let digits = m.as_str().chars().filter(char::is_ascii_digit).count();
-        let inside = |spans: &[std::ops::Range<usize>]| spans.iter().any(|s| s.start <= m.start() && m.end() <= s.end);
+        let inside = |spans: &[std::ops::Range<usize>]| {
+            spans
+                .iter()
+                .any(|s| s.start <= m.start() && m.end() <= s.end)
+        };
         (9..=15).contains(&digits) && !inside(&card_spans) && !inside(&ssn_spans)
     });
     if phone {
@@ -197,7 +205,13 @@ mod tests {
     #[test]
     fn scan_reports_paths_not_values() {
         let f = scan(&json!({"messages": [{"text": "mail me: a@b.io"}], "n": 5}));
-        assert_eq!(f, vec![PiiFinding { kind: "email".into(), path: "/messages/0/text".into() }]);
+        assert_eq!(
+            f,
+            vec![PiiFinding {
+                kind: "email".into(),
+                path: "/messages/0/text".into()
+            }]
+        );
     }
 
     proptest::proptest! {

@@ -67,7 +67,9 @@ pub enum IntegrityError {
         computed: String,
     },
     /// The recorded request was changed.
-    #[error("request_digest {recorded} does not match the recorded request (recomputed {computed})")]
+    #[error(
+        "request_digest {recorded} does not match the recorded request (recomputed {computed})"
+    )]
     RequestMismatch {
         /// The digest in the record.
         recorded: String,
@@ -81,7 +83,8 @@ pub enum IntegrityError {
 
 /// Checks that a decision's id and request digest match its content.
 pub fn check_integrity(d: &Decision) -> Result<(), IntegrityError> {
-    let computed = canonical::digest(&d.request).map_err(|e| IntegrityError::Canonical(e.to_string()))?;
+    let computed =
+        canonical::digest(&d.request).map_err(|e| IntegrityError::Canonical(e.to_string()))?;
     if computed != d.request_digest {
         return Err(IntegrityError::RequestMismatch {
             recorded: d.request_digest.clone(),

@@ -44,16 +44,28 @@ fn golden_decisions_replay_exactly() {
         .map(|e| e.path())
         .collect();
     names.sort();
-    assert!(names.len() >= 20, "at least 20 golden cases, found {}", names.len());
+    assert!(
+        names.len() >= 20,
+        "at least 20 golden cases, found {}",
+        names.len()
+    );
     let mut failures = Vec::new();
     for path in &names {
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
         let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{e}"));
         let case: Case = serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{stem}: {e}"));
-        assert!(!case.description.is_empty(), "{stem}: a case says what it shows");
+        assert!(
+            !case.description.is_empty(),
+            "{stem}: a case says what it shows"
+        );
         let request_text = serde_json::to_string(&case.request).unwrap_or_default();
-        let request = caio_contracts::parse_request(&stem, &request_text, caio_contracts::Format::Json)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let request =
+            caio_contracts::parse_request(&stem, &request_text, caio_contracts::Format::Json)
+                .unwrap_or_else(|e| panic!("{e}"));
         let principal = match &case.principal {
             Some(p) => support::principal(p),
             None => caio_contracts::Principal::cli_default(),
@@ -77,21 +89,35 @@ fn golden_decisions_replay_exactly() {
 
         // The hand-written expectations.
         if case.expect.service_id != chosen {
-            failures.push(format!("{stem}: expected service {:?}, got {chosen:?}", case.expect.service_id));
+            failures.push(format!(
+                "{stem}: expected service {:?}, got {chosen:?}",
+                case.expect.service_id
+            ));
         }
         if case.expect.error != error {
-            failures.push(format!("{stem}: expected error {:?}, got {error:?}", case.expect.error));
+            failures.push(format!(
+                "{stem}: expected error {:?}, got {error:?}",
+                case.expect.error
+            ));
         }
         for (id, want) in &case.expect.rejected {
-            let got = rejected.iter().find(|r| r.service_id.as_ref() == id.as_str()).map(|r| format!("{}/{}", r.step.as_str(), r.reason));
+            let got = rejected
+                .iter()
+                .find(|r| r.service_id.as_ref() == id.as_str())
+                .map(|r| format!("{}/{}", r.step.as_str(), r.reason));
             if got.as_deref() != Some(want.as_str()) {
-                failures.push(format!("{stem}: expected {id} rejected as {want}, got {got:?}"));
+                failures.push(format!(
+                    "{stem}: expected {id} rejected as {want}, got {got:?}"
+                ));
             }
         }
 
         // Byte-for-byte replay of the recorded decision.
         let file = dir.join("decisions").join(format!("{stem}.json"));
-        let rendered = format!("{}\n", serde_json::to_string_pretty(&actual).unwrap_or_default());
+        let rendered = format!(
+            "{}\n",
+            serde_json::to_string_pretty(&actual).unwrap_or_default()
+        );
         if update {
             fs::write(&file, &rendered).unwrap_or_else(|e| panic!("{e}"));
         } else {
@@ -103,11 +129,16 @@ fn golden_decisions_replay_exactly() {
         }
 
         // Every golden decision verifies offline.
-        if let Ok(d) = &outcome {
-            if let Err(e) = caio_gateway::verify(d, contracts.clone(), &policies) {
-                failures.push(format!("{stem}: does not verify: {e}"));
-            }
+        if let Ok(d) = &outcome
+            && let Err(e) = caio_gateway::verify(d, contracts.clone(), &policies)
+        {
+            failures.push(format!("{stem}: does not verify: {e}"));
         }
     }
-    assert!(failures.is_empty(), "{} golden failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} golden failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

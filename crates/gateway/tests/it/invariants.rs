@@ -23,7 +23,11 @@ fn every_invariant_names_existing_tests() {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("INV-CAIO-") && n.ends_with(".yaml")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("INV-CAIO-") && n.ends_with(".yaml"))
+        })
         .collect();
     files.sort();
     assert_eq!(files.len(), 14, "the 14 invariants of DESIGN.md §2");
@@ -31,16 +35,26 @@ fn every_invariant_names_existing_tests() {
     for f in &files {
         let inv: Invariant = serde_norway::from_str(&fs::read_to_string(f).unwrap_or_default())
             .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        assert!(f.to_string_lossy().contains(&inv.id), "{}: id matches file name", f.display());
+        assert!(
+            f.to_string_lossy().contains(&inv.id),
+            "{}: id matches file name",
+            f.display()
+        );
         assert!(!inv.name.is_empty() && !inv.statement.is_empty());
         assert!(!inv.verified_by.is_empty(), "{}: names a test", inv.id);
         for t in &inv.verified_by {
-            let (file, func) = t.split_once("::").unwrap_or_else(|| panic!("{}: `{t}` is not file::function", inv.id));
+            let (file, func) = t
+                .split_once("::")
+                .unwrap_or_else(|| panic!("{}: `{t}` is not file::function", inv.id));
             let source = fs::read_to_string(support::root().join(file)).unwrap_or_default();
             if !source.contains(&format!("fn {func}(")) {
                 missing.push(format!("{}: {t}", inv.id));
             }
         }
     }
-    assert!(missing.is_empty(), "tests named by invariants do not exist:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "tests named by invariants do not exist:\n{}",
+        missing.join("\n")
+    );
 }

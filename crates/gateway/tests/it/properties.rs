@@ -30,48 +30,103 @@ fn service(i: usize) -> impl Strategy<Value = ServiceContract> {
         any::<bool>(),
         prop::sample::subsequence(LANGS.to_vec(), 1..=3),
         (0.0f64..0.01, 0.0f64..0.01),
-        prop::sample::select(vec![DataLocality::Local, DataLocality::OnDevice, DataLocality::Region, DataLocality::External]),
+        prop::sample::select(vec![
+            DataLocality::Local,
+            DataLocality::OnDevice,
+            DataLocality::Region,
+            DataLocality::External,
+        ]),
         any::<bool>(),
         prop::sample::subsequence(PERMS.to_vec(), 0..=2),
         0u8..4,
         prop::sample::select(vec!["public", "public", "acme"]),
     )
-        .prop_map(move |(caps, acc, lat, det, langs, (per_req, per_1k), loc, enc, perms, trust, tenant)| {
-            let mut guarantees = BTreeMap::new();
-            if let Some(a) = acc {
-                guarantees.insert("accuracy".to_owned(), Bound::Range(Range { min: Some(a), max: None }));
-            }
-            if let Some(l) = lat {
-                guarantees.insert("latency_ms".to_owned(), Bound::Range(Range { min: None, max: Some(l) }));
-            }
-            guarantees.insert("determinism".to_owned(), Bound::Flag(det));
-            let mut constraints = BTreeMap::new();
-            constraints.insert("languages".to_owned(), ConstraintValue::List(langs.iter().map(|s| s.to_string()).collect()));
-            constraints.insert("max_input_tokens".to_owned(), ConstraintValue::Number(4096.0));
-            ServiceContract {
-                api_version: "caio/v1".into(),
-                kind: "ServiceContract".into(),
-                service: ServiceSpec {
-                    id: format!("svc-{i:03}"),
-                    name: format!("Service {i}"),
-                    version: "1.0.0".into(),
-                    tenant: tenant.into(),
-                    capabilities: caps.iter().map(|s| s.to_string()).collect(),
-                    guarantees,
-                    constraints,
-                    cost: Cost { per_request: per_req, per_1k_tokens: per_1k, currency: "USD".into() },
-                    privacy: Privacy { data_locality: loc, encryption: enc, retention_days: 0 },
-                    security: SecuritySpec { required_permissions: perms.iter().map(|s| s.to_string()).collect(), min_trust_level: trust },
-                    api: ApiSpec {
-                        base_url: "http://127.0.0.1:1".into(),
-                        adapter: Adapter::HttpJson,
-                        endpoints: [("execute".to_owned(), Endpoint { method: "POST".into(), path: "/x".into() })].into(),
-                        timeout_ms: 1000,
-                        credential_env: None,
+        .prop_map(
+            move |(
+                caps,
+                acc,
+                lat,
+                det,
+                langs,
+                (per_req, per_1k),
+                loc,
+                enc,
+                perms,
+                trust,
+                tenant,
+            )| {
+                let mut guarantees = BTreeMap::new();
+                if let Some(a) = acc {
+                    guarantees.insert(
+                        "accuracy".to_owned(),
+                        Bound::Range(Range {
+                            min: Some(a),
+                            max: None,
+                        }),
+                    );
+                }
+                if let Some(l) = lat {
+                    guarantees.insert(
+                        "latency_ms".to_owned(),
+                        Bound::Range(Range {
+                            min: None,
+                            max: Some(l),
+                        }),
+                    );
+                }
+                guarantees.insert("determinism".to_owned(), Bound::Flag(det));
+                let mut constraints = BTreeMap::new();
+                constraints.insert(
+                    "languages".to_owned(),
+                    ConstraintValue::List(langs.iter().map(|s| s.to_string()).collect()),
+                );
+                constraints.insert(
+                    "max_input_tokens".to_owned(),
+                    ConstraintValue::Number(4096.0),
+                );
+                ServiceContract {
+                    api_version: "caio/v1".into(),
+                    kind: "ServiceContract".into(),
+                    service: ServiceSpec {
+                        id: format!("svc-{i:03}"),
+                        name: format!("Service {i}"),
+                        version: "1.0.0".into(),
+                        tenant: tenant.into(),
+                        capabilities: caps.iter().map(|s| s.to_string()).collect(),
+                        guarantees,
+                        constraints,
+                        cost: Cost {
+                            per_request: per_req,
+                            per_1k_tokens: per_1k,
+                            currency: "USD".into(),
+                        },
+                        privacy: Privacy {
+                            data_locality: loc,
+                            encryption: enc,
+                            retention_days: 0,
+                        },
+                        security: SecuritySpec {
+                            required_permissions: perms.iter().map(|s| s.to_string()).collect(),
+                            min_trust_level: trust,
+                        },
+                        api: ApiSpec {
+                            base_url: "http://127.0.0.1:1".into(),
+                            adapter: Adapter::HttpJson,
+                            endpoints: [(
+                                "execute".to_owned(),
+                                Endpoint {
+                                    method: "POST".into(),
+                                    path: "/x".into(),
+                                },
+                            )]
+                            .into(),
+                            timeout_ms: 1000,
+                            credential_env: None,
+                        },
                     },
-                },
-            }
-        })
+                }
+            },
+        )
 }
 
 fn registry() -> impl Strategy<Value = Vec<ServiceContract>> {
@@ -93,49 +148,71 @@ fn request() -> impl Strategy<Value = RouteRequest> {
         prop::option::of((4usize..16).prop_flat_map(|n| (vector(n), vector(n), vector(n)))),
         prop::option::of(prop::sample::select(vec!["high", "low"])),
     )
-        .prop_map(|(caps, acc, lat, lang, sensitive, seed, fields, priority)| {
-            let mut guarantees = BTreeMap::new();
-            if let Some(a) = acc {
-                guarantees.insert("accuracy".to_owned(), Bound::Range(Range { min: Some(a), max: None }));
-            }
-            if let Some(l) = lat {
-                guarantees.insert("latency_ms".to_owned(), Bound::Range(Range { min: None, max: Some(l) }));
-            }
-            let mut constraints = BTreeMap::new();
-            if let Some(l) = lang {
-                constraints.insert("language".to_owned(), Scalar::Text(l.to_owned()));
-            }
-            let mut context = serde_json::Map::new();
-            if let Some(p) = priority {
-                context.insert("priority".to_owned(), serde_json::json!(p));
-            }
-            RouteRequest {
-                requirements: Requirements {
-                    capabilities: caps.iter().map(|s| s.to_string()).collect(),
-                    guarantees,
-                    constraints,
-                    traits: Vec::new(),
-                },
-                budget: Default::default(),
-                context,
-                data: DataSpec { sensitive },
-                payload: serde_json::json!({"text": "hello"}),
-                fields: fields.map(|(intent, trait_field, rfs)| Fields { intent, trait_field, rfs, context: Vec::new() }),
-                seed,
-            }
-        })
+        .prop_map(
+            |(caps, acc, lat, lang, sensitive, seed, fields, priority)| {
+                let mut guarantees = BTreeMap::new();
+                if let Some(a) = acc {
+                    guarantees.insert(
+                        "accuracy".to_owned(),
+                        Bound::Range(Range {
+                            min: Some(a),
+                            max: None,
+                        }),
+                    );
+                }
+                if let Some(l) = lat {
+                    guarantees.insert(
+                        "latency_ms".to_owned(),
+                        Bound::Range(Range {
+                            min: None,
+                            max: Some(l),
+                        }),
+                    );
+                }
+                let mut constraints = BTreeMap::new();
+                if let Some(l) = lang {
+                    constraints.insert("language".to_owned(), Scalar::Text(l.to_owned()));
+                }
+                let mut context = serde_json::Map::new();
+                if let Some(p) = priority {
+                    context.insert("priority".to_owned(), serde_json::json!(p));
+                }
+                RouteRequest {
+                    requirements: Requirements {
+                        capabilities: caps.iter().map(|s| s.to_string()).collect(),
+                        guarantees,
+                        constraints,
+                        traits: Vec::new(),
+                    },
+                    budget: Default::default(),
+                    context,
+                    data: DataSpec { sensitive },
+                    payload: serde_json::json!({"text": "hello"}),
+                    fields: fields.map(|(intent, trait_field, rfs)| Fields {
+                        intent,
+                        trait_field,
+                        rfs,
+                        context: Vec::new(),
+                    }),
+                    seed,
+                }
+            },
+        )
 }
 
 fn principal() -> impl Strategy<Value = Principal> {
-    (prop::sample::subsequence(PERMS.to_vec(), 0..=3), 0u8..5, prop::sample::select(vec!["public", "acme", "globex"])).prop_map(
-        |(perms, trust, tenant)| Principal {
+    (
+        prop::sample::subsequence(PERMS.to_vec(), 0..=3),
+        0u8..5,
+        prop::sample::select(vec!["public", "acme", "globex"]),
+    )
+        .prop_map(|(perms, trust, tenant)| Principal {
             id: "prop".into(),
             tenant: tenant.into(),
             permissions: perms.iter().map(|s| s.to_string()).collect(),
             trust_level: trust,
             roles: Vec::new(),
-        },
-    )
+        })
 }
 
 fn router(contracts: Vec<ServiceContract>) -> Router {
@@ -224,14 +301,19 @@ proptest! {
 /// contracts under different ids swap places for some seed.
 #[test]
 fn ties_break_by_seed() {
-    let base = support::contracts().into_iter().find(|c| c.service.id == "sentiment-fast").unwrap_or_else(|| panic!("fixture"));
+    let base = support::contracts()
+        .into_iter()
+        .find(|c| c.service.id == "sentiment-fast")
+        .unwrap_or_else(|| panic!("fixture"));
     let mut twin = base.clone();
     twin.service.id = "sentiment-fast-twin".into();
     let router = router(vec![base, twin]);
     let p = Principal::cli_default();
     let mut winners = std::collections::BTreeSet::new();
     for seed in 0..16 {
-        let req = support::request_from_yaml(&format!("requirements: {{capabilities: [sentiment_analysis]}}\nseed: {seed}\n"));
+        let req = support::request_from_yaml(&format!(
+            "requirements: {{capabilities: [sentiment_analysis]}}\nseed: {seed}\n"
+        ));
         let d = router.route(&req, &p).unwrap_or_else(|e| panic!("{e}"));
         assert!(d.proof.optimize.tie_broken);
         assert_eq!(d.ranking[0].score, d.ranking[1].score);

@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use caio_contracts::{Principal, PolicySet, RouteRequest, ServiceContract};
-use caio_gateway::loader;
+use caio_contracts::{PolicySet, Principal, RouteRequest, ServiceContract};
 use caio_gateway::Router;
+use caio_gateway::loader;
 use caio_registry::MemoryRegistry;
 
 pub fn root() -> PathBuf {
@@ -21,7 +21,9 @@ pub fn contracts() -> Vec<ServiceContract> {
 }
 
 pub fn policy_set() -> PolicySet {
-    loader::load_policies(&fixtures().join("policies.yaml")).unwrap_or_else(|e| panic!("{e}")).0
+    loader::load_policies(&fixtures().join("policies.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .0
 }
 
 pub fn compiled() -> caio_rules::CompiledPolicies {
@@ -29,7 +31,8 @@ pub fn compiled() -> caio_rules::CompiledPolicies {
 }
 
 pub fn principal(name: &str) -> Principal {
-    loader::load_principal(&fixtures().join("principals").join(format!("{name}.yaml"))).unwrap_or_else(|e| panic!("{e}"))
+    loader::load_principal(&fixtures().join("principals").join(format!("{name}.yaml")))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn router_with(contracts: Vec<ServiceContract>) -> Router {
@@ -42,5 +45,6 @@ pub fn router() -> Router {
 }
 
 pub fn request_from_yaml(text: &str) -> RouteRequest {
-    caio_contracts::parse_request("test", text, caio_contracts::Format::Yaml).unwrap_or_else(|e| panic!("{e}"))
+    caio_contracts::parse_request("test", text, caio_contracts::Format::Yaml)
+        .unwrap_or_else(|e| panic!("{e}"))
 }

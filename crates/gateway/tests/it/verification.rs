@@ -1,13 +1,15 @@
 //! `verify` accepts honest decisions and names the first disagreement in tampered ones.
 
 use caio_contracts::decision::Decision;
-use caio_gateway::{verify, Disagreement};
+use caio_gateway::{Disagreement, verify};
 
 use crate::support;
 
 fn decision(request: &str, principal: &str) -> Decision {
     let req = support::request_from_yaml(request);
-    support::router().route(&req, &support::principal(principal)).unwrap_or_else(|e| panic!("{e}"))
+    support::router()
+        .route(&req, &support::principal(principal))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn sentiment() -> Decision {
@@ -61,12 +63,22 @@ fn resealed_forgeries_are_caught_by_recomputation() {
         d.service_id = d.ranking[0].service_id.clone();
         d.score = d.ranking[0].score;
     });
-    let e = check(&f).err().unwrap_or_else(|| panic!("forgery verified"));
-    assert_eq!((e.step, e.path.as_str()), ("optimize", "/ranking/0/score"), "{e}");
+    let e = check(&f)
+        .err()
+        .unwrap_or_else(|| panic!("forgery verified"));
+    assert_eq!(
+        (e.step, e.path.as_str()),
+        ("optimize", "/ranking/0/score"),
+        "{e}"
+    );
 
     // Claim a rejected service failed a different check.
     let f = forged(sentiment(), |d| {
-        if let Some(r) = d.rejected.iter_mut().find(|r| r.reason == "missing_capability") {
+        if let Some(r) = d
+            .rejected
+            .iter_mut()
+            .find(|r| r.reason == "missing_capability")
+        {
             r.reason = "policy_violation".into();
         }
     });
@@ -83,7 +95,12 @@ fn resealed_forgeries_are_caught_by_recomputation() {
     // Inflate an offered value in the match evidence.
     let f = forged(sentiment(), |d| {
         if let Some(c) = d.proof.matching.candidates.first_mut() {
-            c.checks.push(caio_contracts::decision::Check { name: "guarantee:accuracy".into(), required: serde_json::json!(1), offered: serde_json::json!(1), ok: true });
+            c.checks.push(caio_contracts::decision::Check {
+                name: "guarantee:accuracy".into(),
+                required: serde_json::json!(1),
+                offered: serde_json::json!(1),
+                ok: true,
+            });
         }
     });
     assert_eq!(check(&f).map_err(|e| e.step), Err("match"));
@@ -97,14 +114,21 @@ fn resealed_forgeries_are_caught_by_recomputation() {
 fn other_contracts_or_policies_are_named() {
     let d = sentiment();
     let mut contracts = support::contracts();
-    if let Some(c) = contracts.iter_mut().find(|c| c.service.id == "sentiment-eu") {
+    if let Some(c) = contracts
+        .iter_mut()
+        .find(|c| c.service.id == "sentiment-eu")
+    {
         c.service.cost.per_request *= 2.0;
     }
-    let e = verify(&d, contracts, &support::policy_set()).err().unwrap_or_else(|| panic!("verified"));
+    let e = verify(&d, contracts, &support::policy_set())
+        .err()
+        .unwrap_or_else(|| panic!("verified"));
     assert_eq!(e.step, "registry");
     let mut policies = support::policy_set();
     policies.policies.pop();
-    let e = verify(&d, support::contracts(), &policies).err().unwrap_or_else(|| panic!("verified"));
+    let e = verify(&d, support::contracts(), &policies)
+        .err()
+        .unwrap_or_else(|| panic!("verified"));
     assert_eq!(e.step, "policies");
 }
 

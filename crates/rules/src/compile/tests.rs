@@ -35,7 +35,14 @@ fn valid_policies_compile_and_know_what_they_read() {
     assert_eq!(c.rules.len(), 3);
     assert!(!c.rules[0].when_uses_service());
     assert!(c.rules[0].require_uses_service());
-    assert_eq!(c.rules[0].when.paths, vec![vec!["request".to_owned(), "context".to_owned(), "priority".to_owned()]]);
+    assert_eq!(
+        c.rules[0].when.paths,
+        vec![vec![
+            "request".to_owned(),
+            "context".to_owned(),
+            "priority".to_owned()
+        ]]
+    );
     assert!(c.version.starts_with("sha256:"));
 }
 
@@ -51,13 +58,23 @@ fn syntax_error_names_policy_and_position() {
 #[test]
 fn undeclared_name_is_reported_with_suggestion() {
     let e = first_error(&[("typo", "true", "servce.cost.per_request < 1.0")]);
-    assert_eq!((e.policy_id.as_str(), e.field, e.line, e.column), ("typo", "require", 1, 1));
-    assert!(e.message.contains("`servce`") && e.message.contains("did you mean `service`"), "{e}");
+    assert_eq!(
+        (e.policy_id.as_str(), e.field, e.line, e.column),
+        ("typo", "require", 1, 1)
+    );
+    assert!(
+        e.message.contains("`servce`") && e.message.contains("did you mean `service`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn type_error_is_reported_at_the_operator() {
-    let e = first_error(&[("types", "true", "service.privacy.encryption && service.cost.per_request > \"cheap\"")]);
+    let e = first_error(&[(
+        "types",
+        "true",
+        "service.privacy.encryption && service.cost.per_request > \"cheap\"",
+    )]);
     assert_eq!(e.policy_id, "types");
     assert!(e.message.starts_with("type error"), "{e}");
     assert!(e.column > 1, "{e}");
@@ -65,16 +82,32 @@ fn type_error_is_reported_at_the_operator() {
 
 #[test]
 fn mixed_int_and_double_comparisons_are_not_type_errors() {
-    assert!(compile(&set(&[("mix", "request.budget.max_cost > 0", "service.guarantees.latency_ms.max <= 200 && service.security.min_trust_level >= 0.0")])).is_ok());
+    assert!(
+        compile(&set(&[(
+            "mix",
+            "request.budget.max_cost > 0",
+            "service.guarantees.latency_ms.max <= 200 && service.security.min_trust_level >= 0.0"
+        )]))
+        .is_ok()
+    );
 }
 
 #[test]
 fn comprehension_variables_are_declared() {
-    assert!(compile(&set(&[("comp", "true", "service.capabilities.all(x, x != \"forbidden\")")])).is_ok());
+    assert!(
+        compile(&set(&[(
+            "comp",
+            "true",
+            "service.capabilities.all(x, x != \"forbidden\")"
+        )]))
+        .is_ok()
+    );
 }
 
 #[test]
 fn every_error_is_reported() {
-    let errors = compile(&set(&[("one", "nope", "true"), ("two", "true", "1 +")])).err().unwrap_or_default();
+    let errors = compile(&set(&[("one", "nope", "true"), ("two", "true", "1 +")]))
+        .err()
+        .unwrap_or_default();
     assert_eq!(errors.len(), 2);
 }
