@@ -1,0 +1,22 @@
+//! Routes one request many times over the bench workload, for profilers
+//! (`valgrind --tool=callgrind target/release/examples/profile_route 100 20 200`).
+#![allow(clippy::print_stdout)]
+
+#[path = "../benches/route.rs"]
+#[allow(dead_code)]
+mod workload;
+
+fn main() {
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let (n, p, iters) = (args.first().copied().unwrap_or(100), args.get(1).copied().unwrap_or(20), args.get(2).copied().unwrap_or(1000));
+    let registry = caio_registry::MemoryRegistry::with_contracts(workload::services(n, workload::vocabulary(n))).unwrap_or_else(|e| panic!("{e}"));
+    let compiled = caio_rules::compile(&workload::policies(p)).unwrap_or_else(|e| panic!("{e:?}"));
+    let router = caio_gateway::Router::new(std::sync::Arc::new(registry), compiled);
+    let (req, who) = (workload::request(), workload::principal());
+    let mut ok = 0;
+    let start = std::time::Instant::now();
+    for _ in 0..iters {
+        ok += usize::from(router.route(&req, &who).is_ok());
+    }
+    println!("{ok}/{iters} routed, {:?} per route", start.elapsed() / iters as u32);
+}
