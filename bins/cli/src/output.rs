@@ -74,7 +74,7 @@ pub fn decision(out: &mut impl Write, d: &Decision) -> io::Result<()> {
             )?;
         }
     }
-    rejections(out, &d.rejected)?;
+    rejections(out, d.rejected.iter())?;
     let g = &d.guarantees;
     writeln!(out)?;
     let mut parts = Vec::new();
@@ -113,8 +113,12 @@ pub fn decision(out: &mut impl Write, d: &Decision) -> io::Result<()> {
     Ok(())
 }
 
-fn rejections(out: &mut impl Write, rejected: &[Rejection]) -> io::Result<()> {
-    if rejected.is_empty() {
+fn rejections<'a>(
+    out: &mut impl Write,
+    rejected: impl Iterator<Item = &'a Rejection>,
+) -> io::Result<()> {
+    let mut rejected = rejected.peekable();
+    if rejected.peek().is_none() {
         return Ok(());
     }
     writeln!(out)?;
@@ -146,5 +150,5 @@ pub fn no_route(out: &mut impl Write, n: &NoRoute) -> io::Result<()> {
         short(&n.policy_version),
         n.rejected.len()
     )?;
-    rejections(out, &n.rejected)
+    rejections(out, n.rejected.iter())
 }

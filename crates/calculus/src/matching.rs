@@ -121,6 +121,74 @@ pub fn input_tokens(request: &RouteRequest, payload_bytes: usize) -> (u64, &'sta
     }
 }
 
+/// The first matching check a service fails, without building evidence: the index of the failed
+/// requirement in the order [`match_service`] checks them (guarantees, constraints, budget), and
+/// the estimated cost.
+pub fn first_failure(
+    spec: &ServiceSpec,
+    request: &RouteRequest,
+    input_tokens: u64,
+) -> (Option<Failure>, f64) {
+    let cost = estimated_cost(spec, input_tokens);
+    for (prop, required) in &request.requirements.guarantees {
+        if !bound_satisfied(required, spec.guarantees.get(prop)) {
+            return (Some(Failure::Guarantee), cost);
+        }
+    }
+    for (key, value) in &request.requirements.constraints {
+        if !admits(spec, key, value) {
+            return (Some(Failure::Constraint), cost);
+        }
+    }
+    if request.budget.max_cost.is_some_and(|max| cost > max) {
+        return (Some(Failure::Budget), cost);
+    }
+    (None, cost)
+}
+
+/// Which kind of matching check failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A guarantee bound.
+    Guarantee,
+    /// A request constraint.
+    Constraint,
+    /// The budget.
+    Budget,
+}
+
+impl Failure {
+    /// The rejection reason code.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Failure::Guarantee => "guarantee_unmet",
+            Failure::Constraint => "constraint_unadmitted",
+            Failure::Budget => "over_budget",
+        }
+    }
+}
+
+/// [`admit`] without the evidence: no allocation on the common paths.
+pub fn admits(spec: &ServiceSpec, key: &str, value: &Scalar) -> bool {
+    let c = &spec.constraints;
+    match value {
+        Scalar::Text(v) => {
+            let mut plural = String::with_capacity(key.len() + 1);
+            plural.push_str(key);
+            plural.push('s');
+            for k in [plural.as_str(), key] {
+                match c.get(k) {
+                    Some(ConstraintValue::List(items)) => return items.iter().any(|i| i == v),
+                    Some(ConstraintValue::Text(t)) => return t == v,
+                    _ => {}
+                }
+            }
+            false
+        }
+        Scalar::Number(_) | Scalar::Bool(_) => admit(spec, key, value).ok,
+    }
+}
+
 fn bound_json(b: Option<&Bound>) -> Value {
     match b {
         None => Value::Null,

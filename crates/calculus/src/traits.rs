@@ -72,3 +72,15 @@ pub fn constraints(
         })
         .collect()
 }
+
+/// The constraint values `G_t = θ·d_t − σ_t` per trait, in [`TRAITS`] order (0 where there is no
+/// demand), without allocating.
+pub fn values(demands: &[f64; 3], spec: &ServiceSpec, latency_ms: f64) -> [f64; 3] {
+    let mut g = [0.0; 3];
+    for (i, t) in TRAITS.iter().enumerate() {
+        if demands[i] > 0.0 {
+            g[i] = THETA * demands[i] - supply(*t, spec, latency_ms);
+        }
+    }
+    g
+}

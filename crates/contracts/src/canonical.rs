@@ -3,30 +3,70 @@
 //! Every content address in CAIO — registry versions, policy versions, request digests, decision
 //! ids — is the SHA-256 of a value's canonical JSON, so two parties that hold the same value compute
 //! the same address whatever their map order, whitespace or number spelling.
+//!
+//! Two serializers produce the same bytes. The reference one (serde_json_canonicalizer) buffers and
+//! sorts every object's members. The fast one streams straight into the hash: it relies on object
+//! members arriving already sorted — CAIO's wire types declare their fields in canonical order and
+//! JSON maps are `BTreeMap`s — and verifies that as it goes. When a key arrives out of order, or a
+//! key is not plain ASCII (where UTF-8 byte order and the UTF-16 order RFC 8785 demands could
+//! differ), it gives up and the reference serializer runs instead. Routing hashes on every request,
+//! which is why the fast path exists; the tests hold the two to identical output.
 
-use std::io::Write;
+use std::io::{self, Write};
 
 use serde::Serialize;
+use serde_json::ser::{CharEscape, Formatter};
 use sha2::{Digest, Sha256};
 
-/// A value that has no canonical JSON form (a non-finite number, a non-string map key).
+/// A value that has no canonical JSON form (a non-string map key, an I/O failure of the sink).
 #[derive(Debug, thiserror::Error)]
 #[error("value has no canonical JSON form: {0}")]
 pub struct CanonicalError(#[from] serde_json::Error);
 
 /// The canonical JSON bytes of `value`.
 pub fn to_vec<T: Serialize>(value: &T) -> Result<Vec<u8>, CanonicalError> {
-    Ok(serde_json_canonicalizer::to_vec(value)?)
+    let mut out = Vec::with_capacity(256);
+    match write_fast(value, &mut out) {
+        Ok(()) => Ok(out),
+        Err(Fast::Fallback) => Ok(serde_json_canonicalizer::to_vec(value)?),
+        Err(Fast::Error(e)) => Err(CanonicalError(e)),
+    }
 }
 
 /// The canonical JSON text of `value`.
 pub fn to_string<T: Serialize>(value: &T) -> Result<String, CanonicalError> {
-    Ok(serde_json_canonicalizer::to_string(value)?)
+    let bytes = to_vec(value)?;
+    // Canonical JSON is built from `str`s and ASCII: always UTF-8.
+    String::from_utf8(bytes).map_err(|e| {
+        CanonicalError(serde_json::Error::io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            e,
+        )))
+    })
 }
 
-/// `sha256:<hex>` of the canonical JSON of `value`, streamed into the hash without an intermediate
-/// buffer.
+/// `sha256:<hex>` of the canonical JSON of `value`, streamed into the hash.
 pub fn digest<T: Serialize>(value: &T) -> Result<String, CanonicalError> {
+    let mut writer = HashWriter(Sha256::new());
+    match write_fast(value, &mut writer) {
+        Ok(()) => Ok(format_digest(&writer.0.finalize())),
+        Err(Fast::Fallback) => {
+            let mut writer = HashWriter(Sha256::new());
+            serde_json_canonicalizer::to_writer(value, &mut writer)?;
+            Ok(format_digest(&writer.0.finalize()))
+        }
+        Err(Fast::Error(e)) => Err(CanonicalError(e)),
+    }
+}
+
+/// Whether `value` takes the streaming path (its object members arrive sorted and its keys are
+/// ASCII). For tests and benches.
+pub fn streams<T: Serialize>(value: &T) -> bool {
+    write_fast(value, &mut io::sink()).is_ok()
+}
+
+/// The reference serializer's digest, for tests that hold the two paths to the same output.
+pub fn reference_digest<T: Serialize>(value: &T) -> Result<String, CanonicalError> {
     let mut writer = HashWriter(Sha256::new());
     serde_json_canonicalizer::to_writer(value, &mut writer)?;
     Ok(format_digest(&writer.0.finalize()))
@@ -38,9 +78,13 @@ pub fn digest_bytes(bytes: &[u8]) -> String {
 }
 
 fn format_digest(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(7 + 64);
     out.push_str("sha256:");
-    out.push_str(&hex::encode(bytes));
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
     out
 }
 
@@ -48,12 +92,174 @@ fn format_digest(bytes: &[u8]) -> String {
 struct HashWriter(Sha256);
 
 impl Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0.update(buf);
         Ok(buf.len())
     }
-    fn flush(&mut self) -> std::io::Result<()> {
+    fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+enum Fast {
+    Fallback,
+    Error(serde_json::Error),
+}
+
+/// The marker error the formatter raises to abandon the fast path.
+const FALLBACK: &str = "caio-canonical-fallback";
+
+fn write_fast<T: Serialize, W: Write>(value: &T, out: &mut W) -> Result<(), Fast> {
+    let mut ser = serde_json::Serializer::with_formatter(out, JcsFormatter::default());
+    value.serialize(&mut ser).map_err(|e| {
+        if e.is_io() && e.to_string().contains(FALLBACK) {
+            Fast::Fallback
+        } else {
+            Fast::Error(e)
+        }
+    })
+}
+
+fn fallback() -> io::Error {
+    io::Error::other(FALLBACK)
+}
+
+/// Compact JSON with ECMAScript number formatting that checks member order as it goes.
+#[derive(Default)]
+struct JcsFormatter {
+    /// Per open object: the previous member's key.
+    last_keys: Vec<Option<Vec<u8>>>,
+    /// The key being written, while inside one.
+    key: Option<Vec<u8>>,
+}
+
+impl JcsFormatter {
+    fn number<W: ?Sized + Write>(w: &mut W, v: f64) -> io::Result<()> {
+        if !v.is_finite() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "NaN and infinities have no JSON form",
+            ));
+        }
+        let mut buf = ryu_js::Buffer::new();
+        w.write_all(buf.format_finite(v).as_bytes())
+    }
+}
+
+impl Formatter for JcsFormatter {
+    fn write_f64<W: ?Sized + Write>(&mut self, w: &mut W, v: f64) -> io::Result<()> {
+        Self::number(w, v)
+    }
+    fn write_f32<W: ?Sized + Write>(&mut self, w: &mut W, v: f32) -> io::Result<()> {
+        Self::number(w, f64::from(v))
+    }
+    // RFC 8785 numbers are IEEE doubles: integers are written as the double they denote.
+    fn write_i8<W: ?Sized + Write>(&mut self, w: &mut W, v: i8) -> io::Result<()> {
+        Self::number(w, f64::from(v))
+    }
+    fn write_i16<W: ?Sized + Write>(&mut self, w: &mut W, v: i16) -> io::Result<()> {
+        Self::number(w, f64::from(v))
+    }
+    fn write_i32<W: ?Sized + Write>(&mut self, w: &mut W, v: i32) -> io::Result<()> {
+        Self::number(w, f64::from(v))
+    }
+    fn write_i64<W: ?Sized + Write>(&mut self, w: &mut W, v: i64) -> io::Result<()> {
+        Self::number(w, v as f64)
+    }
+    fn write_i128<W: ?Sized + Write>(&mut self, w: &mut W, v: i128) -> io::Result<()> {
+        Self::number(w, v as f64)
+    }
+    fn write_u8<W: ?Sized + Write>(&mut self, w: &mut W, v: u8) -> io::Result<()> {
+        Self::number(w, f64::from(v))
+    }
+    fn write_u16<W: ?Sized + Write>(&mut self, w: &mut W, v: u16) -> io::Result<()> {
+        Self::number(w, f64::from(v))
+    }
+    fn write_u32<W: ?Sized + Write>(&mut self, w: &mut W, v: u32) -> io::Result<()> {
+        Self::number(w, f64::from(v))
+    }
+    fn write_u64<W: ?Sized + Write>(&mut self, w: &mut W, v: u64) -> io::Result<()> {
+        Self::number(w, v as f64)
+    }
+    fn write_u128<W: ?Sized + Write>(&mut self, w: &mut W, v: u128) -> io::Result<()> {
+        Self::number(w, v as f64)
+    }
+    fn write_number_str<W: ?Sized + Write>(&mut self, _w: &mut W, _v: &str) -> io::Result<()> {
+        // Arbitrary-precision numbers must be re-rendered as doubles: leave that to the reference.
+        Err(fallback())
+    }
+
+    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.last_keys.push(None);
+        w.write_all(b"{")
+    }
+    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.last_keys.pop();
+        w.write_all(b"}")
+    }
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        self.key = Some(Vec::new());
+        if first { Ok(()) } else { w.write_all(b",") }
+    }
+    fn end_object_key<W: ?Sized + Write>(&mut self, _w: &mut W) -> io::Result<()> {
+        let key = self.key.take().unwrap_or_default();
+        if !key.is_ascii() {
+            return Err(fallback());
+        }
+        let Some(last) = self.last_keys.last_mut() else {
+            return Err(fallback());
+        };
+        if last
+            .as_ref()
+            .is_some_and(|prev| prev.as_slice() >= key.as_slice())
+        {
+            return Err(fallback());
+        }
+        *last = Some(key);
+        Ok(())
+    }
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        if let Some(k) = &mut self.key {
+            k.extend_from_slice(fragment.as_bytes());
+        }
+        w.write_all(fragment.as_bytes())
+    }
+    fn write_char_escape<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        escape: CharEscape,
+    ) -> io::Result<()> {
+        // Escaped characters (quotes, backslashes, controls) in keys would need their unescaped
+        // code units compared; leave such keys to the reference serializer.
+        if self.key.is_some() {
+            return Err(fallback());
+        }
+        let s: &[u8] = match escape {
+            CharEscape::Quote => b"\\\"",
+            CharEscape::ReverseSolidus => b"\\\\",
+            CharEscape::Solidus => b"/",
+            CharEscape::Backspace => b"\\b",
+            CharEscape::FormFeed => b"\\f",
+            CharEscape::LineFeed => b"\\n",
+            CharEscape::CarriageReturn => b"\\r",
+            CharEscape::Tab => b"\\t",
+            CharEscape::AsciiControl(byte) => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                return w.write_all(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(byte >> 4)],
+                    HEX[usize::from(byte & 0xf)],
+                ]);
+            }
+        };
+        w.write_all(s)
     }
 }
 
@@ -64,10 +270,10 @@ mod tests {
 
     #[test]
     fn keys_are_sorted_and_numbers_use_ecmascript_form() {
-        let v = json!({"b": 1.0, "a": [1e21, 0.000001, 1e-7, -0.0], "é": "x", "A": true});
+        let v = json!({"b": 1.0, "a": [1e21, 0.000001, 1e-7, -0.0, 5, 9007199254740993u64], "é": "x\u{1}\"/", "A": true});
         assert_eq!(
             to_string(&v).unwrap_or_default(),
-            r#"{"A":true,"a":[1e+21,0.000001,1e-7,0],"b":1,"é":"x"}"#
+            "{\"A\":true,\"a\":[1e+21,0.000001,1e-7,0,5,9007199254740992],\"b\":1,\"é\":\"x\\u0001\\\"/\"}"
         );
     }
 
@@ -86,10 +292,64 @@ mod tests {
         );
     }
 
+    #[derive(Serialize)]
+    struct Unsorted {
+        zeta: u8,
+        alpha: u8,
+    }
+
     #[test]
-    fn streamed_digest_equals_digest_of_bytes() {
-        let v = json!({"k": ["a", {"z": 1, "m": null}]});
-        let bytes = to_vec(&v).unwrap_or_default();
-        assert_eq!(digest(&v).unwrap_or_default(), digest_bytes(&bytes));
+    fn out_of_order_and_non_ascii_keys_fall_back_to_the_reference() {
+        assert!(!streams(&Unsorted { zeta: 1, alpha: 2 }));
+        assert_eq!(
+            to_string(&Unsorted { zeta: 1, alpha: 2 }).unwrap_or_default(),
+            r#"{"alpha":2,"zeta":1}"#
+        );
+        // U+E000 sorts after U+10000 in UTF-8 but before it in UTF-16, as RFC 8785 requires.
+        let v = json!({"\u{e000}": 1, "\u{10000}": 2, "a\"b": 3});
+        assert!(!streams(&v));
+        assert_eq!(digest(&v).ok(), reference_digest(&v).ok());
+        assert_eq!(
+            to_string(&v).unwrap_or_default(),
+            "{\"a\\\"b\":3,\"\u{10000}\":2,\"\u{e000}\":1}"
+        );
+    }
+
+    /// serde_json turns non-finite floats into `null` before any formatter sees them. CAIO never
+    /// emits one (parsers refuse them in input, the calculus clamps every term), so this only
+    /// pins the behaviour down.
+    #[test]
+    fn non_finite_numbers_serialize_as_null() {
+        assert_eq!(
+            to_string(&[1.0, f64::NAN, f64::INFINITY]).unwrap_or_default(),
+            "[1,null,null]"
+        );
+    }
+
+    proptest::proptest! {
+        /// The streaming path and the reference serializer agree on arbitrary JSON.
+        #[test]
+        fn fast_and_reference_agree(v in arbitrary_json()) {
+            proptest::prop_assert_eq!(digest(&v).ok(), reference_digest(&v).ok());
+            proptest::prop_assert_eq!(to_vec(&v).ok(), serde_json_canonicalizer::to_vec(&v).ok());
+        }
+    }
+
+    fn arbitrary_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(|i| json!(i)),
+            (-1e30f64..1e30).prop_map(|f| json!(f)),
+            "\\PC{0,12}".prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
+                prop::collection::btree_map("[a-z\u{e9}\u{e000}\u{10000}\"]{0,4}", inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 }

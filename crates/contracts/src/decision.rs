@@ -1,13 +1,21 @@
 //! The decision format: what `caio route` prints and `POST /api/v1/route` returns (DESIGN.md §3).
 //!
-//! A decision carries its own evidence: the request as routed (payload redacted when sensitive), the
-//! principal, the registry and policy versions, and one proof section per pipeline step, so that
-//! `verify` can recompute every predicate offline from the decision plus the contracts and policies.
+//! A decision carries its evidence: the request as routed (payload redacted when sensitive), the
+//! principal, the registry and policy versions, and one proof section per pipeline step for the
+//! chosen service, plus the ranking of every feasible candidate and the step and reason that
+//! removed every other service. `verify` recomputes all of it offline from the decision plus the
+//! contracts and policies.
+//!
+//! Field order: the structs in the hashed core declare their fields in the order RFC 8785 sorts
+//! them, so the canonical serializer can stream them straight into the hash; the canonical module
+//! checks that order at run time and falls back to a sorting serializer if it is ever broken.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::model::DataLocality;
 use crate::request::{Principal, RouteRequest};
@@ -16,8 +24,7 @@ use crate::request::{Principal, RouteRequest};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Decision {
-    /// `sha256:<hex>` of the canonical JSON of the hashed core (everything but this field and
-    /// `recorded_at`).
+    /// `sha256:<hex>` of the canonical JSON of the hashed core (see [`DecisionCore`]).
     pub decision_id: String,
     /// The chosen service.
     pub service_id: Arc<str>,
@@ -25,13 +32,13 @@ pub struct Decision {
     pub score: f64,
     /// Every feasible candidate, best first, with its score terms.
     pub ranking: Vec<RankedCandidate>,
-    /// Every other service in the registry, with the step and reason that removed it.
-    pub rejected: Vec<Rejection>,
+    /// Every other service in the registry, in id order, with the step and reason that removed it.
+    pub rejected: Rejections,
     /// The guarantees the decision composes to.
     pub guarantees: ComposedGuarantees,
     /// The bounded control signal u.
     pub control_signal: ControlSignal,
-    /// One proof section per pipeline step.
+    /// One proof section per pipeline step, for the chosen service.
     pub proof: Proof,
     /// Content address of the registry snapshot routed against.
     pub registry_version: String,
@@ -50,6 +57,49 @@ pub struct Decision {
     pub recorded_at: Option<String>,
 }
 
+/// What the decision id commits to (DESIGN.md §2 step 9): the request digest, the registry and
+/// policy versions, the principal, the decision (service, score, control signal), the proofs and
+/// the composed guarantees. The ranking and the rejections are derived from these by recomputation
+/// and are checked by `verify`, not hashed; the timestamp lives beside the core.
+#[derive(Debug, Serialize)]
+pub struct DecisionCore<'a> {
+    /// The control signal.
+    pub control_signal: &'a ControlSignal,
+    /// The composed guarantees.
+    pub guarantees: &'a ComposedGuarantees,
+    /// The policy version.
+    pub policy_version: &'a str,
+    /// The principal.
+    pub principal: &'a Principal,
+    /// The proofs.
+    pub proof: &'a Proof,
+    /// The registry version.
+    pub registry_version: &'a str,
+    /// The request digest.
+    pub request_digest: &'a str,
+    /// The winner's score.
+    pub score: f64,
+    /// The winner.
+    pub service_id: &'a str,
+}
+
+impl Decision {
+    /// The hashed core of this decision.
+    pub fn core(&self) -> DecisionCore<'_> {
+        DecisionCore {
+            control_signal: &self.control_signal,
+            guarantees: &self.guarantees,
+            policy_version: &self.policy_version,
+            principal: &self.principal,
+            proof: &self.proof,
+            registry_version: &self.registry_version,
+            request_digest: &self.request_digest,
+            score: self.score,
+            service_id: &self.service_id,
+        }
+    }
+}
+
 /// A feasible candidate and the terms of its score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,38 +110,40 @@ pub struct RankedCandidate {
     pub score: f64,
     /// Each normalized term.
     pub terms: ScoreTerms,
-    /// Hex of the tie-break key `sha256(seed ‖ service_id)`; lower wins among equal scores.
-    pub tiebreak: String,
+    /// Hex of the tie-break key `sha256(seed ‖ service_id)`, present when the candidate's score
+    /// equals another's; lower wins among equal scores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiebreak: Option<String>,
 }
 
-/// The normalized terms of the objective, each in [0, 1].
+/// The normalized terms of the objective, each in [0, 1] (raw figures are named so).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreTerms {
-    /// Intent energy I.
-    pub intent: f64,
     /// Attention A.
     pub attention: f64,
-    /// Best service-encoding correlation RL.
-    pub rl: f64,
-    /// Resonance W.
-    pub resonance: f64,
+    /// Normalized cost.
+    pub cost: f64,
+    /// Estimated cost of the call, in the contract's currency (raw).
+    pub estimated_cost: f64,
+    /// Intent energy I.
+    pub intent: f64,
+    /// Conductivity κ of the service.
+    pub kappa: f64,
+    /// Normalized latency.
+    pub latency: f64,
+    /// Latency bound used, in milliseconds (raw).
+    pub latency_ms: f64,
     /// Contract quality Q (offered accuracy).
     pub quality: f64,
     /// Reliability R (history success rate, 1 without history).
     pub reliability: f64,
-    /// Normalized cost.
-    pub cost: f64,
+    /// Resonance W.
+    pub resonance: f64,
     /// Risk.
     pub risk: f64,
-    /// Normalized latency.
-    pub latency: f64,
-    /// Estimated cost of the call, in the contract's currency.
-    pub estimated_cost: f64,
-    /// Latency bound used, in milliseconds.
-    pub latency_ms: f64,
-    /// Conductivity κ of the service.
-    pub kappa: f64,
+    /// Best service-encoding correlation RL.
+    pub rl: f64,
 }
 
 /// A service that was not feasible.
@@ -103,9 +155,89 @@ pub struct Rejection {
     /// The pipeline step that removed it.
     pub step: Step,
     /// A stable reason code (`missing_capability`, `guarantee_unmet`, `policy_violation`, ...).
-    pub reason: String,
+    pub reason: Cow<'static, str>,
     /// A human explanation naming the values compared.
-    pub detail: String,
+    pub detail: Arc<str>,
+}
+
+/// The rejected services, in id order: services that lack a required capability (a list shared
+/// between decisions over the same registry snapshot and capabilities) merged with those removed
+/// at a later step. Serializes as one JSON array.
+#[derive(Debug, Clone, Default)]
+pub struct Rejections {
+    unmatched: Arc<[Rejection]>,
+    others: Vec<Rejection>,
+}
+
+impl Rejections {
+    /// Builds the list from the two id-ordered parts.
+    pub fn new(unmatched: Arc<[Rejection]>, others: Vec<Rejection>) -> Rejections {
+        Rejections { unmatched, others }
+    }
+
+    /// Every rejection, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = &Rejection> {
+        let mut a = self.unmatched.iter().peekable();
+        let mut b = self.others.iter().peekable();
+        std::iter::from_fn(move || match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => {
+                if x.service_id <= y.service_id {
+                    a.next()
+                } else {
+                    b.next()
+                }
+            }
+            (Some(_), None) => a.next(),
+            (None, _) => b.next(),
+        })
+    }
+
+    /// How many services were rejected.
+    pub fn len(&self) -> usize {
+        self.unmatched.len() + self.others.len()
+    }
+
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The rejection of one service.
+    pub fn get(&self, service_id: &str) -> Option<&Rejection> {
+        self.iter().find(|r| r.service_id.as_ref() == service_id)
+    }
+
+    /// The rejections as an owned list.
+    pub fn to_vec(&self) -> Vec<Rejection> {
+        self.iter().cloned().collect()
+    }
+}
+
+impl PartialEq for Rejections {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Serialize for Rejections {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.len()))?;
+        for r in self.iter() {
+            seq.serialize_element(r)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Rejections {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut others = Vec::<Rejection>::deserialize(deserializer)?;
+        others.sort_by(|a, b| a.service_id.cmp(&b.service_id));
+        Ok(Rejections {
+            unmatched: Arc::from(Vec::new()),
+            others,
+        })
+    }
 }
 
 /// The pipeline steps that can remove a service.
@@ -138,127 +270,122 @@ impl Step {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComposedGuarantees {
-    /// The services composed, in order.
-    pub services: Vec<Arc<str>>,
     /// Minimum offered accuracy, when every stage declares one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
+    /// Summed per-request cost estimate.
+    pub cost: f64,
+    /// The weakest data locality of the stages.
+    pub data_locality: DataLocality,
+    /// True only when every stage is deterministic.
+    pub determinism: bool,
+    /// True only when every stage encrypts.
+    pub encryption: bool,
     /// Summed latency bound in ms, when every stage declares one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
-    /// Summed per-request cost estimate.
-    pub cost: f64,
-    /// True only when every stage is deterministic.
-    pub determinism: bool,
-    /// The weakest data locality of the stages.
-    pub data_locality: DataLocality,
-    /// True only when every stage encrypts.
-    pub encryption: bool,
+    /// The services composed, in order.
+    pub services: Vec<Arc<str>>,
 }
 
 /// The bounded control signal u, one component per field band.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlSignal {
+    /// Score margin between the winner and the runner-up (the winner's score without one).
+    pub margin: f64,
     /// The components; ‖u‖∞ ≤ `u_max`.
     pub u: Vec<f64>,
     /// The bound.
     pub u_max: f64,
-    /// Score margin between the winner and the runner-up (the winner's score without one).
-    pub margin: f64,
 }
 
-/// One proof section per pipeline step.
+/// One proof section per pipeline step, for the chosen service.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Proof {
     /// Step 1 evidence.
     pub matching: MatchProof,
-    /// Step 2 evidence.
+    /// Step 5 evidence.
+    pub optimize: OptimizeProof,
+    /// Step 2 evidence: one outcome per policy, in policy order.
     pub rules: Vec<RuleOutcome>,
     /// Step 3 evidence.
     pub security: SecurityProof,
     /// Step 4 evidence.
-    pub traits: Vec<TraitEvidence>,
-    /// Step 5 evidence.
-    pub optimize: OptimizeProof,
+    pub traits: TraitsProof,
 }
 
 /// Evidence for matching.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchProof {
-    /// Services in the registry snapshot.
-    pub registry_services: usize,
+    /// Every check made for the chosen service, in order.
+    pub checks: Vec<Check>,
     /// Services the capability index returned for every required capability.
     pub index_candidates: usize,
-    /// Input tokens used for cost estimates, and where the figure came from.
+    /// Input tokens used for cost estimates.
     pub input_tokens: u64,
     /// `constraint` (the request said so) or `payload` (estimated as payload bytes / 4).
     pub input_tokens_source: String,
-    /// Per index candidate, every check made.
-    pub candidates: Vec<MatchEvidence>,
-}
-
-/// The matching checks made for one service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MatchEvidence {
-    /// The service.
-    pub service_id: Arc<str>,
-    /// Each check; matching stops at the first failed one.
-    pub checks: Vec<Check>,
+    /// Services in the registry snapshot.
+    pub registry_services: usize,
 }
 
 /// One predicate with the values that decided it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Check {
-    /// What was checked (`guarantee:accuracy.min`, `constraint:language`, `budget`).
+    /// What was checked (`capability:x`, `guarantee:accuracy`, `constraint:language`, `budget`).
     pub name: String,
-    /// The required value.
-    pub required: serde_json::Value,
     /// The offered value (`null` when the contract does not declare it).
     pub offered: serde_json::Value,
     /// Whether the check passed.
     pub ok: bool,
+    /// The required value.
+    pub required: serde_json::Value,
 }
 
-/// The evaluation of one policy for one service (or for the request, when `when` is false).
+/// The evaluation of one policy for one service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleOutcome {
-    /// The policy.
-    pub policy_id: String,
-    /// The service, or absent when the rule did not apply to the request at all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_id: Option<Arc<str>>,
     /// Whether the rule applied (its `when` was true or could not be evaluated).
     pub applied: bool,
-    /// The `require` result when it applied (false when it could not be evaluated).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<bool>,
     /// Why an expression could not be evaluated (fail-closed reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The values of every `request.*`, `service.*` and `principal.*` path the rule reads.
+    /// The values of every `request.*`, `service.*` and `principal.*` path the rule read.
     pub operands: BTreeMap<String, serde_json::Value>,
+    /// The policy.
+    pub policy_id: String,
+    /// The `require` result when it applied (false when it could not be evaluated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<bool>,
 }
 
 /// Evidence for the security step.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityProof {
+    /// Tenant access passed (service tenant is the principal's or `public`).
+    pub access: bool,
     /// The principal passed authentication.
     pub authenticated: bool,
-    /// The request was sensitive (declared or PII).
-    pub sensitive: bool,
-    /// Whether the caller declared it sensitive.
+    /// Authorization passed.
+    pub authorized: bool,
+    /// Whether the caller declared the data sensitive.
     pub declared_sensitive: bool,
+    /// Permissions held that the service requires (empty requirement: always authorized).
+    pub granted_permissions: Vec<String>,
     /// PII found in the payload: kind and JSON pointer, never the value.
     pub pii: Vec<PiiFinding>,
-    /// Per service that reached the step.
-    pub services: Vec<SecurityEvidence>,
+    /// Privacy passed (not sensitive, or local/on-device, or encrypted).
+    pub privacy: bool,
+    /// The request was sensitive (declared or PII).
+    pub sensitive: bool,
+    /// Trust passed (principal trust ≥ service minimum).
+    pub trust: bool,
 }
 
 /// One PII finding.
@@ -271,32 +398,14 @@ pub struct PiiFinding {
     pub path: String,
 }
 
-/// The security checks for one service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Evidence for the traits step.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SecurityEvidence {
-    /// The service.
-    pub service_id: Arc<str>,
-    /// Permissions held that the service requires (empty requirement: always authorized).
-    pub granted_permissions: Vec<String>,
-    /// Authorization passed.
-    pub authorized: bool,
-    /// Privacy passed (not sensitive, or local/on-device, or encrypted).
-    pub privacy: bool,
-    /// Trust passed (principal trust ≥ service minimum).
-    pub trust: bool,
-    /// Tenant access passed (service tenant is the principal's or `public`).
-    pub access: bool,
-}
-
-/// Trait constraint values for one service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TraitEvidence {
-    /// The service.
-    pub service_id: Arc<str>,
-    /// Trait name → G value; feasible when every G ≤ 0.
+pub struct TraitsProof {
+    /// Trait name → G value for the chosen service; feasible when every G ≤ 0.
     pub constraints: BTreeMap<String, f64>,
+    /// Trait name → demand in [0, 1] (flags give 1, the trait field its band energy).
+    pub demands: BTreeMap<String, f64>,
 }
 
 /// Evidence for the optimization step.
@@ -305,23 +414,40 @@ pub struct TraitEvidence {
 pub struct OptimizeProof {
     /// The coefficients the objective used.
     pub coefficients: BTreeMap<String, f64>,
+    /// Number of feasible candidates ranked.
+    pub feasible: usize,
     /// Whether field vectors were supplied.
     pub fields_used: bool,
-    /// Whether the winner was decided by the tie-break.
-    pub tie_broken: bool,
-    /// The observed history used for reliability and latency, per service that had one.
+    /// The observed history used for reliability and latency, per ranked service that had one.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub history: BTreeMap<String, HistoryEvidence>,
+    /// The second-best candidate, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_up: Option<RunnerUp>,
+    /// The chosen service's terms.
+    pub terms: ScoreTerms,
+    /// Whether the winner was decided by the tie-break.
+    pub tie_broken: bool,
+}
+
+/// The runner-up of the optimization.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerUp {
+    /// Its score.
+    pub score: f64,
+    /// The service.
+    pub service_id: Arc<str>,
 }
 
 /// The history of one service as used by a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryEvidence {
-    /// Share of successful calls.
-    pub success_rate: f64,
     /// EWMA latency in ms.
     pub ewma_latency_ms: f64,
     /// Number of observations.
     pub samples: u64,
+    /// Share of successful calls.
+    pub success_rate: f64,
 }

@@ -90,12 +90,12 @@ pub enum Bound {
 #[serde(deny_unknown_fields)]
 #[schemars(extend("minProperties" = 1))]
 pub struct Range {
-    /// Lower bound (the property is at least this).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min: Option<f64>,
     /// Upper bound (the property is at most this).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
+    /// Lower bound (the property is at least this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
 }
 
 impl Bound {

@@ -12,8 +12,6 @@ use crate::model::Bound;
 #[serde(deny_unknown_fields)]
 #[schemars(title = "RouteRequest")]
 pub struct RouteRequest {
-    /// What the chosen service must offer.
-    pub requirements: Requirements,
     /// Hard spending limits.
     #[serde(default)]
     pub budget: Budget,
@@ -23,12 +21,14 @@ pub struct RouteRequest {
     /// What the caller says about its data.
     #[serde(default)]
     pub data: DataSpec,
-    /// The input for the service. Scanned for PII; never read by the routing math.
-    #[serde(default = "empty_object")]
-    pub payload: serde_json::Value,
     /// Optional complex field vectors for the field terms of the objective.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<Fields>,
+    /// The input for the service. Scanned for PII; never read by the routing math.
+    #[serde(default = "empty_object")]
+    pub payload: serde_json::Value,
+    /// What the chosen service must offer.
+    pub requirements: Requirements,
     /// Seed for the deterministic tie-break.
     #[serde(default)]
     pub seed: u64,
@@ -48,15 +48,15 @@ pub struct Requirements {
         inner(pattern(r"^[a-z0-9][a-z0-9_.-]{0,62}$"))
     )]
     pub capabilities: Vec<String>,
-    /// Property → bound the service must satisfy.
-    #[serde(default)]
-    #[schemars(extend("maxProperties" = 64))]
-    pub guarantees: BTreeMap<String, Bound>,
     /// Key → value the contract's constraints must admit (`language: de` needs `de` in
     /// `languages`; `input_tokens: 3000` needs `max_input_tokens >= 3000`).
     #[serde(default)]
     #[schemars(extend("maxProperties" = 64))]
     pub constraints: BTreeMap<String, Scalar>,
+    /// Property → bound the service must satisfy.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 64))]
+    pub guarantees: BTreeMap<String, Bound>,
     /// Trait flags the service must carry (`deterministic`, `private`, `low_latency`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
@@ -123,22 +123,22 @@ pub struct DataSpec {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fields {
-    /// The intent field ψ.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 4096))]
-    pub intent: Vec<[f64; 2]>,
-    /// The trait field τ (its band energies are trait demands).
-    #[serde(default, rename = "trait", skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 4096))]
-    pub trait_field: Vec<[f64; 2]>,
-    /// The resonance (RFS) field ρ.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 4096))]
-    pub rfs: Vec<[f64; 2]>,
     /// A context encoding c; when absent one is derived from `context`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4096))]
     pub context: Vec<[f64; 2]>,
+    /// The intent field ψ.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4096))]
+    pub intent: Vec<[f64; 2]>,
+    /// The resonance (RFS) field ρ.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4096))]
+    pub rfs: Vec<[f64; 2]>,
+    /// The trait field τ (its band energies are trait demands).
+    #[serde(default, rename = "trait", skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4096))]
+    pub trait_field: Vec<[f64; 2]>,
 }
 
 /// Who is asking.
@@ -149,22 +149,22 @@ pub struct Principal {
     /// Stable principal id.
     #[schemars(length(min = 1, max = 128))]
     pub id: String,
-    /// The principal's tenant (`public` for none).
-    #[serde(default = "public")]
-    #[schemars(pattern(r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
-    pub tenant: String,
     /// Permissions held.
     #[serde(default)]
     #[schemars(length(max = 256), inner(length(min = 1, max = 128)))]
     pub permissions: Vec<String>,
-    /// Trust level 0–10.
-    #[serde(default)]
-    #[schemars(range(max = 10))]
-    pub trust_level: u8,
     /// Roles (`admin`, `operator`, `service`, `client`); used by the server, not by routing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub roles: Vec<String>,
+    /// The principal's tenant (`public` for none).
+    #[serde(default = "public")]
+    #[schemars(pattern(r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    pub tenant: String,
+    /// Trust level 0–10.
+    #[serde(default)]
+    #[schemars(range(max = 10))]
+    pub trust_level: u8,
 }
 
 fn public() -> String {

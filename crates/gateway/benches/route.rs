@@ -28,7 +28,10 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     fn unit(&mut self) -> f64 {
@@ -45,7 +48,9 @@ pub fn services(n: usize, vocab: usize) -> Vec<ServiceContract> {
     (0..n)
         .map(|i| {
             let k = 1 + (rng.next() % 3) as usize;
-            let mut caps: Vec<String> = (0..k).map(|_| format!("cap-{}", rng.next() as usize % vocab)).collect();
+            let mut caps: Vec<String> = (0..k)
+                .map(|_| format!("cap-{}", rng.next() as usize % vocab))
+                .collect();
             caps.sort();
             caps.dedup();
             if i % vocab == 0 {
@@ -55,13 +60,35 @@ pub fn services(n: usize, vocab: usize) -> Vec<ServiceContract> {
                 }
             }
             let mut guarantees = BTreeMap::new();
-            guarantees.insert("accuracy".to_owned(), Bound::Range(Range { min: Some(0.7 + 0.3 * rng.unit()), max: None }));
-            guarantees.insert("latency_ms".to_owned(), Bound::Range(Range { min: None, max: Some(20.0 + 400.0 * rng.unit()) }));
+            guarantees.insert(
+                "accuracy".to_owned(),
+                Bound::Range(Range {
+                    min: Some(0.7 + 0.3 * rng.unit()),
+                    max: None,
+                }),
+            );
+            guarantees.insert(
+                "latency_ms".to_owned(),
+                Bound::Range(Range {
+                    min: None,
+                    max: Some(20.0 + 400.0 * rng.unit()),
+                }),
+            );
             guarantees.insert("determinism".to_owned(), Bound::Flag(rng.next() % 2 == 0));
             let mut constraints = BTreeMap::new();
-            constraints.insert("languages".to_owned(), ConstraintValue::List(vec!["en".into(), "de".into()]));
-            constraints.insert("max_input_tokens".to_owned(), ConstraintValue::Number(8192.0));
-            let locality = [DataLocality::Local, DataLocality::Region, DataLocality::External][rng.next() as usize % 3];
+            constraints.insert(
+                "languages".to_owned(),
+                ConstraintValue::List(vec!["en".into(), "de".into()]),
+            );
+            constraints.insert(
+                "max_input_tokens".to_owned(),
+                ConstraintValue::Number(8192.0),
+            );
+            let locality = [
+                DataLocality::Local,
+                DataLocality::Region,
+                DataLocality::External,
+            ][rng.next() as usize % 3];
             ServiceContract {
                 api_version: "caio/v1".into(),
                 kind: "ServiceContract".into(),
@@ -69,17 +96,39 @@ pub fn services(n: usize, vocab: usize) -> Vec<ServiceContract> {
                     id: format!("svc-{i:05}"),
                     name: format!("Service {i}"),
                     version: "1.0.0".into(),
-                    tenant: if i % 10 == 7 { "other".into() } else { "public".into() },
+                    tenant: if i % 10 == 7 {
+                        "other".into()
+                    } else {
+                        "public".into()
+                    },
                     capabilities: caps,
                     guarantees,
                     constraints,
-                    cost: Cost { per_request: 0.002 * rng.unit(), per_1k_tokens: 0.0, currency: "USD".into() },
-                    privacy: Privacy { data_locality: locality, encryption: rng.next() % 2 == 0, retention_days: 0 },
-                    security: SecuritySpec { required_permissions: vec!["use".into()], min_trust_level: (rng.next() % 3) as u8 },
+                    cost: Cost {
+                        per_request: 0.002 * rng.unit(),
+                        per_1k_tokens: 0.0,
+                        currency: "USD".into(),
+                    },
+                    privacy: Privacy {
+                        data_locality: locality,
+                        encryption: rng.next() % 2 == 0,
+                        retention_days: 0,
+                    },
+                    security: SecuritySpec {
+                        required_permissions: vec!["use".into()],
+                        min_trust_level: (rng.next() % 3) as u8,
+                    },
                     api: ApiSpec {
                         base_url: "http://127.0.0.1:9000".into(),
                         adapter: Adapter::HttpJson,
-                        endpoints: [("execute".to_owned(), Endpoint { method: "POST".into(), path: "/x".into() })].into(),
+                        endpoints: [(
+                            "execute".to_owned(),
+                            Endpoint {
+                                method: "POST".into(),
+                                path: "/x".into(),
+                            },
+                        )]
+                        .into(),
                         timeout_ms: 1000,
                         credential_env: None,
                     },
@@ -118,11 +167,18 @@ pub fn request() -> RouteRequest {
 }
 
 pub fn principal() -> Principal {
-    Principal { id: "bench".into(), tenant: "public".into(), permissions: vec!["use".into()], trust_level: 2, roles: Vec::new() }
+    Principal {
+        id: "bench".into(),
+        tenant: "public".into(),
+        permissions: vec!["use".into()],
+        trust_level: 2,
+        roles: Vec::new(),
+    }
 }
 
 fn router(n: usize, p: usize) -> Router {
-    let registry = MemoryRegistry::with_contracts(services(n, vocabulary(n))).unwrap_or_else(|e| panic!("{e}"));
+    let registry = MemoryRegistry::with_contracts(services(n, vocabulary(n)))
+        .unwrap_or_else(|e| panic!("{e}"));
     let compiled = caio_rules::compile(&policies(p)).unwrap_or_else(|e| panic!("{e:?}"));
     Router::new(Arc::new(registry), compiled)
 }
@@ -131,18 +187,31 @@ fn bench_route(c: &mut Criterion) {
     let mut group = c.benchmark_group("route");
     let req = request();
     let who = principal();
-    for &(n, p) in &[(10, 10), (100, 10), (100, 20), (100, 100), (1_000, 10), (1_000, 100), (10_000, 10), (10_000, 100)] {
+    for &(n, p) in &[
+        (10, 10),
+        (100, 10),
+        (100, 20),
+        (100, 100),
+        (1_000, 10),
+        (1_000, 100),
+        (10_000, 10),
+        (10_000, 100),
+    ] {
         let r = router(n, p);
-        let d = r.route(&req, &who).unwrap_or_else(|e| panic!("{n}/{p}: {e}"));
+        let d = r
+            .route(&req, &who)
+            .unwrap_or_else(|e| panic!("{n}/{p}: {e}"));
         eprintln!(
             "route n={n} p={p}: {} index candidates, {} feasible, {} rule outcomes",
             d.proof.matching.index_candidates,
             d.ranking.len(),
             d.proof.rules.len()
         );
-        group.bench_with_input(BenchmarkId::new(format!("services={n}"), format!("policies={p}")), &r, |b, r| {
-            b.iter(|| black_box(r.route(black_box(&req), black_box(&who))))
-        });
+        group.bench_with_input(
+            BenchmarkId::new(format!("services={n}"), format!("policies={p}")),
+            &r,
+            |b, r| b.iter(|| black_box(r.route(black_box(&req), black_box(&who)))),
+        );
     }
     group.finish();
 }
@@ -156,9 +225,10 @@ fn bench_verify(c: &mut Criterion) {
         let set = policies(p);
         let r = router(n, p);
         let d = r.route(&req, &who).unwrap_or_else(|e| panic!("{e}"));
-        group.bench_function(BenchmarkId::new(format!("services={n}"), format!("policies={p}")), |b| {
-            b.iter(|| black_box(caio_gateway::verify(&d, contracts.clone(), &set)).is_ok())
-        });
+        group.bench_function(
+            BenchmarkId::new(format!("services={n}"), format!("policies={p}")),
+            |b| b.iter(|| black_box(caio_gateway::verify(&d, contracts.clone(), &set)).is_ok()),
+        );
     }
     group.finish();
 }
@@ -166,12 +236,17 @@ fn bench_verify(c: &mut Criterion) {
 fn bench_registry(c: &mut Criterion) {
     let mut group = c.benchmark_group("registry");
     for &n in &[100, 10_000] {
-        let registry = MemoryRegistry::with_contracts(services(n, vocabulary(n))).unwrap_or_else(|e| panic!("{e}"));
-        let extra = services(n + 1, vocabulary(n)).pop().unwrap_or_else(|| panic!("one more"));
+        let registry = MemoryRegistry::with_contracts(services(n, vocabulary(n)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let extra = services(n + 1, vocabulary(n))
+            .pop()
+            .unwrap_or_else(|| panic!("one more"));
         group.bench_function(BenchmarkId::new("upsert", format!("services={n}")), |b| {
             b.iter(|| registry.upsert(black_box(extra.clone())).is_ok())
         });
-        group.bench_function(BenchmarkId::new("snapshot", format!("services={n}")), |b| b.iter(|| black_box(registry.snapshot())));
+        group.bench_function(BenchmarkId::new("snapshot", format!("services={n}")), |b| {
+            b.iter(|| black_box(registry.snapshot()))
+        });
     }
     group.finish();
 }

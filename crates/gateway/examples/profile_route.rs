@@ -7,9 +7,20 @@
 mod workload;
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let (n, p, iters) = (args.first().copied().unwrap_or(100), args.get(1).copied().unwrap_or(20), args.get(2).copied().unwrap_or(1000));
-    let registry = caio_registry::MemoryRegistry::with_contracts(workload::services(n, workload::vocabulary(n))).unwrap_or_else(|e| panic!("{e}"));
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let (n, p, iters) = (
+        args.first().copied().unwrap_or(100),
+        args.get(1).copied().unwrap_or(20),
+        args.get(2).copied().unwrap_or(1000),
+    );
+    let registry = caio_registry::MemoryRegistry::with_contracts(workload::services(
+        n,
+        workload::vocabulary(n),
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
     let compiled = caio_rules::compile(&workload::policies(p)).unwrap_or_else(|e| panic!("{e:?}"));
     let router = caio_gateway::Router::new(std::sync::Arc::new(registry), compiled);
     let (req, who) = (workload::request(), workload::principal());
@@ -18,5 +29,8 @@ fn main() {
     for _ in 0..iters {
         ok += usize::from(router.route(&req, &who).is_ok());
     }
-    println!("{ok}/{iters} routed, {:?} per route", start.elapsed() / iters as u32);
+    println!(
+        "{ok}/{iters} routed, {:?} per route",
+        start.elapsed() / iters as u32
+    );
 }

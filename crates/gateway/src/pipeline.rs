@@ -1,4 +1,9 @@
 //! Steps 1–9 of the routing pipeline as one pure function.
+//!
+//! The hot loop over candidates only decides: predicates run without building evidence, and the
+//! full evidence (every check, every policy outcome with its operands, every security check, the
+//! trait constraints) is built once, for the chosen service. A rejected service gets its step, its
+//! reason code and a sentence naming the values that removed it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,9 +14,10 @@ use caio_calculus::objective::{self, COEFFICIENTS, History, U_MAX};
 use caio_calculus::traits;
 use caio_contracts::canonical;
 use caio_contracts::decision::{
-    ControlSignal, Decision, HistoryEvidence, MatchEvidence, MatchProof, OptimizeProof, PiiFinding,
-    Proof, RankedCandidate, Rejection, RuleOutcome, SecurityProof, Step, TraitEvidence,
+    ControlSignal, Decision, HistoryEvidence, MatchProof, OptimizeProof, PiiFinding, Proof,
+    RankedCandidate, Rejection, Rejections, RunnerUp, ScoreTerms, SecurityProof, Step, TraitsProof,
 };
+use caio_contracts::model::ServiceSpec;
 use caio_contracts::request::{Principal, RouteRequest};
 use caio_registry::Snapshot;
 use caio_rules::{CompiledPolicies, RequestScope};
@@ -25,7 +31,7 @@ use crate::prepared::PreparedServices;
 pub struct RouteContext<'a> {
     /// The registry snapshot.
     pub snapshot: &'a Snapshot,
-    /// The snapshot's prepared CEL scopes (must be built from `snapshot`).
+    /// State prepared for this snapshot and policy set.
     pub services: &'a PreparedServices,
     /// The compiled policy set.
     pub policies: &'a CompiledPolicies,
@@ -66,23 +72,28 @@ pub fn route(
 
 struct Feasible {
     index: usize,
-    id: Arc<str>,
     cost: f64,
+    terms: ScoreTerms,
+    score: f64,
+    modes: [f64; BANDS],
 }
 
-#[allow(clippy::too_many_lines)]
-pub(crate) fn route_inner(
-    ctx: &RouteContext<'_>,
+/// The request after normalization: PII, sensitivity, redaction, digest, CEL scope.
+struct Normalized {
+    pii: Vec<PiiFinding>,
+    sensitive: bool,
+    input_tokens: u64,
+    tokens_source: String,
+    recorded: RouteRequest,
+    digest: String,
+    scope: RequestScope,
+}
+
+fn normalize(
     request: &RouteRequest,
     principal: &Principal,
     replay: Option<&Replay>,
-) -> Result<Decision, RouteError> {
-    let snapshot = ctx.snapshot;
-    if ctx.services.version() != snapshot.version() {
-        return Err(internal("prepared services do not belong to this snapshot"));
-    }
-
-    // Normalize: PII, sensitivity, redaction, the digest and the CEL view of the request.
+) -> Result<Normalized, RouteError> {
     let redacted_in = is_redacted(&request.payload);
     let (pii, input_tokens, tokens_source) = match replay {
         Some(r) => (r.pii.clone(), r.input_tokens, r.input_tokens_source.clone()),
@@ -105,12 +116,17 @@ pub(crate) fn route_inner(
         let digest = canonical::digest(&request.payload).map_err(internal)?;
         recorded.payload = json!({ REDACTED_KEY: digest });
     }
-    let request_digest = canonical::digest(&recorded).map_err(internal)?;
-    let mut view = serde_json::to_value(&recorded).map_err(internal)?;
-    if let Some(obj) = view.as_object_mut() {
-        obj.remove("fields");
-        obj.insert("data".to_owned(), json!({ "sensitive": sensitive }));
-    }
+    let digest = canonical::digest(&recorded).map_err(internal)?;
+    // The CEL view: every section present, `data.sensitive` the effective value, the (possibly
+    // redacted) payload, no field vectors.
+    let view = json!({
+        "budget": recorded.budget,
+        "context": recorded.context,
+        "data": { "sensitive": sensitive },
+        "payload": recorded.payload,
+        "requirements": recorded.requirements,
+        "seed": recorded.seed,
+    });
     let principal_view = json!({
         "id": principal.id,
         "tenant": principal.tenant,
@@ -118,30 +134,68 @@ pub(crate) fn route_inner(
         "trust_level": principal.trust_level,
         "roles": principal.roles,
     });
-    let scope = RequestScope::new(view, principal_view);
-    let authenticated = caio_security::authenticate(principal);
+    Ok(Normalized {
+        pii,
+        sensitive,
+        input_tokens,
+        tokens_source,
+        recorded,
+        digest,
+        scope: RequestScope::new(view, principal_view),
+    })
+}
 
-    // Request-level decisions of every rule whose `when` does not read the service.
+fn reject(id: &Arc<str>, step: Step, reason: &'static str, detail: String) -> Rejection {
+    Rejection {
+        service_id: Arc::clone(id),
+        step,
+        reason: reason.into(),
+        detail: Arc::from(detail),
+    }
+}
+
+/// A sentence naming the first failed matching check and the values compared.
+fn match_detail(spec: &ServiceSpec, request: &RouteRequest, input_tokens: u64) -> String {
+    let (checks, _) = matching::match_service(spec, request, input_tokens);
+    checks
+        .iter()
+        .find(|c| !c.ok)
+        .map(|c| format!("{}: required {}, offered {}", c.name, c.required, c.offered))
+        .unwrap_or_default()
+}
+
+#[allow(clippy::too_many_lines)]
+pub(crate) fn route_inner(
+    ctx: &RouteContext<'_>,
+    request: &RouteRequest,
+    principal: &Principal,
+    replay: Option<&Replay>,
+) -> Result<Decision, RouteError> {
+    let snapshot = ctx.snapshot;
     let policies = ctx.policies;
-    let whens: Vec<Option<(bool, Option<String>)>> = policies
-        .rules
-        .iter()
-        .map(|r| policies.when_for_request(r, &scope))
-        .collect();
-    let mut rule_outcomes: Vec<RuleOutcome> = policies
-        .rules
-        .iter()
-        .zip(&whens)
-        .filter(|(_, w)| matches!(w, Some((false, _))))
-        .map(|(r, _)| policies.not_applied(r, &scope))
+    if ctx.services.version() != snapshot.version()
+        || ctx.services.policy_version() != policies.version
+    {
+        return Err(internal(
+            "prepared state does not belong to this snapshot and policy set",
+        ));
+    }
+    let n = normalize(request, principal, replay)?;
+    let authenticated = caio_security::authenticate(principal);
+    let reval = policies.evaluate_request(&n.scope);
+    // Rules whose `when` is false for this request are skipped for every service.
+    let live_rules: Vec<usize> = (0..policies.rules.len())
+        .filter(|i| !policies.never_applies(*i, &reval))
         .collect();
 
-    // Traits: demands from flags and the trait field.
-    let context_pairs: Vec<String> = request
-        .context
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let context_pairs: Vec<String> = match &request.fields {
+        Some(f) if f.context.is_empty() => request
+            .context
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        _ => Vec::new(),
+    };
     let mut field_ctx = FieldContext::prepare(request.fields.as_ref(), &context_pairs);
     let demands = traits::demands(
         &request.requirements.traits,
@@ -152,77 +206,38 @@ pub(crate) fn route_inner(
     let required_caps = &request.requirements.capabilities;
     let candidates = snapshot.candidates(required_caps);
     let entries = snapshot.entries();
-    let mut rejected: Vec<Rejection> = Vec::with_capacity(entries.len().saturating_sub(1));
-    let mut match_evidence = Vec::with_capacity(candidates.len());
-    let mut security = SecurityProof {
-        authenticated: authenticated.is_ok(),
-        sensitive,
-        declared_sensitive: request.data.sensitive,
-        pii,
-        services: Vec::new(),
-    };
-    let mut trait_evidence = Vec::new();
+    let unmatched = ctx.services.unmatched(snapshot, required_caps, &candidates);
+    let mut rejected: Vec<Rejection> = Vec::new();
     let mut feasible: Vec<Feasible> = Vec::with_capacity(candidates.len());
-    let mut next_candidate = candidates.iter().peekable();
+    let resonance = field_ctx.as_ref().map_or(0.0, |f| f.resonance);
 
-    for (i, entry) in entries.iter().enumerate() {
+    'candidates: for &i in &candidates {
+        let entry = &entries[i];
         let spec = &entry.contract.service;
-        let reject = |step: Step, reason: &str, detail: String| Rejection {
-            service_id: Arc::clone(&entry.id),
-            step,
-            reason: reason.to_owned(),
-            detail,
-        };
-        if next_candidate.peek() != Some(&&i) {
-            let missing = required_caps
-                .iter()
-                .find(|c| !spec.capabilities.contains(c))
-                .map_or("", String::as_str);
-            rejected.push(reject(
-                Step::Match,
-                "missing_capability",
-                format!("does not offer capability `{missing}`"),
-            ));
-            continue;
-        }
-        next_candidate.next();
 
         // Step 1: guarantees, constraints, budget.
-        let (checks, cost) = matching::match_service(spec, request, input_tokens);
-        let failed = checks.iter().find(|c| !c.ok).map(|c| {
-            let reason = if c.name.starts_with("guarantee:") {
-                "guarantee_unmet"
-            } else if c.name.starts_with("constraint:") {
-                "constraint_unadmitted"
-            } else {
-                "over_budget"
-            };
-            (
-                reason,
-                format!("{}: required {}, offered {}", c.name, c.required, c.offered),
-            )
-        });
-        match_evidence.push(MatchEvidence {
-            service_id: Arc::clone(&entry.id),
-            checks,
-        });
-        if let Some((reason, detail)) = failed {
-            rejected.push(reject(Step::Match, reason, detail));
+        let (failure, cost) = matching::first_failure(spec, request, n.input_tokens);
+        if let Some(f) = failure {
+            rejected.push(reject(
+                &entry.id,
+                Step::Match,
+                f.reason(),
+                match_detail(spec, request, n.input_tokens),
+            ));
             continue;
         }
 
         // Step 2: policies.
-        let Some(service_scope) = ctx.services.scope(i) else {
-            return Err(internal("prepared services are shorter than the snapshot"));
+        let (Some(scope), Some(table)) = (ctx.services.scope(i), ctx.services.table(i, policies))
+        else {
+            return Err(internal("prepared state is shorter than the snapshot"));
         };
-        let mut violation = None;
-        for (rule, when) in policies.rules.iter().zip(&whens) {
-            if matches!(when, Some((false, _))) {
-                continue;
-            }
-            let outcome = policies.evaluate(rule, &scope, service_scope, when.clone());
-            if outcome.applied && outcome.result != Some(true) {
-                let why = outcome.error.clone().unwrap_or_else(|| {
+        for &r in &live_rules {
+            let check = policies.check(r, &n.scope, &reval, scope, table);
+            if check.violated() {
+                let outcome = policies.outcome(r, &n.scope, scope, &check);
+                let rule = &policies.rules[r];
+                let why = check.error.clone().unwrap_or_else(|| {
                     let read: Vec<String> = outcome
                         .operands
                         .iter()
@@ -240,47 +255,40 @@ pub(crate) fn route_inner(
                     .as_deref()
                     .map(|d| format!(" ({d})"))
                     .unwrap_or_default();
-                violation = Some(format!("policy `{}`{desc} violated: {why}", rule.id));
+                rejected.push(reject(
+                    &entry.id,
+                    Step::Rules,
+                    "policy_violation",
+                    format!("policy `{}`{desc} violated: {why}", rule.id),
+                ));
+                continue 'candidates;
             }
-            rule_outcomes.push(outcome);
-            if violation.is_some() {
-                break;
-            }
-        }
-        if let Some(detail) = violation {
-            rejected.push(reject(Step::Rules, "policy_violation", detail));
-            continue;
         }
 
         // Step 3: security.
-        let (evidence, denial) =
-            caio_security::check_service(&entry.id, principal, spec, sensitive);
-        security.services.push(evidence);
         let denial = match &authenticated {
             Err(d) => Some(d.clone()),
-            Ok(()) => denial,
+            Ok(()) => caio_security::deny(principal, spec, n.sensitive),
         };
         if let Some(d) = denial {
-            rejected.push(reject(Step::Security, d.reason, d.detail));
+            rejected.push(reject(&entry.id, Step::Security, d.reason, d.detail));
             continue;
         }
 
         // Step 4: trait constraints.
+        let history = ctx.history.get(entry.id.as_ref());
         if any_demand {
-            let history = ctx.history.get(entry.id.as_ref());
             let lat = objective::latency_ms(spec, history);
-            let constraints = traits::constraints(&demands, spec, lat);
-            let unmet: Vec<String> = constraints
-                .iter()
-                .filter(|(_, g)| **g > 0.0)
-                .map(|(t, g)| format!("{t} (G = {g:.4} > 0)"))
-                .collect();
-            trait_evidence.push(TraitEvidence {
-                service_id: Arc::clone(&entry.id),
-                constraints,
-            });
-            if !unmet.is_empty() {
+            let g = traits::values(&demands, spec, lat);
+            if g.iter().any(|v| *v > 0.0) {
+                let unmet: Vec<String> = traits::TRAITS
+                    .iter()
+                    .zip(g)
+                    .filter(|(_, v)| *v > 0.0)
+                    .map(|(t, v)| format!("{} (G = {v:.4} > 0)", t.as_str()))
+                    .collect();
                 rejected.push(reject(
+                    &entry.id,
                     Step::Traits,
                     "trait_unmet",
                     format!("trait constraints unmet: {}", unmet.join(", ")),
@@ -289,125 +297,184 @@ pub(crate) fn route_inner(
             }
         }
 
+        // Step 5 (per candidate): terms and score.
+        let field_terms = field_ctx.as_mut().map(|fc| fc.terms(&spec.capabilities));
+        let terms = objective::terms(spec, cost, history, field_terms.as_ref(), resonance);
         feasible.push(Feasible {
             index: i,
-            id: Arc::clone(&entry.id),
             cost,
+            score: COEFFICIENTS.score(&terms),
+            terms,
+            modes: field_terms.map_or([0.0; BANDS], |t| t.service_modes),
         });
     }
 
+    let rejections = Rejections::new(unmatched, rejected);
     let mut proof = Proof {
         matching: MatchProof {
-            registry_services: entries.len(),
+            checks: Vec::new(),
             index_candidates: candidates.len(),
-            input_tokens,
-            input_tokens_source: tokens_source,
-            candidates: match_evidence,
+            input_tokens: n.input_tokens,
+            input_tokens_source: n.tokens_source.clone(),
+            registry_services: entries.len(),
         },
-        rules: rule_outcomes,
-        security,
-        traits: trait_evidence,
         optimize: OptimizeProof {
             coefficients: COEFFICIENTS.as_map(),
+            feasible: feasible.len(),
             fields_used: field_ctx.is_some(),
-            tie_broken: false,
-            history: BTreeMap::new(),
+            ..OptimizeProof::default()
+        },
+        rules: Vec::new(),
+        security: SecurityProof {
+            authenticated: authenticated.is_ok(),
+            declared_sensitive: request.data.sensitive,
+            pii: n.pii.clone(),
+            sensitive: n.sensitive,
+            ..SecurityProof::default()
+        },
+        traits: TraitsProof {
+            constraints: BTreeMap::new(),
+            demands: traits::TRAITS
+                .iter()
+                .zip(demands)
+                .filter(|(_, d)| *d > 0.0)
+                .map(|(t, d)| (t.as_str().to_owned(), d))
+                .collect(),
         },
     };
 
     if feasible.is_empty() {
         return Err(RouteError::NoMatchingService(Box::new(NoRoute {
-            rejected,
+            rejected: rejections.to_vec(),
             proof,
             registry_version: snapshot.version().to_owned(),
             policy_version: policies.version.clone(),
-            request_digest,
+            request_digest: n.digest,
         })));
     }
 
-    // Step 5: optimize.
-    let resonance = field_ctx.as_ref().map_or(0.0, |f| f.resonance);
-    let mut scored: Vec<(f64, [u8; 32], RankedCandidate, [f64; BANDS])> =
-        Vec::with_capacity(feasible.len());
+    // Step 5: rank. Higher score first; equal scores by the seed's tie-break key, then by id.
+    feasible.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| entries[a.index].id.cmp(&entries[b.index].id))
+    });
+    let mut keys: Vec<Option<[u8; 32]>> = vec![None; feasible.len()];
+    let mut start = 0;
+    while start < feasible.len() {
+        let mut end = start + 1;
+        while end < feasible.len() && feasible[end].score == feasible[start].score {
+            end += 1;
+        }
+        if end - start > 1 {
+            let mut group: Vec<(Feasible, [u8; 32])> = feasible
+                .drain(start..end)
+                .map(|f| {
+                    let k = objective::tiebreak(request.seed, &entries[f.index].id);
+                    (f, k)
+                })
+                .collect();
+            group.sort_by(|a, b| {
+                a.1.cmp(&b.1)
+                    .then_with(|| entries[a.0.index].id.cmp(&entries[b.0.index].id))
+            });
+            for (offset, (f, k)) in group.into_iter().enumerate() {
+                feasible.insert(start + offset, f);
+                keys[start + offset] = Some(k);
+            }
+        }
+        start = end;
+    }
+    let winner = &feasible[0];
+    let winner_entry = &entries[winner.index];
+    let spec = &winner_entry.contract.service;
+    proof.optimize.tie_broken = keys[0].is_some();
+    proof.optimize.terms = winner.terms;
+    proof.optimize.runner_up = feasible.get(1).map(|f| RunnerUp {
+        score: f.score,
+        service_id: Arc::clone(&entries[f.index].id),
+    });
     for f in &feasible {
-        let spec = &entries[f.index].contract.service;
-        let history = ctx.history.get(f.id.as_ref());
-        if let Some(h) = history {
+        let id = &entries[f.index].id;
+        if let Some(h) = ctx.history.get(id.as_ref()) {
             proof.optimize.history.insert(
-                f.id.to_string(),
+                id.to_string(),
                 HistoryEvidence {
-                    success_rate: h.success_rate,
                     ewma_latency_ms: h.ewma_latency_ms,
                     samples: h.samples,
+                    success_rate: h.success_rate,
                 },
             );
         }
-        let field_terms = field_ctx.as_mut().map(|fc| fc.terms(&spec.capabilities));
-        let terms = objective::terms(spec, f.cost, history, field_terms.as_ref(), resonance);
-        let score = COEFFICIENTS.score(&terms);
-        let key = objective::tiebreak(request.seed, &f.id);
-        scored.push((
-            score,
-            key,
-            RankedCandidate {
-                service_id: Arc::clone(&f.id),
-                score,
-                terms,
-                tiebreak: hex_of(&key),
-            },
-            field_terms.map_or([0.0; BANDS], |t| t.service_modes),
-        ));
     }
-    scored.sort_by(|a, b| {
-        objective::rank_order((a.0, &a.1, &a.2.service_id), (b.0, &b.1, &b.2.service_id))
-    });
-    proof.optimize.tie_broken = scored.len() > 1 && scored[0].0 == scored[1].0;
+
+    // The winner's evidence for steps 1–4.
+    proof.matching.checks = matching::match_service(spec, request, n.input_tokens).0;
+    let (Some(scope), Some(table)) = (
+        ctx.services.scope(winner.index),
+        ctx.services.table(winner.index, policies),
+    ) else {
+        return Err(internal("prepared state is shorter than the snapshot"));
+    };
+    proof.rules = (0..policies.rules.len())
+        .map(|r| {
+            let check = policies.check(r, &n.scope, &reval, scope, table);
+            policies.outcome(r, &n.scope, scope, &check)
+        })
+        .collect();
+    let (sec, _) = caio_security::check_service(principal, spec, n.sensitive);
+    proof.security.access = sec.access;
+    proof.security.authorized = sec.authorized;
+    proof.security.granted_permissions = sec.granted_permissions;
+    proof.security.privacy = sec.privacy;
+    proof.security.trust = sec.trust;
+    if any_demand {
+        let lat = objective::latency_ms(spec, ctx.history.get(winner_entry.id.as_ref()));
+        proof.traits.constraints = traits::constraints(&demands, spec, lat);
+    }
 
     // Step 6: control signal.
-    let winner = &scored[0];
-    let margin = if scored.len() > 1 {
-        winner.0 - scored[1].0
-    } else {
-        winner.0
-    };
+    let margin = feasible
+        .get(1)
+        .map_or(winner.score, |r| winner.score - r.score);
     let u = match &field_ctx {
         Some(fc) => {
-            fields::control_signal(winner.2.terms.kappa, &fc.intent_modes, &winner.3, U_MAX)
+            fields::control_signal(winner.terms.kappa, &fc.intent_modes, &winner.modes, U_MAX)
         }
         None => vec![0.0; BANDS],
     };
 
     // Step 7: compose guarantees.
-    let winner_feasible = feasible
-        .iter()
-        .find(|f| f.id == winner.2.service_id)
-        .ok_or_else(|| internal("winner missing from the feasible set"))?;
-    let guarantees = caio_calculus::compose_one(
-        Arc::clone(&winner_feasible.id),
-        &entries[winner_feasible.index].contract.service,
-        winner_feasible.cost,
-    );
+    let guarantees = caio_calculus::compose_one(Arc::clone(&winner_entry.id), spec, winner.cost);
 
-    // Steps 8–9: proof and trace hash.
-    let service_id = Arc::clone(&winner.2.service_id);
-    let score = winner.0;
+    // Steps 8–9: the decision and its id.
+    let ranking = feasible
+        .iter()
+        .zip(&keys)
+        .map(|(f, k)| RankedCandidate {
+            service_id: Arc::clone(&entries[f.index].id),
+            score: f.score,
+            terms: f.terms,
+            tiebreak: k.map(|k| hex_of(&k)),
+        })
+        .collect();
     let mut decision = Decision {
         decision_id: String::new(),
-        service_id,
-        score,
-        ranking: scored.into_iter().map(|s| s.2).collect(),
-        rejected,
+        service_id: Arc::clone(&winner_entry.id),
+        score: winner.score,
+        ranking,
+        rejected: rejections,
         guarantees,
         control_signal: ControlSignal {
+            margin,
             u,
             u_max: U_MAX,
-            margin,
         },
         proof,
         registry_version: snapshot.version().to_owned(),
         policy_version: policies.version.clone(),
-        request_digest,
-        request: recorded,
+        request_digest: n.digest,
+        request: n.recorded,
         principal: principal.clone(),
         recorded_at: None,
     };
@@ -419,8 +486,8 @@ fn hex_of(bytes: &[u8; 32]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(64);
     for b in bytes {
-        s.push(HEX[usize::from(b >> 4)] as char);
-        s.push(HEX[usize::from(b & 0xf)] as char);
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     s
 }

@@ -39,7 +39,7 @@ impl std::fmt::Debug for Router {
 impl Router {
     /// A router over `registry` applying `policies`.
     pub fn new(registry: Arc<dyn Registry>, policies: CompiledPolicies) -> Router {
-        let prepared = PreparedServices::build(&registry.snapshot(), None);
+        let prepared = PreparedServices::build(&registry.snapshot(), &policies, None);
         Router {
             registry,
             policies: ArcSwap::from_pointee(policies),
@@ -69,20 +69,29 @@ impl Router {
         self.history.store(Arc::new(history));
     }
 
-    fn prepared_for(&self, snapshot: &Snapshot) -> Arc<PreparedServices> {
+    fn prepared_for(
+        &self,
+        snapshot: &Snapshot,
+        policies: &CompiledPolicies,
+    ) -> Arc<PreparedServices> {
+        let fits = |p: &PreparedServices| {
+            p.version() == snapshot.version() && p.policy_version() == policies.version
+        };
         let current = self.prepared.load_full();
-        if current.version() == snapshot.version() {
+        if fits(&current) {
             return current;
         }
         let _guard = self.prepare_lock.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.prepared.load_full();
-        if current.version() == snapshot.version() {
+        if fits(&current) {
             return current;
         }
-        let next = Arc::new(PreparedServices::build(snapshot, Some(&current)));
-        // Publish only if the registry still is at this snapshot; an older request must not
-        // replace the scopes of a newer one.
-        if self.registry.snapshot().version() == snapshot.version() {
+        let next = Arc::new(PreparedServices::build(snapshot, policies, Some(&current)));
+        // Publish only if the registry and the policies are still these; an older request must
+        // not replace the state of a newer one.
+        if self.registry.snapshot().version() == snapshot.version()
+            && self.policies.load().version == policies.version
+        {
             self.prepared.store(Arc::clone(&next));
         }
         next
@@ -95,8 +104,8 @@ impl Router {
         principal: &Principal,
     ) -> Result<Decision, RouteError> {
         let snapshot = self.registry.snapshot();
-        let prepared = self.prepared_for(&snapshot);
         let policies = self.policies.load();
+        let prepared = self.prepared_for(&snapshot, &policies);
         let history = self.history.load();
         let ctx = RouteContext {
             snapshot: &snapshot,

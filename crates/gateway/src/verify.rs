@@ -124,7 +124,7 @@ pub fn verify(
         input_tokens: decision.proof.matching.input_tokens,
         input_tokens_source: decision.proof.matching.input_tokens_source.clone(),
     });
-    let prepared = PreparedServices::build(&snapshot, None);
+    let prepared = PreparedServices::build(&snapshot, &compiled, None);
     let ctx = RouteContext {
         snapshot: &snapshot,
         services: &prepared,
@@ -153,14 +153,14 @@ pub fn verify(
     let again =
         serde_json::to_value(&recomputed).map_err(|e| disagree("decision", "", e.to_string()))?;
     let sections: [(&'static str, &str); 13] = [
-        ("match", "/proof/matching"),
         ("match", "/request_digest"),
+        ("match", "/proof/matching"),
         ("rules", "/proof/rules"),
         ("security", "/proof/security"),
         ("traits", "/proof/traits"),
         ("decision", "/rejected"),
-        ("optimize", "/proof/optimize"),
         ("optimize", "/ranking"),
+        ("optimize", "/proof/optimize"),
         ("optimize", "/service_id"),
         ("optimize", "/score"),
         ("control", "/control_signal"),
@@ -176,15 +176,10 @@ pub fn verify(
     }
 
     let p = &decision.proof;
-    let predicates = p
-        .matching
-        .candidates
-        .iter()
-        .map(|c| c.checks.len())
-        .sum::<usize>()
+    let predicates = p.matching.checks.len()
         + p.rules.len()
-        + p.security.services.len() * 4
-        + p.traits.iter().map(|t| t.constraints.len()).sum::<usize>()
+        + 5
+        + p.traits.constraints.len()
         + decision.ranking.len()
         + decision.rejected.len();
     Ok(Verified {

@@ -34,16 +34,30 @@ pub struct PolicyError {
     pub source_text: String,
 }
 
+/// When an expression can be evaluated, given what it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Level {
+    /// The literal `true`.
+    True,
+    /// Reads `request` and/or `principal` only: once per request. The index is the request-level
+    /// slot, shared by every expression with the same source text.
+    Request(usize),
+    /// Reads `service` only: once per service, cached with the registry snapshot.
+    Service,
+    /// Reads both: once per request and service.
+    Mixed,
+}
+
 /// A compiled CEL expression and what it reads.
 #[derive(Debug)]
 pub(crate) struct Expression {
     pub program: Program,
     /// Dotted paths rooted at `request`, `service` or `principal`, sorted and unique.
     pub paths: Vec<Vec<String>>,
-    /// Whether the expression reads `service` (otherwise it is evaluated once per request).
+    /// Whether the expression reads `service`.
     pub uses_service: bool,
-    /// The expression is the literal `true`.
-    pub is_true: bool,
+    /// When it is evaluated.
+    pub level: Level,
 }
 
 /// One compiled policy.
@@ -66,6 +80,11 @@ impl CompiledRule {
     pub fn require_uses_service(&self) -> bool {
         self.require.uses_service
     }
+    /// Whether the rule's `require` reads only the service, so its verdict per service can be
+    /// cached with the registry snapshot.
+    pub fn require_is_service_only(&self) -> bool {
+        self.require.level == Level::Service
+    }
 }
 
 /// A compiled policy set.
@@ -77,6 +96,8 @@ pub struct CompiledPolicies {
     pub rules: Vec<CompiledRule>,
     /// The set it was compiled from.
     pub source: PolicySet,
+    /// Per request-level slot, the (rule, is `when`) whose expression fills it.
+    pub(crate) slots: Vec<(usize, bool)>,
 }
 
 /// Compiles every policy of a set, reporting every error found.
@@ -119,6 +140,23 @@ pub fn compile(set: &PolicySet) -> Result<CompiledPolicies, Vec<PolicyError>> {
     if !errors.is_empty() {
         return Err(errors);
     }
+    // Request-level expressions with the same text share one evaluation per request.
+    let mut slots: Vec<(usize, bool)> = Vec::new();
+    let mut by_text: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, (rule, p)) in rules.iter_mut().zip(&set.policies).enumerate() {
+        for (expr, text, is_when) in [
+            (&mut rule.when, &p.when, true),
+            (&mut rule.require, &p.require, false),
+        ] {
+            if let Level::Request(_) = expr.level {
+                let slot = *by_text.entry(text.trim().to_owned()).or_insert_with(|| {
+                    slots.push((i, is_when));
+                    slots.len() - 1
+                });
+                expr.level = Level::Request(slot);
+            }
+        }
+    }
     let version = canonical::digest(set).map_err(|e| {
         vec![PolicyError {
             policy_id: String::new(),
@@ -134,6 +172,7 @@ pub fn compile(set: &PolicySet) -> Result<CompiledPolicies, Vec<PolicyError>> {
         env,
         rules,
         source: set.clone(),
+        slots,
     })
 }
 
@@ -218,13 +257,23 @@ fn compile_expr(
         return Err(error(line, column, format!("type error: {e}")));
     }
 
-    let uses_service = walker.paths.iter().any(|p| p[0] == "service");
-    let is_true = source.trim() == "true";
+    let reads = |root: &str| walker.paths.iter().any(|p| p[0] == root);
+    let uses_service = reads("service");
+    let uses_request = reads("request") || reads("principal");
+    let level = if source.trim() == "true" {
+        Level::True
+    } else if !uses_service {
+        Level::Request(0)
+    } else if !uses_request {
+        Level::Service
+    } else {
+        Level::Mixed
+    };
     Ok(Expression {
         program,
         paths: walker.paths.into_iter().collect(),
         uses_service,
-        is_true,
+        level,
     })
 }
 

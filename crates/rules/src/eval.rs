@@ -1,4 +1,9 @@
 //! Evaluating compiled policies, fail-closed, with the operands each rule read.
+//!
+//! Evaluation is staged by what an expression reads: request-level expressions run once per
+//! request ([`CompiledPolicies::evaluate_request`]), service-only expressions once per service and
+//! policy version ([`CompiledPolicies::service_table`], cached by the caller with its registry
+//! snapshot), and only expressions that read both run per request and service.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,7 +14,7 @@ use cel::context::VariableResolver;
 use cel::{Context, Env, ExecutionError, IdedExpr, Value};
 use serde_json::json;
 
-use crate::compile::{CompiledPolicies, CompiledRule, Expression};
+use crate::compile::{CompiledPolicies, Expression, Level};
 use crate::value::json_to_cel;
 
 /// The request-level variables (`request`, `principal`), converted once per request.
@@ -98,15 +103,15 @@ impl ServiceScope {
 }
 
 struct Vars<'a> {
-    request: &'a RequestScope,
+    request: Option<&'a RequestScope>,
     service: Option<&'a ServiceScope>,
 }
 
 impl VariableResolver for Vars<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         match variable {
-            "request" => Some(CowVal::Borrowed(self.request.request.as_ref())),
-            "principal" => Some(CowVal::Borrowed(self.request.principal.as_ref())),
+            "request" => self.request.map(|r| CowVal::Borrowed(r.request.as_ref())),
+            "principal" => self.request.map(|r| CowVal::Borrowed(r.principal.as_ref())),
             "service" => self.service.map(|s| CowVal::Borrowed(s.val.as_ref())),
             _ => None,
         }
@@ -121,7 +126,7 @@ pub(crate) fn resolve(
     service: &ServiceScope,
 ) -> Result<Value, ExecutionError> {
     let vars = Vars {
-        request,
+        request: Some(request),
         service: Some(service),
     };
     let mut ctx = Context::with_env(Arc::clone(env));
@@ -129,20 +134,22 @@ pub(crate) fn resolve(
     Value::resolve(e, &ctx)
 }
 
-/// The outcome of evaluating one expression.
+/// The value of one boolean expression, or why it has none.
 #[derive(Debug, Clone, PartialEq)]
-enum Truth {
+pub enum Truth {
+    /// It evaluated to this bool.
     Value(bool),
-    Error(String),
+    /// It could not be evaluated (or was not a bool).
+    Error(Arc<str>),
 }
 
 fn run(
     expr: &Expression,
     env: &Arc<Env>,
-    request: &RequestScope,
+    request: Option<&RequestScope>,
     service: Option<&ServiceScope>,
 ) -> Truth {
-    if expr.is_true {
+    if expr.level == Level::True {
         return Truth::Value(true);
     }
     let vars = Vars { request, service };
@@ -150,8 +157,39 @@ fn run(
     ctx.set_variable_resolver(&vars);
     match expr.program.execute(&ctx) {
         Ok(Value::Bool(b)) => Truth::Value(b),
-        Ok(other) => Truth::Error(format!("evaluated to {other:?}, not a bool")),
-        Err(e) => Truth::Error(e.to_string()),
+        Ok(other) => Truth::Error(Arc::from(format!("evaluated to {other:?}, not a bool"))),
+        Err(e) => Truth::Error(Arc::from(e.to_string())),
+    }
+}
+
+/// The request-level results of one request.
+#[derive(Debug, Clone)]
+pub struct RequestEval {
+    slots: Vec<Truth>,
+}
+
+/// The service-only results of one service: per rule, `when` and `require` when they read only
+/// the service.
+#[derive(Debug, Clone)]
+pub struct ServiceTable {
+    rows: Vec<[Option<Truth>; 2]>,
+}
+
+/// The verdict of one rule for one service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleCheck {
+    /// The rule applied (its `when` held or could not be evaluated).
+    pub applied: bool,
+    /// The `require` result when applied (`false` when it could not be evaluated).
+    pub result: Option<bool>,
+    /// The fail-closed reason, when an expression could not be evaluated.
+    pub error: Option<String>,
+}
+
+impl RuleCheck {
+    /// The rule applied and its `require` did not hold.
+    pub fn violated(&self) -> bool {
+        self.applied && self.result != Some(true)
     }
 }
 
@@ -160,42 +198,91 @@ fn lookup<'a>(root: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_
 }
 
 impl CompiledPolicies {
-    fn operands(
-        &self,
-        exprs: &[&Expression],
-        request: &RequestScope,
-        service: Option<&ServiceScope>,
-    ) -> BTreeMap<String, serde_json::Value> {
-        let mut out = BTreeMap::new();
-        for e in exprs {
-            for path in &e.paths {
-                let root = match path[0].as_str() {
-                    "request" => Some(&request.request_json),
-                    "principal" => Some(&request.principal_json),
-                    "service" => service.map(|s| &s.json),
-                    _ => None,
-                };
-                let Some(root) = root else { continue };
-                let value = lookup(root, &path[1..])
-                    .cloned()
-                    .unwrap_or(serde_json::Value::Null);
-                out.insert(path.join("."), value);
-            }
+    /// Evaluates every request-level expression once (identical texts once in all).
+    pub fn evaluate_request(&self, request: &RequestScope) -> RequestEval {
+        RequestEval {
+            slots: self
+                .slots
+                .iter()
+                .map(|(i, is_when)| {
+                    let rule = &self.rules[*i];
+                    let expr = if *is_when { &rule.when } else { &rule.require };
+                    run(expr, &self.env, Some(request), None)
+                })
+                .collect(),
         }
-        out
     }
 
-    /// Decides a rule's `when` without a service. `None` when the `when` reads the service and so
-    /// must be decided per service. `Some((applies, error))` otherwise; an error means it applies.
-    pub fn when_for_request(
-        &self,
-        rule: &CompiledRule,
-        request: &RequestScope,
-    ) -> Option<(bool, Option<String>)> {
-        if rule.when.uses_service {
-            return None;
+    /// Evaluates every service-only expression for one service.
+    pub fn service_table(&self, service: &ServiceScope) -> ServiceTable {
+        ServiceTable {
+            rows: self
+                .rules
+                .iter()
+                .map(|r| {
+                    [&r.when, &r.require].map(|e| {
+                        (e.level == Level::Service).then(|| run(e, &self.env, None, Some(service)))
+                    })
+                })
+                .collect(),
         }
-        Some(match run(&rule.when, &self.env, request, None) {
+    }
+
+    fn truth(
+        &self,
+        expr: &Expression,
+        cached: Option<&Truth>,
+        request: &RequestScope,
+        reval: &RequestEval,
+        service: &ServiceScope,
+    ) -> Truth {
+        match expr.level {
+            Level::True => Truth::Value(true),
+            Level::Request(slot) => reval
+                .slots
+                .get(slot)
+                .cloned()
+                .unwrap_or_else(|| run(expr, &self.env, Some(request), None)),
+            Level::Service => cached
+                .cloned()
+                .unwrap_or_else(|| run(expr, &self.env, None, Some(service))),
+            Level::Mixed => run(expr, &self.env, Some(request), Some(service)),
+        }
+    }
+
+    /// Whether rule `i`'s `when` is false for the whole request, without looking at any service.
+    pub fn never_applies(&self, i: usize, reval: &RequestEval) -> bool {
+        match self.rules.get(i).map(|r| r.when.level) {
+            Some(Level::Request(slot)) => reval.slots.get(slot) == Some(&Truth::Value(false)),
+            _ => false,
+        }
+    }
+
+    /// The verdict of rule `i` for one service.
+    pub fn check(
+        &self,
+        i: usize,
+        request: &RequestScope,
+        reval: &RequestEval,
+        service: &ServiceScope,
+        table: &ServiceTable,
+    ) -> RuleCheck {
+        let Some(rule) = self.rules.get(i) else {
+            return RuleCheck {
+                applied: true,
+                result: Some(false),
+                error: Some("no such rule".into()),
+            };
+        };
+        let row = table.rows.get(i);
+        let when = self.truth(
+            &rule.when,
+            row.and_then(|r| r[0].as_ref()),
+            request,
+            reval,
+            service,
+        );
+        let (applied, when_error) = match when {
             Truth::Value(b) => (b, None),
             Truth::Error(e) => (
                 true,
@@ -203,72 +290,79 @@ impl CompiledPolicies {
                     "`when` could not be evaluated ({e}); the rule applies (fail closed)"
                 )),
             ),
-        })
-    }
-
-    /// The outcome recorded for a rule whose `when` is false for the whole request.
-    pub fn not_applied(&self, rule: &CompiledRule, request: &RequestScope) -> RuleOutcome {
-        RuleOutcome {
-            policy_id: rule.id.clone(),
-            service_id: None,
-            applied: false,
-            result: None,
-            error: None,
-            operands: self.operands(&[&rule.when], request, None),
+        };
+        if !applied {
+            return RuleCheck {
+                applied,
+                result: None,
+                error: when_error,
+            };
+        }
+        let require = self.truth(
+            &rule.require,
+            row.and_then(|r| r[1].as_ref()),
+            request,
+            reval,
+            service,
+        );
+        match require {
+            Truth::Value(b) => RuleCheck {
+                applied,
+                result: Some(b),
+                error: when_error,
+            },
+            Truth::Error(e) => {
+                let msg = format!(
+                    "`require` could not be evaluated ({e}); counted as violated (fail closed)"
+                );
+                RuleCheck {
+                    applied,
+                    result: Some(false),
+                    error: Some(match when_error {
+                        Some(w) => format!("{w}; {msg}"),
+                        None => msg,
+                    }),
+                }
+            }
         }
     }
 
-    /// Evaluates a rule for one service. `when` is the request-level decision when there was one.
-    pub fn evaluate(
+    /// The proof record of a verdict: the verdict plus the value of every path the rule read
+    /// (`when` paths always, `require` paths when it applied).
+    pub fn outcome(
         &self,
-        rule: &CompiledRule,
+        i: usize,
         request: &RequestScope,
         service: &ServiceScope,
-        when: Option<(bool, Option<String>)>,
+        check: &RuleCheck,
     ) -> RuleOutcome {
-        let (applied, when_error) = match when {
-            Some(w) => w,
-            None => match run(&rule.when, &self.env, request, Some(service)) {
-                Truth::Value(b) => (b, None),
-                Truth::Error(e) => (
-                    true,
-                    Some(format!(
-                        "`when` could not be evaluated ({e}); the rule applies (fail closed)"
-                    )),
-                ),
-            },
-        };
-        let (result, error) = if applied {
-            match run(&rule.require, &self.env, request, Some(service)) {
-                Truth::Value(b) => (Some(b), when_error),
-                Truth::Error(e) => {
-                    let msg = format!(
-                        "`require` could not be evaluated ({e}); counted as violated (fail closed)"
-                    );
-                    (
-                        Some(false),
-                        Some(match when_error {
-                            Some(w) => format!("{w}; {msg}"),
-                            None => msg,
-                        }),
-                    )
+        let mut operands = BTreeMap::new();
+        if let Some(rule) = self.rules.get(i) {
+            let exprs: &[&Expression] = if check.applied {
+                &[&rule.when, &rule.require]
+            } else {
+                &[&rule.when]
+            };
+            for e in exprs {
+                for path in &e.paths {
+                    let root = match path[0].as_str() {
+                        "request" => &request.request_json,
+                        "principal" => &request.principal_json,
+                        _ => &service.json,
+                    };
+                    let value = lookup(root, &path[1..])
+                        .cloned()
+                        .unwrap_or(serde_json::Value::Null);
+                    operands.insert(path.join("."), value);
                 }
             }
-        } else {
-            (None, when_error)
-        };
-        let exprs: Vec<&Expression> = if applied {
-            vec![&rule.when, &rule.require]
-        } else {
-            vec![&rule.when]
-        };
+        }
         RuleOutcome {
-            policy_id: rule.id.clone(),
-            service_id: Some(Arc::clone(&service.id)),
-            applied,
-            result,
-            error,
-            operands: self.operands(&exprs, request, Some(service)),
+            applied: check.applied,
+            error: check.error.clone(),
+            operands,
+            policy_id: self.rules.get(i).map(|r| r.id.clone()).unwrap_or_default(),
+            result: check.result,
         }
     }
 }

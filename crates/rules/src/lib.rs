@@ -13,5 +13,5 @@ mod eval;
 mod value;
 
 pub use compile::{CompiledPolicies, CompiledRule, PolicyError, compile};
-pub use eval::{RequestScope, ServiceScope};
+pub use eval::{RequestEval, RequestScope, RuleCheck, ServiceScope, ServiceTable, Truth};
 pub use value::json_to_cel;

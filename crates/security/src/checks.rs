@@ -1,8 +1,5 @@
 //! The security step: authentication, authorization, privacy, trust and tenant access.
 
-use std::sync::Arc;
-
-use caio_contracts::decision::SecurityEvidence;
 use caio_contracts::model::{DataLocality, ServiceSpec};
 use caio_contracts::request::Principal;
 
@@ -34,14 +31,47 @@ pub fn authenticate(p: &Principal) -> Result<(), Denial> {
     Ok(())
 }
 
+/// The first check a service fails, without building evidence (the hot path of routing).
+pub fn deny(principal: &Principal, spec: &ServiceSpec, sensitive: bool) -> Option<Denial> {
+    let required = &spec.security.required_permissions;
+    let authorized =
+        required.is_empty() || required.iter().any(|r| principal.permissions.contains(r));
+    let privacy = !sensitive
+        || matches!(
+            spec.privacy.data_locality,
+            DataLocality::Local | DataLocality::OnDevice
+        )
+        || spec.privacy.encryption;
+    let trust = principal.trust_level >= spec.security.min_trust_level;
+    let access = spec.tenant == "public" || spec.tenant == principal.tenant;
+    if authorized && privacy && trust && access {
+        return None;
+    }
+    check_service(principal, spec, sensitive).1
+}
+
+/// The outcome of every security check for one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityCheck {
+    /// Permissions held that the service requires.
+    pub granted_permissions: Vec<String>,
+    /// Authorization passed.
+    pub authorized: bool,
+    /// Privacy passed.
+    pub privacy: bool,
+    /// Trust passed.
+    pub trust: bool,
+    /// Tenant access passed.
+    pub access: bool,
+}
+
 /// Runs every check for one service, in a fixed order (authorization, privacy, trust, access), and
 /// returns the evidence with the first failure.
 pub fn check_service(
-    id: &Arc<str>,
     principal: &Principal,
     spec: &ServiceSpec,
     sensitive: bool,
-) -> (SecurityEvidence, Option<Denial>) {
+) -> (SecurityCheck, Option<Denial>) {
     let required = &spec.security.required_permissions;
     let granted: Vec<String> = required
         .iter()
@@ -94,8 +124,7 @@ pub fn check_service(
         None
     };
     (
-        SecurityEvidence {
-            service_id: Arc::clone(id),
+        SecurityCheck {
             granted_permissions: granted,
             authorized,
             privacy,

@@ -9,5 +9,5 @@
 pub mod checks;
 pub mod pii;
 
-pub use checks::{Denial, authenticate, check_service};
+pub use checks::{Denial, SecurityCheck, authenticate, check_service, deny};
 pub use pii::scan;

@@ -1,52 +1,17 @@
 //! caio-trace: decision records and their integrity.
 //!
-//! A decision's id is the SHA-256 of the canonical JSON (RFC 8785) of its hashed core — everything
-//! in the decision except the id itself and the `recorded_at` timestamp — so the same inputs give
-//! the same id and any edit to a recorded decision is detected. The Merkle log, signed tree heads
-//! and trace stores join this crate with the server (issue 3).
-
-use std::sync::Arc;
+//! A decision's id is the SHA-256 of the canonical JSON (RFC 8785) of its hashed core
+//! ([`DecisionCore`](caio_contracts::decision::DecisionCore): request digest, registry and policy
+//! versions, principal, the choice, the proofs, the composed guarantees), so the same inputs give
+//! the same id and any edit to the core of a recorded decision is detected without the contracts.
+//! The Merkle log, signed tree heads and trace stores join this crate with the server (issue 3).
 
 use caio_contracts::canonical::{self, CanonicalError};
-use caio_contracts::decision::{
-    ComposedGuarantees, ControlSignal, Decision, Proof, RankedCandidate, Rejection,
-};
-use caio_contracts::request::{Principal, RouteRequest};
-use serde::Serialize;
-
-/// The hashed core of a decision: every field but `decision_id` and `recorded_at`.
-#[derive(Serialize)]
-struct Core<'a> {
-    service_id: &'a Arc<str>,
-    score: f64,
-    ranking: &'a [RankedCandidate],
-    rejected: &'a [Rejection],
-    guarantees: &'a ComposedGuarantees,
-    control_signal: &'a ControlSignal,
-    proof: &'a Proof,
-    registry_version: &'a str,
-    policy_version: &'a str,
-    request_digest: &'a str,
-    request: &'a RouteRequest,
-    principal: &'a Principal,
-}
+use caio_contracts::decision::Decision;
 
 /// The id a decision should carry: `sha256:<hex>` of its canonical core.
 pub fn decision_id(d: &Decision) -> Result<String, CanonicalError> {
-    canonical::digest(&Core {
-        service_id: &d.service_id,
-        score: d.score,
-        ranking: &d.ranking,
-        rejected: &d.rejected,
-        guarantees: &d.guarantees,
-        control_signal: &d.control_signal,
-        proof: &d.proof,
-        registry_version: &d.registry_version,
-        policy_version: &d.policy_version,
-        request_digest: &d.request_digest,
-        request: &d.request,
-        principal: &d.principal,
-    })
+    canonical::digest(&d.core())
 }
 
 /// Sets a decision's id from its content.

@@ -76,7 +76,7 @@ fn golden_decisions_replay_exactly() {
                 serde_json::to_value(d).unwrap_or_default(),
                 Some(d.service_id.to_string()),
                 None,
-                d.rejected.clone(),
+                d.rejected.to_vec(),
             ),
             Err(e) => {
                 let rejected = match e {

@@ -272,11 +272,14 @@ proptest! {
                 for (k, v) in &req.requirements.constraints {
                     prop_assert!(admit(s, k, v).ok, "constraint {}", k);
                 }
-                for o in d.proof.rules.iter().filter(|o| o.service_id.as_deref() == Some(s.id.as_str())) {
+                prop_assert_eq!(d.proof.rules.len(), policies.policies.len());
+                for o in &d.proof.rules {
                     prop_assert!(!o.applied || o.result == Some(true), "policy {}", o.policy_id);
                 }
-                let sec = d.proof.security.services.iter().find(|e| e.service_id == d.service_id).ok_or_else(|| TestCaseError::fail("no security evidence"))?;
-                prop_assert!(sec.authorized && sec.privacy && sec.trust && sec.access);
+                let sec = &d.proof.security;
+                prop_assert!(sec.authenticated && sec.authorized && sec.privacy && sec.trust && sec.access);
+                prop_assert!(d.proof.matching.checks.iter().all(|c| c.ok));
+                prop_assert!(d.proof.traits.constraints.values().all(|g| *g <= 0.0));
                 prop_assert_eq!(d.ranking.len() + d.rejected.len(), contracts.len());
                 for r in &d.ranking {
                     let t = &r.terms;
@@ -317,7 +320,7 @@ fn ties_break_by_seed() {
         let d = router.route(&req, &p).unwrap_or_else(|e| panic!("{e}"));
         assert!(d.proof.optimize.tie_broken);
         assert_eq!(d.ranking[0].score, d.ranking[1].score);
-        assert!(d.ranking[0].tiebreak < d.ranking[1].tiebreak);
+        assert!(d.ranking[0].tiebreak.is_some() && d.ranking[0].tiebreak < d.ranking[1].tiebreak);
         winners.insert(d.service_id.to_string());
     }
     assert_eq!(winners.len(), 2, "both twins win for some seed");
