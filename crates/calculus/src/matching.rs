@@ -168,15 +168,66 @@ impl Failure {
     }
 }
 
+/// A sentence naming the first matching check a service fails and the values compared (empty when
+/// it fails none). Builds only that one sentence.
+pub fn describe_failure(spec: &ServiceSpec, request: &RouteRequest, input_tokens: u64) -> String {
+    let json = |v: &dyn erased::Json| v.text();
+    for (prop, required) in &request.requirements.guarantees {
+        let offered = spec.guarantees.get(prop);
+        if !bound_satisfied(required, offered) {
+            return format!(
+                "guarantee:{prop}: required {}, offered {}",
+                json(required),
+                offered.map_or_else(|| "null".to_owned(), |o| json(o))
+            );
+        }
+    }
+    for (key, value) in &request.requirements.constraints {
+        if !admits(spec, key, value) {
+            let a = admit(spec, key, value);
+            return format!(
+                "constraint:{key}: required {}, offered {}",
+                json(value),
+                a.offered
+            );
+        }
+    }
+    let cost = estimated_cost(spec, input_tokens);
+    match request.budget.max_cost {
+        Some(max) if cost > max => {
+            format!("budget: required {{\"max_cost\":{max}}}, offered {cost}")
+        }
+        _ => String::new(),
+    }
+}
+
+mod erased {
+    /// Anything serializable, rendered as compact JSON.
+    pub trait Json {
+        fn text(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn text(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default()
+        }
+    }
+}
+
 /// [`admit`] without the evidence: no allocation on the common paths.
 pub fn admits(spec: &ServiceSpec, key: &str, value: &Scalar) -> bool {
     let c = &spec.constraints;
     match value {
         Scalar::Text(v) => {
-            let mut plural = String::with_capacity(key.len() + 1);
-            plural.push_str(key);
-            plural.push('s');
-            for k in [plural.as_str(), key] {
+            // `<key>s` without allocating: constraint keys are short.
+            let mut buf = [0u8; 128];
+            let plural = (key.len() < buf.len())
+                .then(|| {
+                    buf[..key.len()].copy_from_slice(key.as_bytes());
+                    buf[key.len()] = b's';
+                    std::str::from_utf8(&buf[..=key.len()]).ok()
+                })
+                .flatten();
+            for k in plural.into_iter().chain([key]) {
                 match c.get(k) {
                     Some(ConstraintValue::List(items)) => return items.iter().any(|i| i == v),
                     Some(ConstraintValue::Text(t)) => return t == v,

@@ -47,9 +47,11 @@ pub fn to_string<T: Serialize>(value: &T) -> Result<String, CanonicalError> {
 
 /// `sha256:<hex>` of the canonical JSON of `value`, streamed into the hash.
 pub fn digest<T: Serialize>(value: &T) -> Result<String, CanonicalError> {
-    let mut writer = HashWriter(Sha256::new());
-    match write_fast(value, &mut writer) {
-        Ok(()) => Ok(format_digest(&writer.0.finalize())),
+    // Serializers write many small fragments; batching them keeps the hash fed in whole blocks.
+    let mut writer = BufferedHasher::default();
+    let fast = write_fast(value, &mut writer);
+    match fast {
+        Ok(()) => Ok(format_digest(writer.finalize().as_ref())),
         Err(Fast::Fallback) => {
             let mut writer = HashWriter(Sha256::new());
             serde_json_canonicalizer::to_writer(value, &mut writer)?;
@@ -86,6 +88,49 @@ fn format_digest(bytes: &[u8]) -> String {
         out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     out
+}
+
+/// A SHA-256 state fed through a fixed buffer on the stack, so small writes cost a copy.
+struct BufferedHasher {
+    hasher: Sha256,
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl Default for BufferedHasher {
+    fn default() -> Self {
+        BufferedHasher {
+            hasher: Sha256::new(),
+            buf: [0; 1024],
+            len: 0,
+        }
+    }
+}
+
+impl BufferedHasher {
+    fn finalize(mut self) -> impl AsRef<[u8]> {
+        self.hasher.update(&self.buf[..self.len]);
+        self.hasher.finalize()
+    }
+}
+
+impl Write for BufferedHasher {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.len + data.len() > self.buf.len() {
+            self.hasher.update(&self.buf[..self.len]);
+            self.len = 0;
+            if data.len() >= self.buf.len() {
+                self.hasher.update(data);
+                return Ok(data.len());
+            }
+        }
+        self.buf[self.len..self.len + data.len()].copy_from_slice(data);
+        self.len += data.len();
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Feeds serialized bytes straight into a SHA-256 state.
@@ -127,10 +172,15 @@ fn fallback() -> io::Error {
 /// Compact JSON with ECMAScript number formatting that checks member order as it goes.
 #[derive(Default)]
 struct JcsFormatter {
-    /// Per open object: the previous member's key.
-    last_keys: Vec<Option<Vec<u8>>>,
-    /// The key being written, while inside one.
-    key: Option<Vec<u8>>,
+    /// Per open object: where its previous member's key starts in `arena` and how long it is
+    /// (`None` before the first member).
+    levels: Vec<(usize, Option<usize>)>,
+    /// The previous keys of all open objects, innermost last.
+    arena: Vec<u8>,
+    /// The key being written.
+    key: Vec<u8>,
+    /// Whether a key is being written.
+    in_key: bool,
 }
 
 impl JcsFormatter {
@@ -190,32 +240,36 @@ impl Formatter for JcsFormatter {
     }
 
     fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
-        self.last_keys.push(None);
+        self.levels.push((self.arena.len(), None));
         w.write_all(b"{")
     }
     fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
-        self.last_keys.pop();
+        if let Some((start, _)) = self.levels.pop() {
+            self.arena.truncate(start);
+        }
         w.write_all(b"}")
     }
     fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
-        self.key = Some(Vec::new());
+        self.key.clear();
+        self.in_key = true;
         if first { Ok(()) } else { w.write_all(b",") }
     }
     fn end_object_key<W: ?Sized + Write>(&mut self, _w: &mut W) -> io::Result<()> {
-        let key = self.key.take().unwrap_or_default();
-        if !key.is_ascii() {
+        self.in_key = false;
+        if !self.key.is_ascii() {
             return Err(fallback());
         }
-        let Some(last) = self.last_keys.last_mut() else {
+        let Some((start, len)) = self.levels.last_mut() else {
             return Err(fallback());
         };
-        if last
-            .as_ref()
-            .is_some_and(|prev| prev.as_slice() >= key.as_slice())
+        if let Some(len) = *len
+            && self.arena[*start..*start + len] >= *self.key.as_slice()
         {
             return Err(fallback());
         }
-        *last = Some(key);
+        self.arena.truncate(*start);
+        self.arena.extend_from_slice(&self.key);
+        *len = Some(self.key.len());
         Ok(())
     }
     fn write_string_fragment<W: ?Sized + Write>(
@@ -223,8 +277,8 @@ impl Formatter for JcsFormatter {
         w: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
-        if let Some(k) = &mut self.key {
-            k.extend_from_slice(fragment.as_bytes());
+        if self.in_key {
+            self.key.extend_from_slice(fragment.as_bytes());
         }
         w.write_all(fragment.as_bytes())
     }
@@ -235,7 +289,7 @@ impl Formatter for JcsFormatter {
     ) -> io::Result<()> {
         // Escaped characters (quotes, backslashes, controls) in keys would need their unescaped
         // code units compared; leave such keys to the reference serializer.
-        if self.key.is_some() {
+        if self.in_key {
             return Err(fallback());
         }
         let s: &[u8] = match escape {

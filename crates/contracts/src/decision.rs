@@ -308,8 +308,8 @@ pub struct Proof {
     pub matching: MatchProof,
     /// Step 5 evidence.
     pub optimize: OptimizeProof,
-    /// Step 2 evidence: one outcome per policy, in policy order.
-    pub rules: Vec<RuleOutcome>,
+    /// Step 2 evidence.
+    pub rules: RulesProof,
     /// Step 3 evidence.
     pub security: SecurityProof,
     /// Step 4 evidence.
@@ -346,7 +346,35 @@ pub struct Check {
     pub required: serde_json::Value,
 }
 
-/// The evaluation of one policy for one service.
+/// Evidence for the rules step: one verdict per policy, in policy order, and the values of the
+/// paths those policies read (shared: many policies read the same paths).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesProof {
+    /// The value of every `request.*`, `service.*` and `principal.*` path read by the policies
+    /// (`when` paths always, `require` paths where the rule applied); `null` for an absent path.
+    pub operands: BTreeMap<String, serde_json::Value>,
+    /// One verdict per policy, in policy order.
+    pub outcomes: Vec<RuleVerdict>,
+}
+
+/// The verdict of one policy for the chosen service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleVerdict {
+    /// Whether the rule applied (its `when` was true or could not be evaluated).
+    pub applied: bool,
+    /// Why an expression could not be evaluated (fail-closed reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The policy.
+    pub policy_id: String,
+    /// The `require` result when it applied (false when it could not be evaluated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<bool>,
+}
+
+/// The evaluation of one policy for one service, with the values it read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleOutcome {

@@ -74,7 +74,10 @@ pub fn services(n: usize, vocab: usize) -> Vec<ServiceContract> {
                     max: Some(20.0 + 400.0 * rng.unit()),
                 }),
             );
-            guarantees.insert("determinism".to_owned(), Bound::Flag(rng.next() % 2 == 0));
+            guarantees.insert(
+                "determinism".to_owned(),
+                Bound::Flag(rng.next().is_multiple_of(2)),
+            );
             let mut constraints = BTreeMap::new();
             constraints.insert(
                 "languages".to_owned(),
@@ -111,7 +114,7 @@ pub fn services(n: usize, vocab: usize) -> Vec<ServiceContract> {
                     },
                     privacy: Privacy {
                         data_locality: locality,
-                        encryption: rng.next() % 2 == 0,
+                        encryption: rng.next().is_multiple_of(2),
                         retention_days: 0,
                     },
                     security: SecuritySpec {
@@ -205,7 +208,7 @@ fn bench_route(c: &mut Criterion) {
             "route n={n} p={p}: {} index candidates, {} feasible, {} rule outcomes",
             d.proof.matching.index_candidates,
             d.ranking.len(),
-            d.proof.rules.len()
+            d.proof.rules.outcomes.len()
         );
         group.bench_with_input(
             BenchmarkId::new(format!("services={n}"), format!("policies={p}")),

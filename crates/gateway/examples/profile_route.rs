@@ -33,4 +33,37 @@ fn main() {
         "{ok}/{iters} routed, {:?} per route",
         start.elapsed() / iters as u32
     );
+    // Where the time goes: the pieces of a decision priced one by one.
+    if std::env::var_os("CAIO_PROFILE_ROUTE_ONLY").is_some() {
+        return;
+    }
+    if let Ok(d) = router.route(&req, &who) {
+        let time = |label: &str, f: &dyn Fn() -> bool| {
+            let start = std::time::Instant::now();
+            let mut n = 0;
+            for _ in 0..iters {
+                n += usize::from(f());
+            }
+            println!("  {label:<28} {:?} ({n})", start.elapsed() / iters as u32);
+        };
+        let core_bytes = caio_contracts::canonical::to_vec(&d.core())
+            .map(|v| v.len())
+            .unwrap_or(0);
+        println!(
+            "  core: {core_bytes} bytes canonical, {} rule outcomes, {} ranked, {} rejected",
+            d.proof.rules.outcomes.len(),
+            d.ranking.len(),
+            d.rejected.len()
+        );
+        time("decision id (core hash)", &|| {
+            caio_trace::decision_id(&d).is_ok()
+        });
+        time("request digest", &|| {
+            caio_contracts::canonical::digest(&d.request).is_ok()
+        });
+        time("pii scan", &|| caio_security::scan(&req.payload).is_empty());
+        time("serialize decision (json)", &|| {
+            serde_json::to_vec(&d).is_ok()
+        });
+    }
 }

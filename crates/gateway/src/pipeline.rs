@@ -15,9 +15,9 @@ use caio_calculus::traits;
 use caio_contracts::canonical;
 use caio_contracts::decision::{
     ControlSignal, Decision, HistoryEvidence, MatchProof, OptimizeProof, PiiFinding, Proof,
-    RankedCandidate, Rejection, Rejections, RunnerUp, ScoreTerms, SecurityProof, Step, TraitsProof,
+    RankedCandidate, Rejection, Rejections, RuleVerdict, RulesProof, RunnerUp, ScoreTerms,
+    SecurityProof, Step, TraitsProof,
 };
-use caio_contracts::model::ServiceSpec;
 use caio_contracts::request::{Principal, RouteRequest};
 use caio_registry::Snapshot;
 use caio_rules::{CompiledPolicies, RequestScope};
@@ -92,6 +92,7 @@ struct Normalized {
 fn normalize(
     request: &RouteRequest,
     principal: &Principal,
+    policies: &CompiledPolicies,
     replay: Option<&Replay>,
 ) -> Result<Normalized, RouteError> {
     let redacted_in = is_redacted(&request.payload);
@@ -117,23 +118,43 @@ fn normalize(
         recorded.payload = json!({ REDACTED_KEY: digest });
     }
     let digest = canonical::digest(&recorded).map_err(internal)?;
-    // The CEL view: every section present, `data.sensitive` the effective value, the (possibly
-    // redacted) payload, no field vectors.
-    let view = json!({
-        "budget": recorded.budget,
-        "context": recorded.context,
-        "data": { "sensitive": sensitive },
-        "payload": recorded.payload,
-        "requirements": recorded.requirements,
-        "seed": recorded.seed,
-    });
-    let principal_view = json!({
-        "id": principal.id,
-        "tenant": principal.tenant,
-        "permissions": principal.permissions,
-        "trust_level": principal.trust_level,
-        "roles": principal.roles,
-    });
+    // The CEL view: every section a policy reads (all present, with defaults), `data.sensitive`
+    // the effective value, the (possibly redacted) payload, never the field vectors. Sections no
+    // policy reads are left out: converting a large payload for nothing is the costliest part of
+    // building the view.
+    let mut view = serde_json::Map::new();
+    let mut add = |name: &str, value: serde_json::Value| {
+        if policies.reads_request_section(name) {
+            view.insert(name.to_owned(), value);
+        }
+    };
+    add(
+        "budget",
+        serde_json::to_value(&recorded.budget).map_err(internal)?,
+    );
+    add(
+        "context",
+        serde_json::Value::Object(recorded.context.clone()),
+    );
+    add("data", json!({ "sensitive": sensitive }));
+    add("payload", recorded.payload.clone());
+    add(
+        "requirements",
+        serde_json::to_value(&recorded.requirements).map_err(internal)?,
+    );
+    add("seed", json!(recorded.seed));
+    let view = serde_json::Value::Object(view);
+    let principal_view = if policies.reads_principal() {
+        json!({
+            "id": principal.id,
+            "tenant": principal.tenant,
+            "permissions": principal.permissions,
+            "trust_level": principal.trust_level,
+            "roles": principal.roles,
+        })
+    } else {
+        json!({})
+    };
     Ok(Normalized {
         pii,
         sensitive,
@@ -154,16 +175,6 @@ fn reject(id: &Arc<str>, step: Step, reason: &'static str, detail: String) -> Re
     }
 }
 
-/// A sentence naming the first failed matching check and the values compared.
-fn match_detail(spec: &ServiceSpec, request: &RouteRequest, input_tokens: u64) -> String {
-    let (checks, _) = matching::match_service(spec, request, input_tokens);
-    checks
-        .iter()
-        .find(|c| !c.ok)
-        .map(|c| format!("{}: required {}, offered {}", c.name, c.required, c.offered))
-        .unwrap_or_default()
-}
-
 #[allow(clippy::too_many_lines)]
 pub(crate) fn route_inner(
     ctx: &RouteContext<'_>,
@@ -180,7 +191,7 @@ pub(crate) fn route_inner(
             "prepared state does not belong to this snapshot and policy set",
         ));
     }
-    let n = normalize(request, principal, replay)?;
+    let n = normalize(request, principal, policies, replay)?;
     let authenticated = caio_security::authenticate(principal);
     let reval = policies.evaluate_request(&n.scope);
     // Rules whose `when` is false for this request are skipped for every service.
@@ -222,7 +233,7 @@ pub(crate) fn route_inner(
                 &entry.id,
                 Step::Match,
                 f.reason(),
-                match_detail(spec, request, n.input_tokens),
+                matching::describe_failure(spec, request, n.input_tokens),
             ));
             continue;
         }
@@ -235,31 +246,11 @@ pub(crate) fn route_inner(
         for &r in &live_rules {
             let check = policies.check(r, &n.scope, &reval, scope, table);
             if check.violated() {
-                let outcome = policies.outcome(r, &n.scope, scope, &check);
-                let rule = &policies.rules[r];
-                let why = check.error.clone().unwrap_or_else(|| {
-                    let read: Vec<String> = outcome
-                        .operands
-                        .iter()
-                        .filter(|(k, _)| k.starts_with("service.") || k.starts_with("principal."))
-                        .map(|(k, v)| format!("{k} = {v}"))
-                        .collect();
-                    if read.is_empty() {
-                        "`require` is false".to_owned()
-                    } else {
-                        format!("`require` is false with {}", read.join(", "))
-                    }
-                });
-                let desc = rule
-                    .description
-                    .as_deref()
-                    .map(|d| format!(" ({d})"))
-                    .unwrap_or_default();
                 rejected.push(reject(
                     &entry.id,
                     Step::Rules,
                     "policy_violation",
-                    format!("policy `{}`{desc} violated: {why}", rule.id),
+                    policies.describe_violation(r, &n.scope, scope, &check),
                 ));
                 continue 'candidates;
             }
@@ -324,7 +315,7 @@ pub(crate) fn route_inner(
             fields_used: field_ctx.is_some(),
             ..OptimizeProof::default()
         },
-        rules: Vec::new(),
+        rules: RulesProof::default(),
         security: SecurityProof {
             authenticated: authenticated.is_ok(),
             declared_sensitive: request.data.sensitive,
@@ -416,12 +407,16 @@ pub(crate) fn route_inner(
     ) else {
         return Err(internal("prepared state is shorter than the snapshot"));
     };
-    proof.rules = (0..policies.rules.len())
-        .map(|r| {
-            let check = policies.check(r, &n.scope, &reval, scope, table);
-            policies.outcome(r, &n.scope, scope, &check)
-        })
-        .collect();
+    for r in 0..policies.rules.len() {
+        let check = policies.check(r, &n.scope, &reval, scope, table);
+        policies.collect_operands(r, &n.scope, scope, check.applied, &mut proof.rules.operands);
+        proof.rules.outcomes.push(RuleVerdict {
+            applied: check.applied,
+            error: check.error,
+            policy_id: policies.rules[r].id.clone(),
+            result: check.result,
+        });
+    }
     let (sec, _) = caio_security::check_service(principal, spec, n.sensitive);
     proof.security.access = sec.access;
     proof.security.authorized = sec.authorized;

@@ -53,10 +53,8 @@ impl PreparedServices {
                     Arc::new(ServiceScope::new(Arc::clone(&e.id), view))
                 });
                 let table = OnceLock::new();
-                if same_policies {
-                    if let Some(t) = old.and_then(|s| s.table.get()) {
-                        let _ = table.set(Arc::clone(t));
-                    }
+                if same_policies && let Some(t) = old.and_then(|s| s.table.get()) {
+                    let _ = table.set(Arc::clone(t));
                 }
                 PreparedService {
                     digest: e.digest.clone(),

@@ -177,7 +177,7 @@ pub fn verify(
 
     let p = &decision.proof;
     let predicates = p.matching.checks.len()
-        + p.rules.len()
+        + p.rules.outcomes.len()
         + 5
         + p.traits.constraints.len()
         + decision.ranking.len()

@@ -54,6 +54,8 @@ pub(crate) struct Expression {
     pub program: Program,
     /// Dotted paths rooted at `request`, `service` or `principal`, sorted and unique.
     pub paths: Vec<Vec<String>>,
+    /// The same paths joined with dots, as proofs name them.
+    pub keys: Vec<String>,
     /// Whether the expression reads `service`.
     pub uses_service: bool,
     /// When it is evaluated.
@@ -98,6 +100,10 @@ pub struct CompiledPolicies {
     pub source: PolicySet,
     /// Per request-level slot, the (rule, is `when`) whose expression fills it.
     pub(crate) slots: Vec<(usize, bool)>,
+    /// The request sections any policy reads (`None`: the whole request is read).
+    request_sections: Option<BTreeSet<String>>,
+    /// Whether any policy reads `principal`.
+    reads_principal: bool,
 }
 
 /// Compiles every policy of a set, reporting every error found.
@@ -167,13 +173,51 @@ pub fn compile(set: &PolicySet) -> Result<CompiledPolicies, Vec<PolicyError>> {
             source_text: String::new(),
         }]
     })?;
+    let mut request_sections = Some(BTreeSet::new());
+    for rule in &rules {
+        for path in rule.when.paths.iter().chain(&rule.require.paths) {
+            if path[0] == "request" {
+                match (path.get(1), request_sections.as_mut()) {
+                    (Some(section), Some(set)) => {
+                        set.insert(section.clone());
+                    }
+                    (None, _) => request_sections = None,
+                    (Some(_), None) => {}
+                }
+            }
+        }
+    }
+    let reads_principal = rules.iter().any(|r| {
+        r.when
+            .paths
+            .iter()
+            .chain(&r.require.paths)
+            .any(|p| p[0] == "principal")
+    });
     Ok(CompiledPolicies {
         version,
         env,
         rules,
         source: set.clone(),
         slots,
+        request_sections,
+        reads_principal,
     })
+}
+
+impl CompiledPolicies {
+    /// Whether some policy reads this top-level section of `request` (so the CEL view of a
+    /// request needs only these).
+    pub fn reads_request_section(&self, section: &str) -> bool {
+        self.request_sections
+            .as_ref()
+            .is_none_or(|s| s.contains(section))
+    }
+
+    /// Whether some policy reads `principal` (so its CEL view is needed).
+    pub fn reads_principal(&self) -> bool {
+        self.reads_principal
+    }
 }
 
 impl std::fmt::Debug for CompiledPolicies {
@@ -269,9 +313,11 @@ fn compile_expr(
     } else {
         Level::Mixed
     };
+    let paths: Vec<Vec<String>> = walker.paths.into_iter().collect();
     Ok(Expression {
         program,
-        paths: walker.paths.into_iter().collect(),
+        keys: paths.iter().map(|p| p.join(".")).collect(),
+        paths,
         uses_service,
         level,
     })

@@ -337,14 +337,76 @@ impl CompiledPolicies {
         check: &RuleCheck,
     ) -> RuleOutcome {
         let mut operands = BTreeMap::new();
+        self.collect_operands(i, request, service, check.applied, &mut operands);
+        RuleOutcome {
+            applied: check.applied,
+            error: check.error.clone(),
+            operands,
+            policy_id: self.rules.get(i).map(|r| r.id.clone()).unwrap_or_default(),
+            result: check.result,
+        }
+    }
+
+    /// A sentence explaining why rule `i` removed a service: the policy, its description, and the
+    /// fail-closed reason or the `service.*` / `principal.*` values its `require` read.
+    pub fn describe_violation(
+        &self,
+        i: usize,
+        request: &RequestScope,
+        service: &ServiceScope,
+        check: &RuleCheck,
+    ) -> String {
+        use std::fmt::Write;
+        let Some(rule) = self.rules.get(i) else {
+            return String::new();
+        };
+        let mut out = String::with_capacity(160);
+        let _ = write!(out, "policy `{}`", rule.id);
+        if let Some(d) = &rule.description {
+            let _ = write!(out, " ({d})");
+        }
+        out.push_str(" violated: ");
+        if let Some(e) = &check.error {
+            out.push_str(e);
+            return out;
+        }
+        out.push_str("`require` is false");
+        let mut first = true;
+        for (path, key) in rule.require.paths.iter().zip(&rule.require.keys) {
+            let root = match path[0].as_str() {
+                "service" => &service.json,
+                "principal" => &request.principal_json,
+                _ => continue,
+            };
+            out.push_str(if first { " with " } else { ", " });
+            first = false;
+            let value = lookup(root, &path[1..]).unwrap_or(&serde_json::Value::Null);
+            let _ = write!(out, "{key} = {value}");
+        }
+        out
+    }
+
+    /// Adds the value of every path rule `i` read to `operands` (`require` paths only when the
+    /// rule applied).
+    pub fn collect_operands(
+        &self,
+        i: usize,
+        request: &RequestScope,
+        service: &ServiceScope,
+        applied: bool,
+        operands: &mut BTreeMap<String, serde_json::Value>,
+    ) {
         if let Some(rule) = self.rules.get(i) {
-            let exprs: &[&Expression] = if check.applied {
+            let exprs: &[&Expression] = if applied {
                 &[&rule.when, &rule.require]
             } else {
                 &[&rule.when]
             };
             for e in exprs {
-                for path in &e.paths {
+                for (path, key) in e.paths.iter().zip(&e.keys) {
+                    if operands.contains_key(key) {
+                        continue;
+                    }
                     let root = match path[0].as_str() {
                         "request" => &request.request_json,
                         "principal" => &request.principal_json,
@@ -353,16 +415,9 @@ impl CompiledPolicies {
                     let value = lookup(root, &path[1..])
                         .cloned()
                         .unwrap_or(serde_json::Value::Null);
-                    operands.insert(path.join("."), value);
+                    operands.insert(key.clone(), value);
                 }
             }
-        }
-        RuleOutcome {
-            applied: check.applied,
-            error: check.error.clone(),
-            operands,
-            policy_id: self.rules.get(i).map(|r| r.id.clone()).unwrap_or_default(),
-            result: check.result,
         }
     }
 }

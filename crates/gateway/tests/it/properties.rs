@@ -272,8 +272,8 @@ proptest! {
                 for (k, v) in &req.requirements.constraints {
                     prop_assert!(admit(s, k, v).ok, "constraint {}", k);
                 }
-                prop_assert_eq!(d.proof.rules.len(), policies.policies.len());
-                for o in &d.proof.rules {
+                prop_assert_eq!(d.proof.rules.outcomes.len(), policies.policies.len());
+                for o in &d.proof.rules.outcomes {
                     prop_assert!(!o.applied || o.result == Some(true), "policy {}", o.policy_id);
                 }
                 let sec = &d.proof.security;

@@ -87,7 +87,7 @@ fn resealed_forgeries_are_caught_by_recomputation() {
 
     // Flip a recorded policy result.
     let f = forged(sentiment(), |d| {
-        if let Some(o) = d.proof.rules.first_mut() {
+        if let Some(o) = d.proof.rules.outcomes.first_mut() {
             o.applied = !o.applied;
         }
     });
