@@ -10,6 +10,8 @@
 //!
 //! Run: `cargo bench -p caio-gateway --bench route` (or `just bench`).
 
+#![allow(clippy::print_stderr, clippy::print_stdout)]
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
