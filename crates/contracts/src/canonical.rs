@@ -47,11 +47,11 @@ pub fn to_string<T: Serialize>(value: &T) -> Result<String, CanonicalError> {
 
 /// `sha256:<hex>` of the canonical JSON of `value`, streamed into the hash.
 pub fn digest<T: Serialize>(value: &T) -> Result<String, CanonicalError> {
-    // Serializers write many small fragments; batching them keeps the hash fed in whole blocks.
-    let mut writer = BufferedHasher::default();
-    let fast = write_fast(value, &mut writer);
-    match fast {
-        Ok(()) => Ok(format_digest(writer.finalize().as_ref())),
+    // Serializing into memory and hashing the bytes in one call measured faster than feeding the
+    // hash fragment by fragment.
+    let mut bytes = Vec::with_capacity(4096);
+    match write_fast(value, &mut bytes) {
+        Ok(()) => Ok(format_digest(&Sha256::digest(&bytes))),
         Err(Fast::Fallback) => {
             let mut writer = HashWriter(Sha256::new());
             serde_json_canonicalizer::to_writer(value, &mut writer)?;
@@ -88,49 +88,6 @@ fn format_digest(bytes: &[u8]) -> String {
         out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     out
-}
-
-/// A SHA-256 state fed through a fixed buffer on the stack, so small writes cost a copy.
-struct BufferedHasher {
-    hasher: Sha256,
-    buf: [u8; 1024],
-    len: usize,
-}
-
-impl Default for BufferedHasher {
-    fn default() -> Self {
-        BufferedHasher {
-            hasher: Sha256::new(),
-            buf: [0; 1024],
-            len: 0,
-        }
-    }
-}
-
-impl BufferedHasher {
-    fn finalize(mut self) -> impl AsRef<[u8]> {
-        self.hasher.update(&self.buf[..self.len]);
-        self.hasher.finalize()
-    }
-}
-
-impl Write for BufferedHasher {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.len + data.len() > self.buf.len() {
-            self.hasher.update(&self.buf[..self.len]);
-            self.len = 0;
-            if data.len() >= self.buf.len() {
-                self.hasher.update(data);
-                return Ok(data.len());
-            }
-        }
-        self.buf[self.len..self.len + data.len()].copy_from_slice(data);
-        self.len += data.len();
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Feeds serialized bytes straight into a SHA-256 state.
@@ -190,6 +147,14 @@ impl JcsFormatter {
                 io::ErrorKind::InvalidInput,
                 "NaN and infinities have no JSON form",
             ));
+        }
+        // Integers within ±2^53 print the same in ECMAScript and in decimal: take the cheap path.
+        if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
+            if v == 0.0 {
+                return w.write_all(b"0");
+            }
+            let mut buf = itoa::Buffer::new();
+            return w.write_all(buf.format(v as i64).as_bytes());
         }
         let mut buf = ryu_js::Buffer::new();
         w.write_all(buf.format_finite(v).as_bytes())

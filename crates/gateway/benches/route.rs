@@ -1,7 +1,7 @@
 //! Criterion benches of `route()` and `verify()` over synthetic registries.
 //!
 //! Workload (docs/benchmarks.md describes it in full): N services, each offering 1–3 capabilities
-//! drawn from a vocabulary of max(10, N/20) capabilities, with varied guarantees, privacy, cost,
+//! drawn from a vocabulary of max(2, N/20) capabilities, with varied guarantees, privacy, cost,
 //! permissions and tenants; P policies cycling through four templates (a request-level `when` on a
 //! context key the request does not carry, an always-applying `require` on cost, a
 //! sensitive-data rule, a high-priority latency rule that applies). The request asks for one
@@ -42,7 +42,7 @@ impl Lcg {
 }
 
 pub fn vocabulary(n: usize) -> usize {
-    (n / 20).max(10)
+    (n / 20).max(2)
 }
 
 pub fn services(n: usize, vocab: usize) -> Vec<ServiceContract> {

@@ -50,6 +50,11 @@ fn main() {
             .map(|v| v.len())
             .unwrap_or(0);
         println!(
+            "  core streams: {}, request streams: {}",
+            caio_contracts::canonical::streams(&d.core()),
+            caio_contracts::canonical::streams(&d.request)
+        );
+        println!(
             "  core: {core_bytes} bytes canonical, {} rule outcomes, {} ranked, {} rejected",
             d.proof.rules.outcomes.len(),
             d.ranking.len(),
@@ -57,6 +62,16 @@ fn main() {
         );
         time("decision id (core hash)", &|| {
             caio_trace::decision_id(&d).is_ok()
+        });
+        time("core canonical to_vec", &|| {
+            caio_contracts::canonical::to_vec(&d.core()).is_ok()
+        });
+        time("core serde_json to_vec", &|| {
+            serde_json::to_vec(&d.core()).is_ok()
+        });
+        let bytes = serde_json::to_vec(&d.core()).unwrap_or_default();
+        time("sha256 of core bytes", &|| {
+            !caio_contracts::canonical::digest_bytes(&bytes).is_empty()
         });
         time("request digest", &|| {
             caio_contracts::canonical::digest(&d.request).is_ok()
