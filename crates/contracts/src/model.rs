@@ -31,29 +31,14 @@ pub struct ServiceContract {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
-    /// Stable identifier, `^[a-z0-9][a-z0-9_-]{0,62}$`.
-    #[schemars(pattern(r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
-    pub id: String,
-    /// Human-readable name.
-    #[schemars(length(min = 1, max = 200))]
-    pub name: String,
-    /// Semantic version of the service (semver 2.0).
-    #[schemars(length(min = 1, max = 64))]
-    pub version: String,
-    /// The owning tenant, or `public` for a service every tenant may use.
-    #[serde(default = "public_tenant")]
-    #[schemars(pattern(r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
-    pub tenant: String,
+    /// How to call the service.
+    pub api: ApiSpec,
     /// What the service can do. Non-empty, no duplicates.
     #[schemars(
         length(min = 1, max = 64),
         inner(pattern(r"^[a-z0-9][a-z0-9_.-]{0,62}$"))
     )]
     pub capabilities: Vec<String>,
-    /// Property → bound the service keeps (`accuracy: {min: 0.95}`, `determinism: true`).
-    #[serde(default)]
-    #[schemars(extend("maxProperties" = MAX_GUARANTEES))]
-    pub guarantees: BTreeMap<String, Bound>,
     /// What inputs the service admits (`languages: [en, de]`, `max_input_tokens: 4096`).
     #[serde(default)]
     #[schemars(extend("maxProperties" = MAX_CONSTRAINTS))]
@@ -61,14 +46,29 @@ pub struct ServiceSpec {
     /// What a call costs.
     #[serde(default)]
     pub cost: Cost,
+    /// Property → bound the service keeps (`accuracy: {min: 0.95}`, `determinism: true`).
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = MAX_GUARANTEES))]
+    pub guarantees: BTreeMap<String, Bound>,
+    /// Stable identifier, `^[a-z0-9][a-z0-9_-]{0,62}$`.
+    #[schemars(pattern(r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    pub id: String,
+    /// Human-readable name.
+    #[schemars(length(min = 1, max = 200))]
+    pub name: String,
     /// How the service treats data.
     #[serde(default)]
     pub privacy: Privacy,
     /// Who may call the service.
     #[serde(default)]
     pub security: SecuritySpec,
-    /// How to call the service.
-    pub api: ApiSpec,
+    /// The owning tenant, or `public` for a service every tenant may use.
+    #[serde(default = "public_tenant")]
+    #[schemars(pattern(r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    pub tenant: String,
+    /// Semantic version of the service (semver 2.0).
+    #[schemars(length(min = 1, max = 64))]
+    pub version: String,
 }
 
 fn public_tenant() -> String {
@@ -134,18 +134,18 @@ pub enum ConstraintValue {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cost {
-    /// Fixed price of one request.
-    #[serde(default)]
-    #[schemars(range(min = 0))]
-    pub per_request: f64,
-    /// Price per thousand input tokens.
-    #[serde(default)]
-    #[schemars(range(min = 0))]
-    pub per_1k_tokens: f64,
     /// ISO 4217 currency code.
     #[serde(default = "usd")]
     #[schemars(pattern(r"^[A-Z]{3}$"))]
     pub currency: String,
+    /// Price per thousand input tokens.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub per_1k_tokens: f64,
+    /// Fixed price of one request.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub per_request: f64,
 }
 
 fn usd() -> String {
@@ -236,14 +236,14 @@ impl Default for Privacy {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecuritySpec {
-    /// A caller needs at least one of these permissions (none listed: anyone authenticated).
-    #[serde(default)]
-    #[schemars(length(max = 256), inner(length(min = 1, max = 128)))]
-    pub required_permissions: Vec<String>,
     /// Lowest principal trust level admitted (0–10).
     #[serde(default)]
     #[schemars(range(max = 10))]
     pub min_trust_level: u8,
+    /// A caller needs at least one of these permissions (none listed: anyone authenticated).
+    #[serde(default)]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 128)))]
+    pub required_permissions: Vec<String>,
 }
 
 /// Which wire protocol the gateway speaks to the service.
@@ -266,12 +266,17 @@ pub enum Adapter {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSpec {
-    /// `http://` or `https://` base URL.
-    #[schemars(length(min = 1, max = 2048))]
-    pub base_url: String,
     /// The wire protocol.
     #[serde(default = "http_json")]
     pub adapter: Adapter,
+    /// `http://` or `https://` base URL.
+    #[schemars(length(min = 1, max = 2048))]
+    pub base_url: String,
+    /// Name of the environment variable that holds the upstream credential, if any. The
+    /// credential itself never appears in a contract.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[A-Z_][A-Z0-9_]{0,127}$"))]
+    pub credential_env: Option<String>,
     /// Named endpoints (`execute`, `health`, ...).
     #[serde(default)]
     #[schemars(extend("maxProperties" = 32))]
@@ -280,11 +285,6 @@ pub struct ApiSpec {
     #[serde(default = "default_timeout")]
     #[schemars(range(min = 1, max = 600000))]
     pub timeout_ms: u64,
-    /// Name of the environment variable that holds the upstream credential, if any. The
-    /// credential itself never appears in a contract.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^[A-Z_][A-Z0-9_]{0,127}$"))]
-    pub credential_env: Option<String>,
 }
 
 fn http_json() -> Adapter {

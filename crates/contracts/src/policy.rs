@@ -18,20 +18,20 @@ pub struct PolicySet {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyRule {
-    /// Unique id, `^[a-z0-9][a-z0-9_-]{0,62}$`.
-    #[schemars(pattern(r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
-    pub id: String,
     /// What the rule is for, shown in proofs and rejections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1000))]
     pub description: Option<String>,
+    /// Unique id, `^[a-z0-9][a-z0-9_-]{0,62}$`.
+    #[schemars(pattern(r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    pub id: String,
+    /// CEL condition every service must satisfy while the rule applies.
+    #[schemars(length(min = 1, max = 4096))]
+    pub require: String,
     /// CEL condition; the rule applies when it is true (or cannot be evaluated). Default `true`.
     #[serde(default = "always", skip_serializing_if = "is_always")]
     #[schemars(length(min = 1, max = 4096))]
     pub when: String,
-    /// CEL condition every service must satisfy while the rule applies.
-    #[schemars(length(min = 1, max = 4096))]
-    pub require: String,
 }
 
 fn always() -> String {

@@ -275,3 +275,22 @@ proptest::proptest! {
         }
     }
 }
+
+/// Every input format declares its fields in canonical (RFC 8785) order, so registry versions and
+/// policy versions hash on the streaming path.
+#[test]
+fn formats_stream_canonically() {
+    let c = parse_contract("svc.yaml", VALID, Format::Auto).unwrap_or_else(|e| panic!("{e}"));
+    assert!(crate::canonical::streams(&c));
+    let p = crate::parse_policies(
+        "p.yaml",
+        "policies:\n  - id: a\n    description: d\n    when: 'true'\n    require: 'true'\n",
+        Format::Yaml,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(crate::canonical::streams(&p));
+    let r = parse_request("r.yaml", "requirements: {capabilities: [x], guarantees: {accuracy: {min: 0.5, max: 1}}}\nfields: {intent: [[1, 0]], trait: [[1, 0]]}\nbudget: {max_cost: 1}\n", Format::Yaml).unwrap_or_else(|e| panic!("{e}"));
+    assert!(crate::canonical::streams(&r));
+    let who = parse_principal("p.yaml", "id: p\nroles: [client]\n", Format::Yaml).unwrap_or_else(|e| panic!("{e}"));
+    assert!(crate::canonical::streams(&who));
+}
