@@ -291,6 +291,7 @@ fn formats_stream_canonically() {
     assert!(crate::canonical::streams(&p));
     let r = parse_request("r.yaml", "requirements: {capabilities: [x], guarantees: {accuracy: {min: 0.5, max: 1}}}\nfields: {intent: [[1, 0]], trait: [[1, 0]]}\nbudget: {max_cost: 1}\n", Format::Yaml).unwrap_or_else(|e| panic!("{e}"));
     assert!(crate::canonical::streams(&r));
-    let who = parse_principal("p.yaml", "id: p\nroles: [client]\n", Format::Yaml).unwrap_or_else(|e| panic!("{e}"));
+    let who = parse_principal("p.yaml", "id: p\nroles: [client]\n", Format::Yaml)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(crate::canonical::streams(&who));
 }
