@@ -166,12 +166,17 @@ fn normalize(
     })
 }
 
-fn reject(id: &Arc<str>, step: Step, reason: &'static str, detail: String) -> Rejection {
+fn reject(
+    id: &Arc<str>,
+    step: Step,
+    reason: &'static str,
+    detail: impl Into<Arc<str>>,
+) -> Rejection {
     Rejection {
         service_id: Arc::clone(id),
         step,
         reason: reason.into(),
-        detail: Arc::from(detail),
+        detail: detail.into(),
     }
 }
 
@@ -250,7 +255,7 @@ pub(crate) fn route_inner(
                     &entry.id,
                     Step::Rules,
                     "policy_violation",
-                    policies.describe_violation(r, &n.scope, scope, &check),
+                    policies.violation_detail(r, &n.scope, scope, table, &check),
                 ));
                 continue 'candidates;
             }

@@ -173,6 +173,9 @@ pub struct RequestEval {
 #[derive(Debug, Clone)]
 pub struct ServiceTable {
     rows: Vec<[Option<Truth>; 2]>,
+    /// Per rule whose `require` reads only the service and fails for this one: the rejection
+    /// sentence, built once.
+    details: Vec<Option<Arc<str>>>,
 }
 
 /// The verdict of one rule for one service.
@@ -190,6 +193,31 @@ impl RuleCheck {
     /// The rule applied and its `require` did not hold.
     pub fn violated(&self) -> bool {
         self.applied && self.result != Some(true)
+    }
+}
+
+/// The verdict of a rule that applied, from its `require` truth (`when_error`: why the `when`
+/// could not be evaluated, if it could not).
+fn require_verdict(when_error: Option<String>, require: Truth) -> RuleCheck {
+    match require {
+        Truth::Value(b) => RuleCheck {
+            applied: true,
+            result: Some(b),
+            error: when_error,
+        },
+        Truth::Error(e) => {
+            let msg = format!(
+                "`require` could not be evaluated ({e}); counted as violated (fail closed)"
+            );
+            RuleCheck {
+                applied: true,
+                result: Some(false),
+                error: Some(match when_error {
+                    Some(w) => format!("{w}; {msg}"),
+                    None => msg,
+                }),
+            }
+        }
     }
 }
 
@@ -215,16 +243,45 @@ impl CompiledPolicies {
 
     /// Evaluates every service-only expression for one service.
     pub fn service_table(&self, service: &ServiceScope) -> ServiceTable {
-        ServiceTable {
-            rows: self
-                .rules
-                .iter()
-                .map(|r| {
-                    [&r.when, &r.require].map(|e| {
-                        (e.level == Level::Service).then(|| run(e, &self.env, None, Some(service)))
-                    })
+        let rows: Vec<[Option<Truth>; 2]> = self
+            .rules
+            .iter()
+            .map(|r| {
+                [&r.when, &r.require].map(|e| {
+                    (e.level == Level::Service).then(|| run(e, &self.env, None, Some(service)))
                 })
-                .collect(),
+            })
+            .collect();
+        let details = rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let verdict = require_verdict(None, row[1].clone()?);
+                verdict
+                    .violated()
+                    .then(|| Arc::from(self.describe_violation(i, None, service, &verdict)))
+            })
+            .collect();
+        ServiceTable { rows, details }
+    }
+
+    /// The rejection sentence for a violated rule: built once per service when the rule's
+    /// `require` reads only the service and its `when` evaluated cleanly, else built now.
+    pub fn violation_detail(
+        &self,
+        i: usize,
+        request: &RequestScope,
+        service: &ServiceScope,
+        table: &ServiceTable,
+        check: &RuleCheck,
+    ) -> Arc<str> {
+        let when_clean = !check
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("`when`"));
+        match table.details.get(i) {
+            Some(Some(cached)) if when_clean => Arc::clone(cached),
+            _ => Arc::from(self.describe_violation(i, Some(request), service, check)),
         }
     }
 
@@ -305,26 +362,7 @@ impl CompiledPolicies {
             reval,
             service,
         );
-        match require {
-            Truth::Value(b) => RuleCheck {
-                applied,
-                result: Some(b),
-                error: when_error,
-            },
-            Truth::Error(e) => {
-                let msg = format!(
-                    "`require` could not be evaluated ({e}); counted as violated (fail closed)"
-                );
-                RuleCheck {
-                    applied,
-                    result: Some(false),
-                    error: Some(match when_error {
-                        Some(w) => format!("{w}; {msg}"),
-                        None => msg,
-                    }),
-                }
-            }
-        }
+        require_verdict(when_error, require)
     }
 
     /// The proof record of a verdict: the verdict plus the value of every path the rule read
@@ -352,7 +390,7 @@ impl CompiledPolicies {
     pub fn describe_violation(
         &self,
         i: usize,
-        request: &RequestScope,
+        request: Option<&RequestScope>,
         service: &ServiceScope,
         check: &RuleCheck,
     ) -> String {
@@ -373,9 +411,9 @@ impl CompiledPolicies {
         out.push_str("`require` is false");
         let mut first = true;
         for (path, key) in rule.require.paths.iter().zip(&rule.require.keys) {
-            let root = match path[0].as_str() {
-                "service" => &service.json,
-                "principal" => &request.principal_json,
+            let root = match (path[0].as_str(), request) {
+                ("service", _) => &service.json,
+                ("principal", Some(r)) => &r.principal_json,
                 _ => continue,
             };
             out.push_str(if first { " with " } else { ", " });
