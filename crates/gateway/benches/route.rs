@@ -1,7 +1,7 @@
 //! Criterion benches of `route()` and `verify()` over synthetic registries.
 //!
 //! Workload (docs/benchmarks.md describes it in full): N services, each offering 1–3 capabilities
-//! drawn from a vocabulary of max(2, N/20) capabilities, with varied guarantees, privacy, cost,
+//! drawn from a vocabulary of max(5, N/20) capabilities (the `route_dense` group: 2), with varied guarantees, privacy, cost,
 //! permissions and tenants; P policies cycling through four templates (a request-level `when` on a
 //! context key the request does not carry, an always-applying `require` on cost, a
 //! sensitive-data rule, a high-priority latency rule that applies). The request asks for one
@@ -41,9 +41,16 @@ impl Lcg {
     }
 }
 
+/// The typical shape: the capability vocabulary grows with the registry (a registry of 10,000
+/// services offers hundreds of kinds of service, not ten), so a request's capability is offered by
+/// a few percent of the services.
 pub fn vocabulary(n: usize) -> usize {
-    (n / 20).max(2)
+    (n / 20).max(5)
 }
+
+/// The dense shape: two capabilities, so about half of the registry are candidates for every
+/// request. A worst case for the per-candidate work.
+pub const DENSE_VOCABULARY: usize = 2;
 
 pub fn services(n: usize, vocab: usize) -> Vec<ServiceContract> {
     let mut rng = Lcg(n as u64 * 7919 + 1);
@@ -182,8 +189,12 @@ pub fn principal() -> Principal {
 }
 
 fn router(n: usize, p: usize) -> Router {
-    let registry = MemoryRegistry::with_contracts(services(n, vocabulary(n)))
-        .unwrap_or_else(|e| panic!("{e}"));
+    router_with(n, p, vocabulary(n))
+}
+
+fn router_with(n: usize, p: usize, vocab: usize) -> Router {
+    let registry =
+        MemoryRegistry::with_contracts(services(n, vocab)).unwrap_or_else(|e| panic!("{e}"));
     let compiled = caio_rules::compile(&policies(p)).unwrap_or_else(|e| panic!("{e:?}"));
     Router::new(Arc::new(registry), compiled)
 }
@@ -218,6 +229,46 @@ fn bench_route(c: &mut Criterion) {
             |b, r| b.iter(|| black_box(r.route(black_box(&req), black_box(&who)))),
         );
     }
+    group.finish();
+
+    let mut group = c.benchmark_group("route_dense");
+    for &(n, p) in &[(100, 20), (10_000, 100)] {
+        let r = router_with(n, p, DENSE_VOCABULARY);
+        let d = r
+            .route(&req, &who)
+            .unwrap_or_else(|e| panic!("{n}/{p}: {e}"));
+        eprintln!(
+            "route_dense n={n} p={p}: {} index candidates, {} feasible, {} rule outcomes",
+            d.proof.matching.index_candidates,
+            d.ranking.len(),
+            d.proof.rules.outcomes.len()
+        );
+        group.bench_with_input(
+            BenchmarkId::new(format!("services={n}"), format!("policies={p}")),
+            &r,
+            |b, r| b.iter(|| black_box(r.route(black_box(&req), black_box(&who)))),
+        );
+    }
+    group.finish();
+}
+
+/// The repository's fixtures: 15 realistic contracts, 8 realistic policies, the quickstart request.
+fn bench_fixtures(c: &mut Criterion) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+    let contracts = caio_gateway::loader::load_services_dir(&root.join("services"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, compiled) = caio_gateway::loader::load_policies(&root.join("policies.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let req = caio_gateway::loader::load_request(&root.join("requests/sentiment-de.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let who = caio_gateway::loader::load_principal(&root.join("principals/acme-analyst.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let registry = MemoryRegistry::with_contracts(contracts).unwrap_or_else(|e| panic!("{e}"));
+    let r = Router::new(Arc::new(registry), compiled);
+    let mut group = c.benchmark_group("fixtures");
+    group.bench_function("route/sentiment-de", |b| {
+        b.iter(|| black_box(r.route(black_box(&req), black_box(&who))))
+    });
     group.finish();
 }
 
@@ -259,6 +310,6 @@ fn bench_registry(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(2));
-    targets = bench_route, bench_verify, bench_registry
+    targets = bench_fixtures, bench_route, bench_verify, bench_registry
 }
 criterion_main!(benches);

@@ -56,6 +56,19 @@ pub(crate) fn is_redacted(payload: &serde_json::Value) -> bool {
         .is_some_and(|o| o.len() == 1 && o.get(REDACTED_KEY).is_some_and(|v| v.is_string()))
 }
 
+/// Counts the bytes of a serialization without keeping them.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> RouteError {
     RouteError::Internal(e.to_string())
 }
@@ -104,9 +117,9 @@ fn normalize(
             } else {
                 caio_security::scan(&request.payload)
             };
-            let bytes = serde_json::to_vec(&request.payload)
-                .map_err(internal)?
-                .len();
+            let mut counter = ByteCounter(0);
+            serde_json::to_writer(&mut counter, &request.payload).map_err(internal)?;
+            let bytes = counter.0;
             let (t, src) = matching::input_tokens(request, bytes);
             (pii, t, src.to_owned())
         }
