@@ -126,17 +126,24 @@ fn fallback() -> io::Error {
     io::Error::other(FALLBACK)
 }
 
+/// Longest object key the streaming path handles; a longer one falls back to the reference.
+const MAX_KEY: usize = 96;
+
+/// Per open object: its previous member's key and the key being written, in two inline buffers
+/// whose roles swap after each member (no allocation, no copying of the previous key).
+struct Level {
+    bufs: [[u8; MAX_KEY]; 2],
+    lens: [usize; 2],
+    /// Which buffer holds the previous key.
+    last: usize,
+    has_last: bool,
+}
+
 /// Compact JSON with ECMAScript number formatting that checks member order as it goes.
 #[derive(Default)]
 struct JcsFormatter {
-    /// Per open object: where its previous member's key starts in `arena` and how long it is
-    /// (`None` before the first member).
-    levels: Vec<(usize, Option<usize>)>,
-    /// The previous keys of all open objects, innermost last.
-    arena: Vec<u8>,
-    /// The key being written.
-    key: Vec<u8>,
-    /// Whether a key is being written.
+    levels: Vec<Level>,
+    /// Whether a key is being written (into the innermost level's pending buffer).
     in_key: bool,
 }
 
@@ -205,36 +212,40 @@ impl Formatter for JcsFormatter {
     }
 
     fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
-        self.levels.push((self.arena.len(), None));
+        self.levels.push(Level {
+            bufs: [[0; MAX_KEY]; 2],
+            lens: [0; 2],
+            last: 0,
+            has_last: false,
+        });
         w.write_all(b"{")
     }
     fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
-        if let Some((start, _)) = self.levels.pop() {
-            self.arena.truncate(start);
-        }
+        self.levels.pop();
         w.write_all(b"}")
     }
     fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
-        self.key.clear();
+        let Some(level) = self.levels.last_mut() else {
+            return Err(fallback());
+        };
+        level.lens[1 - level.last] = 0;
         self.in_key = true;
         if first { Ok(()) } else { w.write_all(b",") }
     }
     fn end_object_key<W: ?Sized + Write>(&mut self, _w: &mut W) -> io::Result<()> {
         self.in_key = false;
-        if !self.key.is_ascii() {
-            return Err(fallback());
-        }
-        let Some((start, len)) = self.levels.last_mut() else {
+        let Some(level) = self.levels.last_mut() else {
             return Err(fallback());
         };
-        if let Some(len) = *len
-            && self.arena[*start..*start + len] >= *self.key.as_slice()
+        let pending = 1 - level.last;
+        let key = &level.bufs[pending][..level.lens[pending]];
+        if !key.is_ascii()
+            || (level.has_last && level.bufs[level.last][..level.lens[level.last]] >= *key)
         {
             return Err(fallback());
         }
-        self.arena.truncate(*start);
-        self.arena.extend_from_slice(&self.key);
-        *len = Some(self.key.len());
+        level.last = pending;
+        level.has_last = true;
         Ok(())
     }
     fn write_string_fragment<W: ?Sized + Write>(
@@ -243,7 +254,17 @@ impl Formatter for JcsFormatter {
         fragment: &str,
     ) -> io::Result<()> {
         if self.in_key {
-            self.key.extend_from_slice(fragment.as_bytes());
+            let Some(level) = self.levels.last_mut() else {
+                return Err(fallback());
+            };
+            let pending = 1 - level.last;
+            let len = level.lens[pending];
+            let bytes = fragment.as_bytes();
+            if len + bytes.len() > MAX_KEY {
+                return Err(fallback());
+            }
+            level.bufs[pending][len..len + bytes.len()].copy_from_slice(bytes);
+            level.lens[pending] = len + bytes.len();
         }
         w.write_all(fragment.as_bytes())
     }

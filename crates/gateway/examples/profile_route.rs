@@ -37,6 +37,29 @@ fn main() {
     if std::env::var_os("CAIO_PROFILE_ROUTE_ONLY").is_some() {
         return;
     }
+    if std::env::var_os("CAIO_PROFILE_DUMP_CORE").is_some() {
+        if let Ok(d) = router.route(&req, &who) {
+            println!(
+                "{}",
+                caio_contracts::canonical::to_string(&d.core()).unwrap_or_default()
+            );
+        }
+        return;
+    }
+    if std::env::var_os("CAIO_PROFILE_SEAL_ONLY").is_some() {
+        if let Ok(d) = router.route(&req, &who) {
+            let start = std::time::Instant::now();
+            let mut n = 0;
+            for _ in 0..iters * 10 {
+                n += caio_trace::decision_id(&d).map(|s| s.len()).unwrap_or(0);
+            }
+            println!(
+                "decision id {:?} ({n})",
+                start.elapsed() / (iters as u32 * 10)
+            );
+        }
+        return;
+    }
     if let Ok(d) = router.route(&req, &who) {
         let time = |label: &str, f: &dyn Fn() -> bool| {
             let start = std::time::Instant::now();

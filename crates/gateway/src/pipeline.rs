@@ -213,8 +213,9 @@ pub(crate) fn route_inner(
     let authenticated = caio_security::authenticate(principal);
     let reval = policies.evaluate_request(&n.scope);
     // Rules whose `when` is false for this request are skipped for every service.
-    let live_rules: Vec<usize> = (0..policies.rules.len())
+    let live_rules: Vec<(usize, bool)> = (0..policies.rules.len())
         .filter(|i| !policies.never_applies(*i, &reval))
+        .map(|i| (i, policies.decided_by_table(i, &reval)))
         .collect();
 
     let context_pairs: Vec<String> = match &request.fields {
@@ -261,7 +262,12 @@ pub(crate) fn route_inner(
         else {
             return Err(internal("prepared state is shorter than the snapshot"));
         };
-        for &r in &live_rules {
+        for &(r, by_table) in &live_rules {
+            // Most rules apply to the whole request and read only the service: their verdict is
+            // the one cached with the service.
+            if by_table && !table.violated(r) {
+                continue;
+            }
             let check = policies.check(r, &n.scope, &reval, scope, table);
             if check.violated() {
                 rejected.push(reject(

@@ -155,7 +155,15 @@ fn run(
     let vars = Vars { request, service };
     let mut ctx = Context::with_env(Arc::clone(env));
     ctx.set_variable_resolver(&vars);
-    match expr.program.execute(&ctx) {
+    run_in(expr, &ctx)
+}
+
+/// Evaluates an expression in a prepared context (one context serves many expressions).
+fn run_in(expr: &Expression, ctx: &Context<'_, '_>) -> Truth {
+    if expr.level == Level::True {
+        return Truth::Value(true);
+    }
+    match expr.program.execute(ctx) {
         Ok(Value::Bool(b)) => Truth::Value(b),
         Ok(other) => Truth::Error(Arc::from(format!("evaluated to {other:?}, not a bool"))),
         Err(e) => Truth::Error(Arc::from(e.to_string())),
@@ -187,6 +195,14 @@ pub struct RuleCheck {
     pub result: Option<bool>,
     /// The fail-closed reason, when an expression could not be evaluated.
     pub error: Option<String>,
+}
+
+impl ServiceTable {
+    /// Whether this service violates rule `i`'s service-only `require` (false when the `require`
+    /// is not service-only).
+    pub fn violated(&self, i: usize) -> bool {
+        self.details.get(i).is_some_and(Option::is_some)
+    }
 }
 
 impl RuleCheck {
@@ -228,14 +244,19 @@ fn lookup<'a>(root: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_
 impl CompiledPolicies {
     /// Evaluates every request-level expression once (identical texts once in all).
     pub fn evaluate_request(&self, request: &RequestScope) -> RequestEval {
+        let vars = Vars {
+            request: Some(request),
+            service: None,
+        };
+        let mut ctx = Context::with_env(Arc::clone(&self.env));
+        ctx.set_variable_resolver(&vars);
         RequestEval {
             slots: self
                 .slots
                 .iter()
                 .map(|(i, is_when)| {
                     let rule = &self.rules[*i];
-                    let expr = if *is_when { &rule.when } else { &rule.require };
-                    run(expr, &self.env, Some(request), None)
+                    run_in(if *is_when { &rule.when } else { &rule.require }, &ctx)
                 })
                 .collect(),
         }
@@ -313,6 +334,21 @@ impl CompiledPolicies {
             Some(Level::Request(slot)) => reval.slots.get(slot) == Some(&Truth::Value(false)),
             _ => false,
         }
+    }
+
+    /// Whether rule `i` applies to every service of this request (its `when` is `true` or a
+    /// request-level expression that evaluated to true) and its `require` reads only the service:
+    /// its verdict for a service is then the cached [`ServiceTable::violated`].
+    pub fn decided_by_table(&self, i: usize, reval: &RequestEval) -> bool {
+        let Some(rule) = self.rules.get(i) else {
+            return false;
+        };
+        let when_true = match rule.when.level {
+            Level::True => true,
+            Level::Request(slot) => reval.slots.get(slot) == Some(&Truth::Value(true)),
+            Level::Service | Level::Mixed => false,
+        };
+        when_true && rule.require.level == Level::Service
     }
 
     /// The verdict of rule `i` for one service.
