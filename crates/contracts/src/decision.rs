@@ -83,6 +83,22 @@ pub struct DecisionCore<'a> {
     pub service_id: &'a str,
 }
 
+impl DecisionCore<'_> {
+    /// The canonical JSON of the core, written directly (the fast path), or `None` when the core
+    /// holds something only the generic canonical serializer handles.
+    pub fn canonical_bytes(&self) -> Option<Vec<u8>> {
+        crate::core_writer::write_core(self).ok()
+    }
+
+    /// `sha256:<hex>` of the core's canonical JSON: the decision id.
+    pub fn digest(&self) -> Result<String, crate::canonical::CanonicalError> {
+        match self.canonical_bytes() {
+            Some(bytes) => Ok(crate::canonical::digest_bytes(&bytes)),
+            None => crate::canonical::digest(self),
+        }
+    }
+}
+
 impl Decision {
     /// The hashed core of this decision.
     pub fn core(&self) -> DecisionCore<'_> {

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod canonical;
+mod core_writer;
 pub mod decision;
 pub mod limits;
 pub mod model;

@@ -11,7 +11,7 @@ use caio_contracts::decision::Decision;
 
 /// The id a decision should carry: `sha256:<hex>` of its canonical core.
 pub fn decision_id(d: &Decision) -> Result<String, CanonicalError> {
-    canonical::digest(&d.core())
+    d.core().digest()
 }
 
 /// Sets a decision's id from its content.

@@ -291,6 +291,8 @@ proptest! {
                     }
                 }
                 prop_assert!(d.ranking.windows(2).all(|w| w[0].score >= w[1].score));
+                // The direct core writer and the reference canonical serializer agree byte for byte.
+                prop_assert_eq!(d.core().canonical_bytes(), serde_json_canonicalizer::to_vec(&d.core()).ok());
                 prop_assert!(d.control_signal.u.iter().all(|u| u.is_finite() && u.abs() <= d.control_signal.u_max));
                 if let Err(e) = caio_gateway::verify(&d, contracts, &policies) {
                     return Err(TestCaseError::fail(format!("does not verify: {e}")));

@@ -1,0 +1,455 @@
+//! A direct RFC 8785 writer for [`DecisionCore`], the one value CAIO hashes on every routing
+//! decision.
+//!
+//! Going through serde costs a formatter callback per token; this writer emits the bytes itself,
+//! members in canonical order, and so hashes a decision in a fraction of the time. It must produce
+//! exactly the bytes of the generic canonical serializer: the tests compare the two on every golden
+//! decision and on generated ones, so a field added to a proof type but not here fails them. Any
+//! map key it cannot place with certainty (not plain ASCII, or out of order) makes it give up, and
+//! the caller falls back to the generic path.
+
+use serde_json::Value;
+
+use crate::decision::{
+    Check, ComposedGuarantees, ControlSignal, DecisionCore, MatchProof, OptimizeProof, Proof,
+    RuleVerdict, RulesProof, ScoreTerms, SecurityProof, TraitsProof,
+};
+use crate::request::Principal;
+
+/// Gave up: the value holds something only the generic serializer handles.
+#[derive(Debug)]
+pub(crate) struct Unsupported;
+
+type R = Result<(), Unsupported>;
+
+struct Out {
+    buf: Vec<u8>,
+}
+
+impl Out {
+    fn raw(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+
+    /// `"key":` for a static field name (always ASCII, no escapes).
+    fn key(&mut self, first: bool, k: &str) {
+        if !first {
+            self.buf.push(b',');
+        }
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(k.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+    }
+
+    fn str(&mut self, s: &str) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.buf.push(b'"');
+        let bytes = s.as_bytes();
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let esc: Option<&[u8]> = match b {
+                b'"' => Some(b"\\\""),
+                b'\\' => Some(b"\\\\"),
+                0x08 => Some(b"\\b"),
+                0x09 => Some(b"\\t"),
+                0x0a => Some(b"\\n"),
+                0x0c => Some(b"\\f"),
+                0x0d => Some(b"\\r"),
+                0x00..=0x1f => None,
+                _ => continue,
+            };
+            self.buf.extend_from_slice(&bytes[start..i]);
+            match esc {
+                Some(e) => self.buf.extend_from_slice(e),
+                None => self.buf.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xf)],
+                ]),
+            }
+            start = i + 1;
+        }
+        self.buf.extend_from_slice(&bytes[start..]);
+        self.buf.push(b'"');
+    }
+
+    fn num(&mut self, v: f64) -> R {
+        // serde_json writes non-finite floats as null; so does the generic path.
+        if !v.is_finite() {
+            self.raw(b"null");
+            return Ok(());
+        }
+        if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
+            if v == 0.0 {
+                self.raw(b"0");
+            } else {
+                let mut b = itoa::Buffer::new();
+                self.raw(b.format(v as i64).as_bytes());
+            }
+            return Ok(());
+        }
+        let mut b = ryu_js::Buffer::new();
+        self.raw(b.format_finite(v).as_bytes());
+        Ok(())
+    }
+
+    fn bool(&mut self, v: bool) {
+        self.raw(if v { b"true" } else { b"false" });
+    }
+
+    fn strs<S: AsRef<str>>(&mut self, items: &[S]) {
+        self.buf.push(b'[');
+        for (i, s) in items.iter().enumerate() {
+            if i > 0 {
+                self.buf.push(b',');
+            }
+            self.str(s.as_ref());
+        }
+        self.buf.push(b']');
+    }
+
+    /// A map with string keys, which must be ASCII and strictly ascending.
+    fn map<'a, V: 'a>(
+        &mut self,
+        entries: impl Iterator<Item = (&'a String, V)>,
+        mut value: impl FnMut(&mut Self, V) -> R,
+    ) -> R {
+        self.buf.push(b'{');
+        let mut prev: Option<&str> = None;
+        for (i, (k, v)) in entries.enumerate() {
+            if !k.is_ascii() || prev.is_some_and(|p| p >= k.as_str()) {
+                return Err(Unsupported);
+            }
+            prev = Some(k);
+            if i > 0 {
+                self.buf.push(b',');
+            }
+            self.str(k);
+            self.buf.push(b':');
+            value(self, v)?;
+        }
+        self.buf.push(b'}');
+        Ok(())
+    }
+
+    fn value(&mut self, v: &Value) -> R {
+        match v {
+            Value::Null => self.raw(b"null"),
+            Value::Bool(b) => self.bool(*b),
+            Value::Number(n) => {
+                if n.as_i64().is_none() && n.as_u64().is_none() && n.as_f64().is_none() {
+                    return Err(Unsupported);
+                }
+                // Integers are written as the double they denote, as RFC 8785 requires.
+                let f = n
+                    .as_f64()
+                    .or_else(|| n.as_i64().map(|i| i as f64))
+                    .unwrap_or(0.0);
+                self.num(f)?;
+            }
+            Value::String(s) => self.str(s),
+            Value::Array(a) => {
+                self.buf.push(b'[');
+                for (i, item) in a.iter().enumerate() {
+                    if i > 0 {
+                        self.buf.push(b',');
+                    }
+                    self.value(item)?;
+                }
+                self.buf.push(b']');
+            }
+            Value::Object(m) => self.map(m.iter(), |o, v| o.value(v))?,
+        }
+        Ok(())
+    }
+}
+
+/// The canonical JSON of a decision core, or `Unsupported`.
+pub(crate) fn write_core(core: &DecisionCore<'_>) -> Result<Vec<u8>, Unsupported> {
+    let mut o = Out {
+        buf: Vec::with_capacity(4096),
+    };
+    o.raw(b"{");
+    o.key(true, "control_signal");
+    control_signal(&mut o, core.control_signal)?;
+    o.key(false, "guarantees");
+    guarantees(&mut o, core.guarantees)?;
+    o.key(false, "policy_version");
+    o.str(core.policy_version);
+    o.key(false, "principal");
+    principal(&mut o, core.principal)?;
+    o.key(false, "proof");
+    proof(&mut o, core.proof)?;
+    o.key(false, "registry_version");
+    o.str(core.registry_version);
+    o.key(false, "request_digest");
+    o.str(core.request_digest);
+    o.key(false, "score");
+    o.num(core.score)?;
+    o.key(false, "service_id");
+    o.str(core.service_id);
+    o.raw(b"}");
+    Ok(o.buf)
+}
+
+fn control_signal(o: &mut Out, c: &ControlSignal) -> R {
+    o.raw(b"{");
+    o.key(true, "margin");
+    o.num(c.margin)?;
+    o.key(false, "u");
+    o.raw(b"[");
+    for (i, u) in c.u.iter().enumerate() {
+        if i > 0 {
+            o.raw(b",");
+        }
+        o.num(*u)?;
+    }
+    o.raw(b"]");
+    o.key(false, "u_max");
+    o.num(c.u_max)?;
+    o.raw(b"}");
+    Ok(())
+}
+
+fn guarantees(o: &mut Out, g: &ComposedGuarantees) -> R {
+    o.raw(b"{");
+    let mut first = true;
+    if let Some(a) = g.accuracy {
+        o.key(first, "accuracy");
+        o.num(a)?;
+        first = false;
+    }
+    o.key(first, "cost");
+    o.num(g.cost)?;
+    o.key(false, "data_locality");
+    o.str(g.data_locality.as_str());
+    o.key(false, "determinism");
+    o.bool(g.determinism);
+    o.key(false, "encryption");
+    o.bool(g.encryption);
+    if let Some(l) = g.latency_ms {
+        o.key(false, "latency_ms");
+        o.num(l)?;
+    }
+    o.key(false, "services");
+    o.strs(&g.services);
+    o.raw(b"}");
+    Ok(())
+}
+
+fn principal(o: &mut Out, p: &Principal) -> R {
+    o.raw(b"{");
+    o.key(true, "id");
+    o.str(&p.id);
+    o.key(false, "permissions");
+    o.strs(&p.permissions);
+    if !p.roles.is_empty() {
+        o.key(false, "roles");
+        o.strs(&p.roles);
+    }
+    o.key(false, "tenant");
+    o.str(&p.tenant);
+    o.key(false, "trust_level");
+    o.num(f64::from(p.trust_level))?;
+    o.raw(b"}");
+    Ok(())
+}
+
+fn proof(o: &mut Out, p: &Proof) -> R {
+    o.raw(b"{");
+    o.key(true, "matching");
+    matching(o, &p.matching)?;
+    o.key(false, "optimize");
+    optimize(o, &p.optimize)?;
+    o.key(false, "rules");
+    rules(o, &p.rules)?;
+    o.key(false, "security");
+    security(o, &p.security)?;
+    o.key(false, "traits");
+    traits(o, &p.traits)?;
+    o.raw(b"}");
+    Ok(())
+}
+
+fn matching(o: &mut Out, m: &MatchProof) -> R {
+    o.raw(b"{");
+    o.key(true, "checks");
+    o.raw(b"[");
+    for (i, c) in m.checks.iter().enumerate() {
+        if i > 0 {
+            o.raw(b",");
+        }
+        check(o, c)?;
+    }
+    o.raw(b"]");
+    o.key(false, "index_candidates");
+    o.num(m.index_candidates as f64)?;
+    o.key(false, "input_tokens");
+    o.num(m.input_tokens as f64)?;
+    o.key(false, "input_tokens_source");
+    o.str(&m.input_tokens_source);
+    o.key(false, "registry_services");
+    o.num(m.registry_services as f64)?;
+    o.raw(b"}");
+    Ok(())
+}
+
+fn check(o: &mut Out, c: &Check) -> R {
+    o.raw(b"{");
+    o.key(true, "name");
+    o.str(&c.name);
+    o.key(false, "offered");
+    o.value(&c.offered)?;
+    o.key(false, "ok");
+    o.bool(c.ok);
+    o.key(false, "required");
+    o.value(&c.required)?;
+    o.raw(b"}");
+    Ok(())
+}
+
+fn terms(o: &mut Out, t: &ScoreTerms) -> R {
+    let fields: [(&str, f64); 12] = [
+        ("attention", t.attention),
+        ("cost", t.cost),
+        ("estimated_cost", t.estimated_cost),
+        ("intent", t.intent),
+        ("kappa", t.kappa),
+        ("latency", t.latency),
+        ("latency_ms", t.latency_ms),
+        ("quality", t.quality),
+        ("reliability", t.reliability),
+        ("resonance", t.resonance),
+        ("risk", t.risk),
+        ("rl", t.rl),
+    ];
+    o.raw(b"{");
+    for (i, (k, v)) in fields.iter().enumerate() {
+        o.key(i == 0, k);
+        o.num(*v)?;
+    }
+    o.raw(b"}");
+    Ok(())
+}
+
+fn optimize(o: &mut Out, p: &OptimizeProof) -> R {
+    o.raw(b"{");
+    o.key(true, "coefficients");
+    o.map(p.coefficients.iter(), |o, v| o.num(*v))?;
+    o.key(false, "feasible");
+    o.num(p.feasible as f64)?;
+    o.key(false, "fields_used");
+    o.bool(p.fields_used);
+    if !p.history.is_empty() {
+        o.key(false, "history");
+        o.map(p.history.iter(), |o, h| {
+            o.raw(b"{");
+            o.key(true, "ewma_latency_ms");
+            o.num(h.ewma_latency_ms)?;
+            o.key(false, "samples");
+            o.num(h.samples as f64)?;
+            o.key(false, "success_rate");
+            o.num(h.success_rate)?;
+            o.raw(b"}");
+            Ok(())
+        })?;
+    }
+    if let Some(r) = &p.runner_up {
+        o.key(false, "runner_up");
+        o.raw(b"{");
+        o.key(true, "score");
+        o.num(r.score)?;
+        o.key(false, "service_id");
+        o.str(&r.service_id);
+        o.raw(b"}");
+    }
+    o.key(false, "terms");
+    terms(o, &p.terms)?;
+    o.key(false, "tie_broken");
+    o.bool(p.tie_broken);
+    o.raw(b"}");
+    Ok(())
+}
+
+fn rules(o: &mut Out, r: &RulesProof) -> R {
+    o.raw(b"{");
+    o.key(true, "operands");
+    o.map(r.operands.iter(), |o, v| o.value(v))?;
+    o.key(false, "outcomes");
+    o.raw(b"[");
+    for (i, v) in r.outcomes.iter().enumerate() {
+        if i > 0 {
+            o.raw(b",");
+        }
+        verdict(o, v);
+    }
+    o.raw(b"]");
+    o.raw(b"}");
+    Ok(())
+}
+
+fn verdict(o: &mut Out, v: &RuleVerdict) {
+    o.raw(b"{");
+    o.key(true, "applied");
+    o.bool(v.applied);
+    if let Some(e) = &v.error {
+        o.key(false, "error");
+        o.str(e);
+    }
+    o.key(false, "policy_id");
+    o.str(&v.policy_id);
+    if let Some(r) = v.result {
+        o.key(false, "result");
+        o.bool(r);
+    }
+    o.raw(b"}");
+}
+
+fn security(o: &mut Out, s: &SecurityProof) -> R {
+    o.raw(b"{");
+    o.key(true, "access");
+    o.bool(s.access);
+    o.key(false, "authenticated");
+    o.bool(s.authenticated);
+    o.key(false, "authorized");
+    o.bool(s.authorized);
+    o.key(false, "declared_sensitive");
+    o.bool(s.declared_sensitive);
+    o.key(false, "granted_permissions");
+    o.strs(&s.granted_permissions);
+    o.key(false, "pii");
+    o.raw(b"[");
+    for (i, f) in s.pii.iter().enumerate() {
+        if i > 0 {
+            o.raw(b",");
+        }
+        o.raw(b"{");
+        o.key(true, "kind");
+        o.str(&f.kind);
+        o.key(false, "path");
+        o.str(&f.path);
+        o.raw(b"}");
+    }
+    o.raw(b"]");
+    o.key(false, "privacy");
+    o.bool(s.privacy);
+    o.key(false, "sensitive");
+    o.bool(s.sensitive);
+    o.key(false, "trust");
+    o.bool(s.trust);
+    o.raw(b"}");
+    Ok(())
+}
+
+fn traits(o: &mut Out, t: &TraitsProof) -> R {
+    o.raw(b"{");
+    o.key(true, "constraints");
+    o.map(t.constraints.iter(), |o, v| o.num(*v))?;
+    o.key(false, "demands");
+    o.map(t.demands.iter(), |o, v| o.num(*v))?;
+    o.raw(b"}");
+    Ok(())
+}
