@@ -171,25 +171,35 @@ impl Failure {
 /// A sentence naming the first matching check a service fails and the values compared (empty when
 /// it fails none). Builds only that one sentence.
 pub fn describe_failure(spec: &ServiceSpec, request: &RouteRequest, input_tokens: u64) -> String {
-    let json = |v: &dyn erased::Json| v.text();
+    // One buffer, serde_json writing the values straight into it: this runs once per rejected
+    // service on the routing path.
+    let mut out: Vec<u8> = Vec::with_capacity(96);
+    let json = |out: &mut Vec<u8>, v: &dyn erased::Json| v.write_to(out);
     for (prop, required) in &request.requirements.guarantees {
         let offered = spec.guarantees.get(prop);
         if !bound_satisfied(required, offered) {
-            return format!(
-                "guarantee:{prop}: required {}, offered {}",
-                json(required),
-                offered.map_or_else(|| "null".to_owned(), |o| json(o))
-            );
+            out.extend_from_slice(b"guarantee:");
+            out.extend_from_slice(prop.as_bytes());
+            out.extend_from_slice(b": required ");
+            json(&mut out, required);
+            out.extend_from_slice(b", offered ");
+            match offered {
+                Some(o) => json(&mut out, o),
+                None => out.extend_from_slice(b"null"),
+            }
+            return String::from_utf8(out).unwrap_or_default();
         }
     }
     for (key, value) in &request.requirements.constraints {
         if !admits(spec, key, value) {
             let a = admit(spec, key, value);
-            return format!(
-                "constraint:{key}: required {}, offered {}",
-                json(value),
-                a.offered
-            );
+            out.extend_from_slice(b"constraint:");
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b": required ");
+            json(&mut out, value);
+            out.extend_from_slice(b", offered ");
+            json(&mut out, &a.offered);
+            return String::from_utf8(out).unwrap_or_default();
         }
     }
     let cost = estimated_cost(spec, input_tokens);
@@ -202,13 +212,13 @@ pub fn describe_failure(spec: &ServiceSpec, request: &RouteRequest, input_tokens
 }
 
 mod erased {
-    /// Anything serializable, rendered as compact JSON.
+    /// Anything serializable, written as compact JSON.
     pub trait Json {
-        fn text(&self) -> String;
+        fn write_to(&self, out: &mut Vec<u8>);
     }
     impl<T: serde::Serialize> Json for T {
-        fn text(&self) -> String {
-            serde_json::to_string(self).unwrap_or_default()
+        fn write_to(&self, out: &mut Vec<u8>) {
+            let _ = serde_json::to_writer(out, self);
         }
     }
 }
