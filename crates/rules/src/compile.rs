@@ -104,6 +104,8 @@ pub struct CompiledPolicies {
     request_sections: Option<BTreeSet<String>>,
     /// Whether any policy reads `principal`.
     reads_principal: bool,
+    /// Request-level verdicts by the values they read (see `evaluate_request`).
+    pub(crate) memo: std::sync::RwLock<std::collections::HashMap<Vec<u8>, crate::eval::Truth>>,
 }
 
 /// Compiles every policy of a set, reporting every error found.
@@ -202,6 +204,7 @@ pub fn compile(set: &PolicySet) -> Result<CompiledPolicies, Vec<PolicyError>> {
         slots,
         request_sections,
         reads_principal,
+        memo: std::sync::RwLock::new(std::collections::HashMap::new()),
     })
 }
 

@@ -20,8 +20,9 @@ use crate::value::json_to_cel;
 /// The request-level variables (`request`, `principal`), converted once per request.
 #[derive(Debug)]
 pub struct RequestScope {
-    request: Box<dyn Val>,
-    principal: Box<dyn Val>,
+    /// The CEL values, converted from the JSON views on first use: a request whose
+    /// request-level verdicts all come from the memo never needs them.
+    cel: std::sync::OnceLock<(Box<dyn Val>, Box<dyn Val>)>,
     request_json: serde_json::Value,
     principal_json: serde_json::Value,
 }
@@ -39,11 +40,48 @@ impl RequestScope {
     /// Builds the scope from the CEL views of the request and the principal (JSON objects).
     pub fn new(request_view: serde_json::Value, principal_view: serde_json::Value) -> RequestScope {
         RequestScope {
-            request: to_val(&request_view),
-            principal: to_val(&principal_view),
+            cel: std::sync::OnceLock::new(),
             request_json: request_view,
             principal_json: principal_view,
         }
+    }
+
+    fn cel(&self) -> &(Box<dyn Val>, Box<dyn Val>) {
+        self.cel
+            .get_or_init(|| (to_val(&self.request_json), to_val(&self.principal_json)))
+    }
+
+    /// The memo key of a request-level expression: for every path it reads, the JSON of the
+    /// value there — or, when the path stops early, how far it got and the JSON of the last value
+    /// it reached (a missing key and a key under a string fail differently). Together these
+    /// determine the expression's result.
+    fn memo_key(&self, slot: usize, expr: &Expression) -> Vec<u8> {
+        let mut key = Vec::with_capacity(64);
+        key.extend_from_slice(&slot.to_le_bytes());
+        for path in &expr.paths {
+            let mut v = if path[0] == "principal" {
+                &self.principal_json
+            } else {
+                &self.request_json
+            };
+            key.push(0);
+            let mut depth = 0;
+            for seg in &path[1..] {
+                match v.get(seg) {
+                    Some(next) => {
+                        v = next;
+                        depth += 1;
+                    }
+                    None => break,
+                }
+            }
+            if depth + 1 < path.len() {
+                key.push(b'-');
+                key.extend_from_slice(&depth.to_le_bytes());
+            }
+            let _ = serde_json::to_writer(&mut key, v);
+        }
+        key
     }
 
     /// A representative request for compile-time type checks.
@@ -110,8 +148,8 @@ struct Vars<'a> {
 impl VariableResolver for Vars<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         match variable {
-            "request" => self.request.map(|r| CowVal::Borrowed(r.request.as_ref())),
-            "principal" => self.request.map(|r| CowVal::Borrowed(r.principal.as_ref())),
+            "request" => self.request.map(|r| CowVal::Borrowed(r.cel().0.as_ref())),
+            "principal" => self.request.map(|r| CowVal::Borrowed(r.cel().1.as_ref())),
             "service" => self.service.map(|s| CowVal::Borrowed(s.val.as_ref())),
             _ => None,
         }
@@ -169,6 +207,9 @@ fn run_in(expr: &Expression, ctx: &Context<'_, '_>) -> Truth {
         Err(e) => Truth::Error(Arc::from(e.to_string())),
     }
 }
+
+/// Most memoized request-level verdicts kept; the memo starts over beyond it.
+const MEMO_ENTRIES: usize = 65_536;
 
 /// The request-level results of one request.
 #[derive(Debug, Clone)]
@@ -244,20 +285,46 @@ fn lookup<'a>(root: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_
 impl CompiledPolicies {
     /// Evaluates every request-level expression once (identical texts once in all).
     pub fn evaluate_request(&self, request: &RequestScope) -> RequestEval {
-        let vars = Vars {
-            request: Some(request),
-            service: None,
+        // A request-level expression is a pure function of the values at the paths it reads, so
+        // its verdict is memoized on them: requests that share those values (the same priority,
+        // the same tier, no residency) skip CEL entirely.
+        let keys: Vec<Vec<u8>> = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(slot, (i, is_when))| {
+                let rule = &self.rules[*i];
+                request.memo_key(slot, if *is_when { &rule.when } else { &rule.require })
+            })
+            .collect();
+        let mut slots: Vec<Option<Truth>> = {
+            let memo = self.memo.read().unwrap_or_else(|p| p.into_inner());
+            keys.iter().map(|k| memo.get(k).cloned()).collect()
         };
-        let mut ctx = Context::with_env(Arc::clone(&self.env));
-        ctx.set_variable_resolver(&vars);
-        RequestEval {
-            slots: self
-                .slots
-                .iter()
-                .map(|(i, is_when)| {
+        if slots.iter().any(Option::is_none) {
+            let vars = Vars {
+                request: Some(request),
+                service: None,
+            };
+            let mut ctx = Context::with_env(Arc::clone(&self.env));
+            ctx.set_variable_resolver(&vars);
+            let mut memo = self.memo.write().unwrap_or_else(|p| p.into_inner());
+            if memo.len() + slots.len() > MEMO_ENTRIES {
+                memo.clear();
+            }
+            for ((slot, (i, is_when)), key) in self.slots.iter().enumerate().zip(&keys) {
+                if slots[slot].is_none() {
                     let rule = &self.rules[*i];
-                    run_in(if *is_when { &rule.when } else { &rule.require }, &ctx)
-                })
+                    let truth = run_in(if *is_when { &rule.when } else { &rule.require }, &ctx);
+                    memo.insert(key.clone(), truth.clone());
+                    slots[slot] = Some(truth);
+                }
+            }
+        }
+        RequestEval {
+            slots: slots
+                .into_iter()
+                .map(|t| t.unwrap_or(Truth::Value(false)))
                 .collect(),
         }
     }

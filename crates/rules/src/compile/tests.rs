@@ -111,3 +111,42 @@ fn every_error_is_reported() {
         .unwrap_or_default();
     assert_eq!(errors.len(), 2);
 }
+
+/// Memoized request-level verdicts equal fresh evaluation, whatever the request looks like —
+/// including missing keys and keys under non-objects, whose errors differ.
+#[test]
+fn memoized_verdicts_equal_fresh_ones() {
+    use crate::eval::RequestScope;
+    use serde_json::json;
+    let rules = [
+        ("a", "has(request.context.priority) && request.context.priority == \"high\"", "true"),
+        ("b", "request.context.priority.level > 2", "true"),
+        ("c", "request.data.sensitive", "true"),
+        ("d", "size(request.context) > 1", "true"),
+        ("e", "principal.trust_level >= 2 || \"x\" in request.requirements.capabilities", "true"),
+    ];
+    let contexts = [
+        json!({}),
+        json!({"priority": "high"}),
+        json!({"priority": "low"}),
+        json!({"priority": {"level": 3}}),
+        json!({"priority": {"level": "3"}}),
+        json!({"priority": null, "x": 1}),
+        json!({"priority": 7}),
+    ];
+    let warm = compile(&set(&rules)).unwrap_or_else(|e| panic!("{e:?}"));
+    for round in 0..2 {
+        for (n, ctx) in contexts.iter().enumerate() {
+            let view = json!({
+                "context": ctx,
+                "data": {"sensitive": n % 2 == 0},
+                "requirements": {"capabilities": if n % 3 == 0 { json!(["x"]) } else { json!(["y"]) }},
+            });
+            let principal = json!({"trust_level": n % 4});
+            let cold = compile(&set(&rules)).unwrap_or_else(|e| panic!("{e:?}"));
+            let a = warm.evaluate_request(&RequestScope::new(view.clone(), principal.clone()));
+            let b = cold.evaluate_request(&RequestScope::new(view, principal));
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "round {round}, context {ctx}");
+        }
+    }
+}
