@@ -56,8 +56,8 @@ pub const UNKNOWN_QUALITY: f64 = 0.5;
 pub const U_MAX: f64 = 1.0;
 
 impl Coefficients {
-    /// The coefficients as a name → value map, for proofs.
-    pub fn as_map(&self) -> BTreeMap<String, f64> {
+    /// The coefficients as a name → value map, for proofs (static names: no allocation per key).
+    pub fn as_map(&self) -> BTreeMap<std::borrow::Cow<'static, str>, f64> {
         [
             ("alpha", self.alpha),
             ("beta", self.beta),
@@ -70,7 +70,7 @@ impl Coefficients {
             ("eta", self.eta),
         ]
         .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
+        .map(|(k, v)| (std::borrow::Cow::Borrowed(k), v))
         .collect()
     }
 

@@ -112,15 +112,16 @@ impl Out {
     }
 
     /// A map with string keys, which must be ASCII and strictly ascending.
-    fn map<'a, V: 'a>(
+    fn map<'a, K: AsRef<str> + 'a + ?Sized, V: 'a>(
         &mut self,
-        entries: impl Iterator<Item = (&'a String, V)>,
+        entries: impl Iterator<Item = (&'a K, V)>,
         mut value: impl FnMut(&mut Self, V) -> R,
     ) -> R {
         self.buf.push(b'{');
         let mut prev: Option<&str> = None;
         for (i, (k, v)) in entries.enumerate() {
-            if !k.is_ascii() || prev.is_some_and(|p| p >= k.as_str()) {
+            let k = k.as_ref();
+            if !k.is_ascii() || prev.is_some_and(|p| p >= k) {
                 return Err(Unsupported);
             }
             prev = Some(k);

@@ -369,7 +369,7 @@ pub struct Check {
 pub struct RulesProof {
     /// The value of every `request.*`, `service.*` and `principal.*` path read by the policies
     /// (`when` paths always, `require` paths where the rule applied); `null` for an absent path.
-    pub operands: BTreeMap<String, serde_json::Value>,
+    pub operands: BTreeMap<Arc<str>, serde_json::Value>,
     /// One verdict per policy, in policy order.
     pub outcomes: Vec<RuleVerdict>,
 }
@@ -384,7 +384,7 @@ pub struct RuleVerdict {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The policy.
-    pub policy_id: String,
+    pub policy_id: Arc<str>,
     /// The `require` result when it applied (false when it could not be evaluated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<bool>,
@@ -457,7 +457,7 @@ pub struct TraitsProof {
 #[serde(deny_unknown_fields)]
 pub struct OptimizeProof {
     /// The coefficients the objective used.
-    pub coefficients: BTreeMap<String, f64>,
+    pub coefficients: BTreeMap<Cow<'static, str>, f64>,
     /// Number of feasible candidates ranked.
     pub feasible: usize,
     /// Whether field vectors were supplied.

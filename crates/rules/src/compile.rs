@@ -55,7 +55,7 @@ pub(crate) struct Expression {
     /// Dotted paths rooted at `request`, `service` or `principal`, sorted and unique.
     pub paths: Vec<Vec<String>>,
     /// The same paths joined with dots, as proofs name them.
-    pub keys: Vec<String>,
+    pub keys: Vec<Arc<str>>,
     /// Whether the expression reads `service`.
     pub uses_service: bool,
     /// When it is evaluated.
@@ -66,7 +66,7 @@ pub(crate) struct Expression {
 #[derive(Debug)]
 pub struct CompiledRule {
     /// The policy id.
-    pub id: String,
+    pub id: Arc<str>,
     /// Its description.
     pub description: Option<String>,
     pub(crate) when: Expression,
@@ -134,7 +134,7 @@ pub fn compile(set: &PolicySet) -> Result<CompiledPolicies, Vec<PolicyError>> {
         );
         match (when, require) {
             (Ok(when), Ok(require)) => rules.push(CompiledRule {
-                id: p.id.clone(),
+                id: Arc::from(p.id.as_str()),
                 description: p.description.clone(),
                 when,
                 require,
@@ -319,7 +319,7 @@ fn compile_expr(
     let paths: Vec<Vec<String>> = walker.paths.into_iter().collect();
     Ok(Expression {
         program,
-        keys: paths.iter().map(|p| p.join(".")).collect(),
+        keys: paths.iter().map(|p| Arc::from(p.join("."))).collect(),
         paths,
         uses_service,
         level,

@@ -55,8 +55,7 @@ impl RequestScope {
     /// value there — or, when the path stops early, how far it got and the JSON of the last value
     /// it reached (a missing key and a key under a string fail differently). Together these
     /// determine the expression's result.
-    fn memo_key(&self, slot: usize, expr: &Expression) -> Vec<u8> {
-        let mut key = Vec::with_capacity(64);
+    fn memo_key(&self, slot: usize, expr: &Expression, key: &mut Vec<u8>) {
         key.extend_from_slice(&slot.to_le_bytes());
         for path in &expr.paths {
             let mut v = if path[0] == "principal" {
@@ -79,9 +78,8 @@ impl RequestScope {
                 key.push(b'-');
                 key.extend_from_slice(&depth.to_le_bytes());
             }
-            let _ = serde_json::to_writer(&mut key, v);
+            let _ = serde_json::to_writer(&mut *key, v);
         }
-        key
     }
 
     /// A representative request for compile-time type checks.
@@ -288,18 +286,24 @@ impl CompiledPolicies {
         // A request-level expression is a pure function of the values at the paths it reads, so
         // its verdict is memoized on them: requests that share those values (the same priority,
         // the same tier, no residency) skip CEL entirely.
-        let keys: Vec<Vec<u8>> = self
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(slot, (i, is_when))| {
-                let rule = &self.rules[*i];
-                request.memo_key(slot, if *is_when { &rule.when } else { &rule.require })
-            })
-            .collect();
+        let mut buf = Vec::with_capacity(64 * self.slots.len());
+        let mut ranges = Vec::with_capacity(self.slots.len());
+        for (slot, (i, is_when)) in self.slots.iter().enumerate() {
+            let rule = &self.rules[*i];
+            let start = buf.len();
+            request.memo_key(
+                slot,
+                if *is_when { &rule.when } else { &rule.require },
+                &mut buf,
+            );
+            ranges.push(start..buf.len());
+        }
         let mut slots: Vec<Option<Truth>> = {
             let memo = self.memo.read().unwrap_or_else(|p| p.into_inner());
-            keys.iter().map(|k| memo.get(k).cloned()).collect()
+            ranges
+                .iter()
+                .map(|r| memo.get(&buf[r.clone()]).cloned())
+                .collect()
         };
         if slots.iter().any(Option::is_none) {
             let vars = Vars {
@@ -312,11 +316,11 @@ impl CompiledPolicies {
             if memo.len() + slots.len() > MEMO_ENTRIES {
                 memo.clear();
             }
-            for ((slot, (i, is_when)), key) in self.slots.iter().enumerate().zip(&keys) {
+            for ((slot, (i, is_when)), range) in self.slots.iter().enumerate().zip(&ranges) {
                 if slots[slot].is_none() {
                     let rule = &self.rules[*i];
                     let truth = run_in(if *is_when { &rule.when } else { &rule.require }, &ctx);
-                    memo.insert(key.clone(), truth.clone());
+                    memo.insert(buf[range.clone()].to_vec(), truth.clone());
                     slots[slot] = Some(truth);
                 }
             }
@@ -477,13 +481,21 @@ impl CompiledPolicies {
         service: &ServiceScope,
         check: &RuleCheck,
     ) -> RuleOutcome {
-        let mut operands = BTreeMap::new();
-        self.collect_operands(i, request, service, check.applied, &mut operands);
+        let mut shared = BTreeMap::new();
+        self.collect_operands(i, request, service, check.applied, &mut shared);
+        let operands = shared
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         RuleOutcome {
             applied: check.applied,
             error: check.error.clone(),
             operands,
-            policy_id: self.rules.get(i).map(|r| r.id.clone()).unwrap_or_default(),
+            policy_id: self
+                .rules
+                .get(i)
+                .map(|r| r.id.to_string())
+                .unwrap_or_default(),
             result: check.result,
         }
     }
@@ -535,7 +547,7 @@ impl CompiledPolicies {
         request: &RequestScope,
         service: &ServiceScope,
         applied: bool,
-        operands: &mut BTreeMap<String, serde_json::Value>,
+        operands: &mut BTreeMap<Arc<str>, serde_json::Value>,
     ) {
         if let Some(rule) = self.rules.get(i) {
             let exprs: &[&Expression] = if applied {
@@ -545,7 +557,7 @@ impl CompiledPolicies {
             };
             for e in exprs {
                 for (path, key) in e.paths.iter().zip(&e.keys) {
-                    if operands.contains_key(key) {
+                    if operands.contains_key(key.as_ref()) {
                         continue;
                     }
                     let root = match path[0].as_str() {
@@ -556,7 +568,7 @@ impl CompiledPolicies {
                     let value = lookup(root, &path[1..])
                         .cloned()
                         .unwrap_or(serde_json::Value::Null);
-                    operands.insert(key.clone(), value);
+                    operands.insert(Arc::clone(key), value);
                 }
             }
         }

@@ -119,11 +119,19 @@ fn memoized_verdicts_equal_fresh_ones() {
     use crate::eval::RequestScope;
     use serde_json::json;
     let rules = [
-        ("a", "has(request.context.priority) && request.context.priority == \"high\"", "true"),
+        (
+            "a",
+            "has(request.context.priority) && request.context.priority == \"high\"",
+            "true",
+        ),
         ("b", "request.context.priority.level > 2", "true"),
         ("c", "request.data.sensitive", "true"),
         ("d", "size(request.context) > 1", "true"),
-        ("e", "principal.trust_level >= 2 || \"x\" in request.requirements.capabilities", "true"),
+        (
+            "e",
+            "principal.trust_level >= 2 || \"x\" in request.requirements.capabilities",
+            "true",
+        ),
     ];
     let contexts = [
         json!({}),
@@ -146,7 +154,11 @@ fn memoized_verdicts_equal_fresh_ones() {
             let cold = compile(&set(&rules)).unwrap_or_else(|e| panic!("{e:?}"));
             let a = warm.evaluate_request(&RequestScope::new(view.clone(), principal.clone()));
             let b = cold.evaluate_request(&RequestScope::new(view, principal));
-            assert_eq!(format!("{a:?}"), format!("{b:?}"), "round {round}, context {ctx}");
+            assert_eq!(
+                format!("{a:?}"),
+                format!("{b:?}"),
+                "round {round}, context {ctx}"
+            );
         }
     }
 }
