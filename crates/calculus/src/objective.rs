@@ -159,6 +159,38 @@ pub fn risk(spec: &ServiceSpec) -> f64 {
     )
 }
 
+/// The parts of a service's terms that depend on its contract alone, computed once per contract.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Statics {
+    /// Quality Q.
+    pub quality: f64,
+    /// Risk.
+    pub risk: f64,
+    /// The `latency_ms.max` bound, if declared.
+    pub latency_bound: Option<f64>,
+    /// The timeout, the latency used when nothing better is known.
+    pub timeout_ms: f64,
+}
+
+/// The contract-only parts of a service's terms.
+pub fn statics(spec: &ServiceSpec) -> Statics {
+    Statics {
+        quality: spec
+            .guarantees
+            .get("accuracy")
+            .and_then(|b| b.range())
+            .and_then(|r| r.min.or(r.max))
+            .map_or(UNKNOWN_QUALITY, unit),
+        risk: risk(spec),
+        latency_bound: spec
+            .guarantees
+            .get("latency_ms")
+            .and_then(|b| b.range())
+            .and_then(|r| r.max),
+        timeout_ms: spec.api.timeout_ms as f64,
+    }
+}
+
 /// All normalized terms of one service.
 pub fn terms(
     spec: &ServiceSpec,
@@ -167,16 +199,25 @@ pub fn terms(
     field: Option<&FieldTerms>,
     resonance: f64,
 ) -> ScoreTerms {
-    let quality = spec
-        .guarantees
-        .get("accuracy")
-        .and_then(|b| b.range())
-        .and_then(|r| r.min.or(r.max))
-        .map_or(UNKNOWN_QUALITY, unit);
+    terms_with(&statics(spec), estimated_cost, history, field, resonance)
+}
+
+/// [`terms`] from precomputed [`Statics`].
+pub fn terms_with(
+    statics: &Statics,
+    estimated_cost: f64,
+    history: Option<&ServiceHistory>,
+    field: Option<&FieldTerms>,
+    resonance: f64,
+) -> ScoreTerms {
+    let quality = statics.quality;
     let reliability = history.map_or(1.0, |h| unit(h.success_rate));
-    let lat_ms = latency_ms(spec, history);
+    let lat_ms = statics
+        .latency_bound
+        .or_else(|| history.map(|h| h.ewma_latency_ms))
+        .unwrap_or(statics.timeout_ms);
     let latency = latency_term(lat_ms);
-    let risk = risk(spec);
+    let risk = statics.risk;
     let f = field.copied().unwrap_or_default();
     ScoreTerms {
         intent: unit(f.intent),

@@ -314,7 +314,10 @@ pub(crate) fn route_inner(
 
         // Step 5 (per candidate): terms and score.
         let field_terms = field_ctx.as_mut().map(|fc| fc.terms(&spec.capabilities));
-        let terms = objective::terms(spec, cost, history, field_terms.as_ref(), resonance);
+        let terms = match ctx.services.statics(i) {
+            Some(st) => objective::terms_with(st, cost, history, field_terms.as_ref(), resonance),
+            None => objective::terms(spec, cost, history, field_terms.as_ref(), resonance),
+        };
         feasible.push(Feasible {
             index: i,
             cost,

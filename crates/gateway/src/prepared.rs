@@ -15,6 +15,7 @@ const UNMATCHED_CACHE_ENTRIES: usize = 4096;
 #[derive(Debug)]
 struct PreparedService {
     digest: String,
+    statics: caio_calculus::objective::Statics,
     scope: Arc<ServiceScope>,
     table: OnceLock<Arc<ServiceTable>>,
 }
@@ -58,6 +59,7 @@ impl PreparedServices {
                 }
                 PreparedService {
                     digest: e.digest.clone(),
+                    statics: caio_calculus::objective::statics(&e.contract.service),
                     scope,
                     table,
                 }
@@ -83,6 +85,11 @@ impl PreparedServices {
 
     pub(crate) fn scope(&self, i: usize) -> Option<&Arc<ServiceScope>> {
         self.services.get(i).map(|s| &s.scope)
+    }
+
+    /// The contract-only terms of service `i`.
+    pub(crate) fn statics(&self, i: usize) -> Option<&caio_calculus::objective::Statics> {
+        self.services.get(i).map(|s| &s.statics)
     }
 
     /// The service-only verdicts of service `i`, computed on first use.

@@ -105,7 +105,7 @@ pub struct CompiledPolicies {
     /// Whether any policy reads `principal`.
     reads_principal: bool,
     /// Request-level verdicts by the values they read (see `evaluate_request`).
-    pub(crate) memo: std::sync::RwLock<std::collections::HashMap<Vec<u8>, crate::eval::Truth>>,
+    pub(crate) memo: std::sync::RwLock<crate::eval::Memo>,
 }
 
 /// Compiles every policy of a set, reporting every error found.
@@ -204,7 +204,7 @@ pub fn compile(set: &PolicySet) -> Result<CompiledPolicies, Vec<PolicyError>> {
         slots,
         request_sections,
         reads_principal,
-        memo: std::sync::RwLock::new(std::collections::HashMap::new()),
+        memo: std::sync::RwLock::new(crate::eval::Memo::default()),
     })
 }
 

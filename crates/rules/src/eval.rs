@@ -208,6 +208,17 @@ fn run_in(expr: &Expression, ctx: &Context<'_, '_>) -> Truth {
 
 /// Most memoized request-level verdicts kept; the memo starts over beyond it.
 const MEMO_ENTRIES: usize = 65_536;
+/// Most key bytes the memo holds; it starts over beyond it.
+const MEMO_BYTES: usize = 16 * 1024 * 1024;
+/// Longest key memoized.
+const MEMO_KEY_BYTES: usize = 4096;
+
+/// Request-level verdicts by the values they read.
+#[derive(Debug, Default)]
+pub(crate) struct Memo {
+    entries: std::collections::HashMap<Vec<u8>, Truth>,
+    bytes: usize,
+}
 
 /// The request-level results of one request.
 #[derive(Debug, Clone)]
@@ -302,7 +313,7 @@ impl CompiledPolicies {
             let memo = self.memo.read().unwrap_or_else(|p| p.into_inner());
             ranges
                 .iter()
-                .map(|r| memo.get(&buf[r.clone()]).cloned())
+                .map(|r| memo.entries.get(&buf[r.clone()]).cloned())
                 .collect()
         };
         if slots.iter().any(Option::is_none) {
@@ -313,14 +324,23 @@ impl CompiledPolicies {
             let mut ctx = Context::with_env(Arc::clone(&self.env));
             ctx.set_variable_resolver(&vars);
             let mut memo = self.memo.write().unwrap_or_else(|p| p.into_inner());
-            if memo.len() + slots.len() > MEMO_ENTRIES {
-                memo.clear();
+            if memo.entries.len() + slots.len() > MEMO_ENTRIES
+                || memo.bytes + buf.len() > MEMO_BYTES
+            {
+                memo.entries.clear();
+                memo.bytes = 0;
             }
             for ((slot, (i, is_when)), range) in self.slots.iter().enumerate().zip(&ranges) {
                 if slots[slot].is_none() {
                     let rule = &self.rules[*i];
                     let truth = run_in(if *is_when { &rule.when } else { &rule.require }, &ctx);
-                    memo.insert(buf[range.clone()].to_vec(), truth.clone());
+                    // Keys over the size limit (an expression reading a large payload) are not
+                    // worth keeping: such values rarely repeat.
+                    if range.len() <= MEMO_KEY_BYTES {
+                        memo.bytes += range.len();
+                        memo.entries
+                            .insert(buf[range.clone()].to_vec(), truth.clone());
+                    }
                     slots[slot] = Some(truth);
                 }
             }
