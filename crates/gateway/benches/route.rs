@@ -188,10 +188,6 @@ pub fn principal() -> Principal {
     }
 }
 
-fn router(n: usize, p: usize) -> Router {
-    router_with(n, p, vocabulary(n))
-}
-
 fn router_with(n: usize, p: usize, vocab: usize) -> Router {
     let registry =
         MemoryRegistry::with_contracts(services(n, vocab)).unwrap_or_else(|e| panic!("{e}"));
@@ -200,10 +196,7 @@ fn router_with(n: usize, p: usize, vocab: usize) -> Router {
 }
 
 fn bench_route(c: &mut Criterion) {
-    let mut group = c.benchmark_group("route");
-    let req = request();
-    let who = principal();
-    for &(n, p) in &[
+    let typical = [
         (10, 10),
         (100, 10),
         (100, 20),
@@ -212,33 +205,29 @@ fn bench_route(c: &mut Criterion) {
         (1_000, 100),
         (10_000, 10),
         (10_000, 100),
-    ] {
-        let r = router(n, p);
-        let d = r
-            .route(&req, &who)
-            .unwrap_or_else(|e| panic!("{n}/{p}: {e}"));
-        eprintln!(
-            "route n={n} p={p}: {} index candidates, {} feasible, {} rule outcomes",
-            d.proof.matching.index_candidates,
-            d.ranking.len(),
-            d.proof.rules.outcomes.len()
-        );
-        group.bench_with_input(
-            BenchmarkId::new(format!("services={n}"), format!("policies={p}")),
-            &r,
-            |b, r| b.iter(|| black_box(r.route(black_box(&req), black_box(&who)))),
-        );
-    }
-    group.finish();
+    ];
+    route_group(c, "route", &typical, None);
+    route_group(
+        c,
+        "route_dense",
+        &[(100, 20), (10_000, 100)],
+        Some(DENSE_VOCABULARY),
+    );
+}
 
-    let mut group = c.benchmark_group("route_dense");
-    for &(n, p) in &[(100, 20), (10_000, 100)] {
-        let r = router_with(n, p, DENSE_VOCABULARY);
+/// One criterion group routing the bench request over registries of each (services, policies)
+/// size; `vocab` overrides the typical capability vocabulary.
+fn route_group(c: &mut Criterion, name: &str, sizes: &[(usize, usize)], vocab: Option<usize>) {
+    let mut group = c.benchmark_group(name);
+    let req = request();
+    let who = principal();
+    for &(n, p) in sizes {
+        let r = router_with(n, p, vocab.unwrap_or_else(|| vocabulary(n)));
         let d = r
             .route(&req, &who)
             .unwrap_or_else(|e| panic!("{n}/{p}: {e}"));
         eprintln!(
-            "route_dense n={n} p={p}: {} index candidates, {} feasible, {} rule outcomes",
+            "{name} n={n} p={p}: {} index candidates, {} feasible, {} rule outcomes",
             d.proof.matching.index_candidates,
             d.ranking.len(),
             d.proof.rules.outcomes.len()
@@ -279,7 +268,7 @@ fn bench_verify(c: &mut Criterion) {
     for &(n, p) in &[(100, 20), (1_000, 100)] {
         let contracts = services(n, vocabulary(n));
         let set = policies(p);
-        let r = router(n, p);
+        let r = router_with(n, p, vocabulary(n));
         let d = r.route(&req, &who).unwrap_or_else(|e| panic!("{e}"));
         group.bench_function(
             BenchmarkId::new(format!("services={n}"), format!("policies={p}")),

@@ -31,8 +31,8 @@ pub fn authenticate(p: &Principal) -> Result<(), Denial> {
     Ok(())
 }
 
-/// The first check a service fails, without building evidence (the hot path of routing).
-pub fn deny(principal: &Principal, spec: &ServiceSpec, sensitive: bool) -> Option<Denial> {
+/// The four security predicates: authorization, privacy, trust, tenant access.
+fn predicates(principal: &Principal, spec: &ServiceSpec, sensitive: bool) -> [bool; 4] {
     let required = &spec.security.required_permissions;
     let authorized =
         required.is_empty() || required.iter().any(|r| principal.permissions.contains(r));
@@ -44,7 +44,12 @@ pub fn deny(principal: &Principal, spec: &ServiceSpec, sensitive: bool) -> Optio
         || spec.privacy.encryption;
     let trust = principal.trust_level >= spec.security.min_trust_level;
     let access = spec.tenant == "public" || spec.tenant == principal.tenant;
-    if authorized && privacy && trust && access {
+    [authorized, privacy, trust, access]
+}
+
+/// The first check a service fails, without building evidence (the hot path of routing).
+pub fn deny(principal: &Principal, spec: &ServiceSpec, sensitive: bool) -> Option<Denial> {
+    if predicates(principal, spec, sensitive).iter().all(|ok| *ok) {
         return None;
     }
     check_service(principal, spec, sensitive).1
@@ -75,18 +80,10 @@ pub fn check_service(
     let required = &spec.security.required_permissions;
     let granted: Vec<String> = required
         .iter()
-        .filter(|r| principal.permissions.iter().any(|p| p == *r))
+        .filter(|r| principal.permissions.contains(r))
         .cloned()
         .collect();
-    let authorized = required.is_empty() || !granted.is_empty();
-    let privacy = !sensitive
-        || matches!(
-            spec.privacy.data_locality,
-            DataLocality::Local | DataLocality::OnDevice
-        )
-        || spec.privacy.encryption;
-    let trust = principal.trust_level >= spec.security.min_trust_level;
-    let access = spec.tenant == "public" || spec.tenant == principal.tenant;
+    let [authorized, privacy, trust, access] = predicates(principal, spec, sensitive);
     let denial = if !authorized {
         Some(Denial {
             reason: "unauthorized",
