@@ -26,12 +26,16 @@ edges=(
   "crates/calculus caio-registry L1 may not depend on L2"
   "crates/rules caio-security L2 crates may not depend on each other"
   "crates/sdk caio-gateway the SDK may depend on contracts and calculus only"
-  "crates/registry caio-gateway L2 may not depend on L3"
+  "crates/licensing caio-gateway L2 may not depend on L3"
+  "crates/calculus caio-licensing L1 may not depend on L2"
+  "crates/gateway caio-sdk nothing inside CAIO may depend on the SDK"
 )
 for edge in "${edges[@]}"; do
   read -r dir dep why <<<"$edge"
   copy
-  printf '%s.workspace = true\n' "$dep" >>"$scratch/ws/$dir/Cargo.toml"
+  # Insert under [dependencies] (appending could land in a [[bench]] or [[test]] table).
+  sed -i "/^\[dependencies\]/a $dep.workspace = true" "$scratch/ws/$dir/Cargo.toml"
+  grep -q "^$dep.workspace = true" "$scratch/ws/$dir/Cargo.toml" || { echo "FAIL: could not add $dep to $dir"; exit 1; }
   if out=$(deny); then
     echo "FAIL: $dir -> $dep ($why) was not rejected"; exit 1
   fi
