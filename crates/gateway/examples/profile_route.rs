@@ -1,5 +1,8 @@
-//! Routes one request many times over the bench workload, for profilers
-//! (`valgrind --tool=callgrind target/release/examples/profile_route 100 20 200`).
+//! Routes the bench workload in a loop, for profilers and quick timings:
+//! `profile_route SERVICES POLICIES ITERATIONS` (e.g. `perf record … profile_route 100 20 20000`).
+//! It prints the time per route and then prices the pieces of a decision one by one.
+//! `CAIO_PROFILE_ROUTE_ONLY=1` stops after the routing loop; `CAIO_PROFILE_SEAL_ONLY=1` times
+//! only the decision id; `CAIO_PROFILE_DUMP_CORE=1` prints one decision's canonical core.
 #![allow(clippy::print_stdout)]
 
 #[path = "../benches/route.rs"]
