@@ -155,17 +155,36 @@ impl JcsFormatter {
                 "NaN and infinities have no JSON form",
             ));
         }
-        // Integers within ±2^53 print the same in ECMAScript and in decimal: take the cheap path.
-        if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
-            if v == 0.0 {
-                return w.write_all(b"0");
-            }
-            let mut buf = itoa::Buffer::new();
-            return w.write_all(buf.format(v as i64).as_bytes());
-        }
-        let mut buf = ryu_js::Buffer::new();
-        w.write_all(buf.format_finite(v).as_bytes())
+        with_number(v, |b| w.write_all(b))
     }
+}
+
+/// Calls `f` with the RFC 8785 (ECMAScript) form of a finite number, formatted on the stack. The
+/// one place numbers are spelled, for the streaming formatter and the direct core writer alike.
+pub(crate) fn with_number<R>(v: f64, f: impl FnOnce(&[u8]) -> R) -> R {
+    // Integers within ±2^53 print the same in ECMAScript and in decimal: take the cheap path.
+    if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
+        if v == 0.0 {
+            return f(b"0");
+        }
+        let mut buf = itoa::Buffer::new();
+        return f(buf.format(v as i64).as_bytes());
+    }
+    let mut buf = ryu_js::Buffer::new();
+    f(buf.format_finite(v).as_bytes())
+}
+
+/// The `\u00XX` escape of an ASCII control character (lowercase hex, as RFC 8785 requires).
+pub(crate) fn control_escape(byte: u8) -> [u8; 6] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    [
+        b'\\',
+        b'u',
+        b'0',
+        b'0',
+        HEX[usize::from(byte >> 4)],
+        HEX[usize::from(byte & 0xf)],
+    ]
 }
 
 impl Formatter for JcsFormatter {
@@ -287,17 +306,7 @@ impl Formatter for JcsFormatter {
             CharEscape::LineFeed => b"\\n",
             CharEscape::CarriageReturn => b"\\r",
             CharEscape::Tab => b"\\t",
-            CharEscape::AsciiControl(byte) => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                return w.write_all(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(byte >> 4)],
-                    HEX[usize::from(byte & 0xf)],
-                ]);
-            }
+            CharEscape::AsciiControl(byte) => return w.write_all(&control_escape(byte)),
         };
         w.write_all(s)
     }

@@ -42,7 +42,6 @@ impl Out {
     }
 
     fn str(&mut self, s: &str) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         self.buf.push(b'"');
         let bytes = s.as_bytes();
         let mut start = 0;
@@ -61,14 +60,9 @@ impl Out {
             self.buf.extend_from_slice(&bytes[start..i]);
             match esc {
                 Some(e) => self.buf.extend_from_slice(e),
-                None => self.buf.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 0xf)],
-                ]),
+                None => self
+                    .buf
+                    .extend_from_slice(&crate::canonical::control_escape(b)),
             }
             start = i + 1;
         }
@@ -82,17 +76,7 @@ impl Out {
             self.raw(b"null");
             return Ok(());
         }
-        if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
-            if v == 0.0 {
-                self.raw(b"0");
-            } else {
-                let mut b = itoa::Buffer::new();
-                self.raw(b.format(v as i64).as_bytes());
-            }
-            return Ok(());
-        }
-        let mut b = ryu_js::Buffer::new();
-        self.raw(b.format_finite(v).as_bytes());
+        crate::canonical::with_number(v, |b| self.buf.extend_from_slice(b));
         Ok(())
     }
 
