@@ -50,6 +50,24 @@ impl MemoryRegistry {
         })
     }
 
+    /// Adds or replaces a contract; with `must_exist`, only replaces.
+    fn put(&self, contract: ServiceContract, must_exist: bool) -> Result<Change, RegistryError> {
+        let entry = Arc::new(Entry::new(contract)?);
+        self.change(|s| {
+            if must_exist && s.get(&entry.id).is_none() {
+                return Err(RegistryError::NotFound(entry.id.to_string()));
+            }
+            let mut v: Vec<_> = s
+                .entries()
+                .iter()
+                .filter(|e| e.id != entry.id)
+                .cloned()
+                .collect();
+            v.push(entry);
+            Ok(v)
+        })
+    }
+
     fn change(
         &self,
         f: impl FnOnce(&Snapshot) -> Result<Vec<Arc<Entry>>, RegistryError>,
@@ -86,34 +104,11 @@ impl Registry for MemoryRegistry {
     }
 
     fn update(&self, contract: ServiceContract) -> Result<Change, RegistryError> {
-        let entry = Arc::new(Entry::new(contract)?);
-        self.change(|s| {
-            if s.get(&entry.id).is_none() {
-                return Err(RegistryError::NotFound(entry.id.to_string()));
-            }
-            let mut v: Vec<_> = s
-                .entries()
-                .iter()
-                .filter(|e| e.id != entry.id)
-                .cloned()
-                .collect();
-            v.push(entry);
-            Ok(v)
-        })
+        self.put(contract, true)
     }
 
     fn upsert(&self, contract: ServiceContract) -> Result<Change, RegistryError> {
-        let entry = Arc::new(Entry::new(contract)?);
-        self.change(|s| {
-            let mut v: Vec<_> = s
-                .entries()
-                .iter()
-                .filter(|e| e.id != entry.id)
-                .cloned()
-                .collect();
-            v.push(entry);
-            Ok(v)
-        })
+        self.put(contract, false)
     }
 
     fn remove(&self, id: &str) -> Result<Change, RegistryError> {

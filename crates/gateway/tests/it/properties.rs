@@ -22,6 +22,30 @@ const CAPS: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
 const LANGS: [&str; 3] = ["en", "de", "fr"];
 const PERMS: [&str; 3] = ["p1", "p2", "p3"];
 
+/// Accuracy (min) and latency (max) bounds, each when given.
+fn bounds(accuracy: Option<f64>, latency_ms: Option<f64>) -> BTreeMap<String, Bound> {
+    let mut g = BTreeMap::new();
+    if let Some(a) = accuracy {
+        g.insert(
+            "accuracy".to_owned(),
+            Bound::Range(Range {
+                min: Some(a),
+                max: None,
+            }),
+        );
+    }
+    if let Some(l) = latency_ms {
+        g.insert(
+            "latency_ms".to_owned(),
+            Bound::Range(Range {
+                min: None,
+                max: Some(l),
+            }),
+        );
+    }
+    g
+}
+
 fn service(i: usize) -> impl Strategy<Value = ServiceContract> {
     (
         prop::sample::subsequence(CAPS.to_vec(), 1..=3),
@@ -55,25 +79,7 @@ fn service(i: usize) -> impl Strategy<Value = ServiceContract> {
                 trust,
                 tenant,
             )| {
-                let mut guarantees = BTreeMap::new();
-                if let Some(a) = acc {
-                    guarantees.insert(
-                        "accuracy".to_owned(),
-                        Bound::Range(Range {
-                            min: Some(a),
-                            max: None,
-                        }),
-                    );
-                }
-                if let Some(l) = lat {
-                    guarantees.insert(
-                        "latency_ms".to_owned(),
-                        Bound::Range(Range {
-                            min: None,
-                            max: Some(l),
-                        }),
-                    );
-                }
+                let mut guarantees = bounds(acc, lat);
                 guarantees.insert("determinism".to_owned(), Bound::Flag(det));
                 let mut constraints = BTreeMap::new();
                 constraints.insert(
@@ -150,25 +156,7 @@ fn request() -> impl Strategy<Value = RouteRequest> {
     )
         .prop_map(
             |(caps, acc, lat, lang, sensitive, seed, fields, priority)| {
-                let mut guarantees = BTreeMap::new();
-                if let Some(a) = acc {
-                    guarantees.insert(
-                        "accuracy".to_owned(),
-                        Bound::Range(Range {
-                            min: Some(a),
-                            max: None,
-                        }),
-                    );
-                }
-                if let Some(l) = lat {
-                    guarantees.insert(
-                        "latency_ms".to_owned(),
-                        Bound::Range(Range {
-                            min: None,
-                            max: Some(l),
-                        }),
-                    );
-                }
+                let guarantees = bounds(acc, lat);
                 let mut constraints = BTreeMap::new();
                 if let Some(l) = lang {
                     constraints.insert("language".to_owned(), Scalar::Text(l.to_owned()));
