@@ -1,0 +1,1 @@
+//! caio-api: the HTTP API.

@@ -1,0 +1,423 @@
+//! The checks a configuration must pass: the server runs them at start (production refuses to
+//! start on any failure) and `caio doctor` prints them.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::{Config, Mode};
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum CheckStatus {
+    /// Fine.
+    Pass,
+    /// The server would refuse this configuration (in production), or it cannot work.
+    Fail,
+}
+
+/// One named check with a sentence saying what was found. Details never contain secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// Short stable name (`auth.enabled`, `cors.allowed_origins`, ...).
+    pub name: &'static str,
+    /// Pass or fail.
+    pub status: CheckStatus,
+    /// What was found.
+    pub detail: String,
+}
+
+impl Check {
+    fn pass(name: &'static str, detail: impl Into<String>) -> Check {
+        Check {
+            name,
+            status: CheckStatus::Pass,
+            detail: detail.into(),
+        }
+    }
+    fn fail(name: &'static str, detail: impl Into<String>) -> Check {
+        Check {
+            name,
+            status: CheckStatus::Fail,
+            detail: detail.into(),
+        }
+    }
+    /// Fails in production; passes with a note in development.
+    fn production_only(name: &'static str, mode: Mode, detail: impl Into<String>) -> Check {
+        let detail = detail.into();
+        match mode {
+            Mode::Production => Check::fail(name, detail),
+            Mode::Development => Check::pass(name, format!("{detail} (allowed in development)")),
+        }
+    }
+    /// Whether it passed.
+    pub fn passed(&self) -> bool {
+        self.status == CheckStatus::Pass
+    }
+}
+
+/// Secrets people paste from examples; a production secret must not be one of them.
+const KNOWN_DEFAULTS: &[&str] = &[
+    "changeme",
+    "change-me",
+    "change_me",
+    "secret",
+    "password",
+    "admin",
+    "caio",
+    "test",
+    "example",
+    "default",
+    "development",
+    "dev",
+];
+
+/// Minimum length of a shared secret (admin key, HS256 secret, webhook secret).
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Why a secret is weak, if it is.
+fn weak_secret(s: &str) -> Option<String> {
+    if s.len() < MIN_SECRET_LEN {
+        return Some(format!(
+            "is {} characters long; at least {MIN_SECRET_LEN} are required",
+            s.len()
+        ));
+    }
+    let lower = s.to_ascii_lowercase();
+    if KNOWN_DEFAULTS
+        .iter()
+        .any(|d| lower.trim_matches(|c: char| !c.is_ascii_alphanumeric()) == *d)
+        || lower.contains("changeme")
+        || lower.contains("change-me")
+        || lower.contains("replace-me")
+        || lower.contains("example")
+    {
+        return Some("looks like a placeholder value".to_owned());
+    }
+    let mut distinct: Vec<char> = s.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 8 {
+        return Some(format!(
+            "uses only {} distinct characters; generate it randomly",
+            distinct.len()
+        ));
+    }
+    None
+}
+
+/// Whether `origin` is `scheme://host[:port]` with no path, query or wildcard.
+fn origin_ok(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    if scheme != "http" && scheme != "https" {
+        return false;
+    }
+    !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '*', ' ', '@'])
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
+/// Every check of a configuration that needs no I/O beyond reading small key files.
+pub fn check(config: &Config) -> Vec<Check> {
+    let mode = config.mode;
+    let mut out = vec![Check::pass("mode", mode.as_str())];
+
+    out.push(match config.listen.parse::<SocketAddr>() {
+        Ok(addr) => Check::pass("listen", addr.to_string()),
+        Err(_) => Check::fail(
+            "listen",
+            format!(
+                "`{}` is not a socket address such as 127.0.0.1:8080",
+                config.listen
+            ),
+        ),
+    });
+
+    out.push(if config.data_dir.as_os_str().is_empty() {
+        Check::fail("data_dir", "is empty")
+    } else {
+        Check::pass("data_dir", config.data_dir.display().to_string())
+    });
+
+    let auth = &config.auth;
+    out.push(if auth.enabled {
+        Check::pass("auth.enabled", "credentials are verified")
+    } else {
+        Check::production_only("auth.enabled", mode, "authentication is off")
+    });
+    let strict = auth.is_strict(mode);
+    out.push(if strict {
+        Check::pass(
+            "auth.strict",
+            "every protected endpoint requires a credential",
+        )
+    } else {
+        Check::production_only(
+            "auth.strict",
+            mode,
+            "requests without credentials act as anonymous clients",
+        )
+    });
+
+    // A strict server needs a way for someone to authenticate.
+    let keys_file = config.data_dir.join("keys.json");
+    let has_keys = std::fs::metadata(&keys_file).is_ok_and(|m| m.len() > 2);
+    let sources = [
+        auth.bootstrap_admin_key
+            .is_some()
+            .then_some("bootstrap admin key"),
+        auth.jwt.configured().then_some("JWT keys"),
+        has_keys.then_some("stored API keys"),
+    ];
+    let sources: Vec<&str> = sources.into_iter().flatten().collect();
+    out.push(if !auth.enabled || !sources.is_empty() {
+        Check::pass(
+            "auth.credentials",
+            if sources.is_empty() {
+                "none needed".to_owned()
+            } else {
+                sources.join(", ")
+            },
+        )
+    } else if mode == Mode::Development {
+        Check::pass(
+            "auth.credentials",
+            "an admin key will be generated and printed once at start",
+        )
+    } else {
+        Check::fail(
+            "auth.credentials",
+            "CAIO_AUTH_STRICT needs a credential source: set CAIO_BOOTSTRAP_ADMIN_KEY or JWT keys",
+        )
+    });
+
+    if let Some(key) = &auth.bootstrap_admin_key {
+        out.push(match weak_secret(key.expose()) {
+            None => Check::pass("auth.bootstrap_admin_key", "set, strong"),
+            Some(why) if key.expose().len() < MIN_SECRET_LEN => {
+                Check::fail("auth.bootstrap_admin_key", why)
+            }
+            Some(why) => Check::production_only("auth.bootstrap_admin_key", mode, why),
+        });
+    }
+    if let Some(secret) = &auth.jwt.hs256_secret {
+        out.push(match weak_secret(secret.expose()) {
+            None => Check::pass("auth.jwt.hs256_secret", "set, strong"),
+            Some(why) if secret.expose().len() < MIN_SECRET_LEN => {
+                Check::fail("auth.jwt.hs256_secret", why)
+            }
+            Some(why) => Check::production_only("auth.jwt.hs256_secret", mode, why),
+        });
+    }
+    for file in &auth.jwt.eddsa_public_key_files {
+        out.push(check_pem(file));
+    }
+
+    let cors = &config.cors.allowed_origins;
+    let bad: Vec<&String> = cors
+        .iter()
+        .filter(|o| o.as_str() != "*" && !origin_ok(o))
+        .collect();
+    out.push(if cors.iter().any(|o| o == "*") {
+        Check::production_only("cors.allowed_origins", mode, "allows any origin (`*`)")
+    } else if !bad.is_empty() {
+        Check::fail(
+            "cors.allowed_origins",
+            format!(
+                "not an origin (scheme://host[:port]): {}",
+                bad.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    } else if cors.is_empty() {
+        Check::pass("cors.allowed_origins", "no cross-origin access")
+    } else {
+        Check::pass("cors.allowed_origins", cors.join(", "))
+    });
+
+    let limits = &config.limits;
+    out.push(if (1024..=64 * 1024 * 1024).contains(&limits.body_bytes) {
+        Check::pass("limits.body_bytes", limits.body_bytes.to_string())
+    } else {
+        Check::fail(
+            "limits.body_bytes",
+            format!("{} is outside 1024..=67108864 bytes", limits.body_bytes),
+        )
+    });
+    out.push(if (1..=600_000).contains(&limits.request_timeout_ms) {
+        Check::pass(
+            "limits.request_timeout_ms",
+            limits.request_timeout_ms.to_string(),
+        )
+    } else {
+        Check::fail(
+            "limits.request_timeout_ms",
+            format!("{} is outside 1..=600000 ms", limits.request_timeout_ms),
+        )
+    });
+
+    let rl = &config.rate_limit;
+    out.push(if !rl.enabled {
+        Check::production_only("rate_limit", mode, "rate limiting is off")
+    } else if !(rl.per_second.is_finite() && rl.per_second > 0.0) || rl.burst == 0 {
+        Check::fail(
+            "rate_limit",
+            format!(
+                "per_second must be a positive number and burst at least 1 (got {} and {})",
+                rl.per_second, rl.burst
+            ),
+        )
+    } else {
+        Check::pass(
+            "rate_limit",
+            format!("{}/s, burst {}", rl.per_second, rl.burst),
+        )
+    });
+
+    let wh = &config.webhooks;
+    out.push(if wh.signature_required {
+        Check::pass(
+            "webhooks.signature_required",
+            "unsigned webhook calls are refused",
+        )
+    } else {
+        Check::production_only(
+            "webhooks.signature_required",
+            mode,
+            "CAIO_WEBHOOK_SIGNATURE_REQUIRED is off: unsigned webhook calls are accepted",
+        )
+    });
+    out.push(if (1..=3600).contains(&wh.replay_window_s) {
+        Check::pass("webhooks.replay_window_s", wh.replay_window_s.to_string())
+    } else {
+        Check::fail(
+            "webhooks.replay_window_s",
+            format!("{} is outside 1..=3600 s", wh.replay_window_s),
+        )
+    });
+    let weak: Vec<&str> = wh
+        .secrets
+        .iter()
+        .filter(|(_, s)| s.expose().len() < MIN_SECRET_LEN)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    if !wh.secrets.is_empty() {
+        out.push(if weak.is_empty() {
+            Check::pass(
+                "webhooks.secrets",
+                format!("{} provisioned", wh.secrets.len()),
+            )
+        } else {
+            Check::fail(
+                "webhooks.secrets",
+                format!(
+                    "shorter than {MIN_SECRET_LEN} bytes for: {}",
+                    weak.join(", ")
+                ),
+            )
+        });
+    }
+
+    let redis = &config.redis;
+    out.push(match (&redis.url, redis.required) {
+        (None, true) => Check::fail(
+            "redis",
+            "CAIO_REDIS_REQUIRED is set but CAIO_REDIS_URL is not",
+        ),
+        (None, false) => Check::pass("redis", "not used (embedded default)"),
+        (Some(url), _) => {
+            let u = url.expose();
+            if u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("unix://") {
+                Check::pass("redis", "URL set")
+            } else {
+                Check::fail(
+                    "redis",
+                    "CAIO_REDIS_URL must start with redis://, rediss:// or unix://",
+                )
+            }
+        }
+    });
+
+    out.push(if config.shutdown_grace_s <= 3600 {
+        Check::pass("shutdown_grace_s", config.shutdown_grace_s.to_string())
+    } else {
+        Check::fail(
+            "shutdown_grace_s",
+            format!("{} is more than an hour", config.shutdown_grace_s),
+        )
+    });
+    out
+}
+
+fn check_pem(file: &Path) -> Check {
+    match std::fs::read_to_string(file) {
+        Ok(text) if text.contains("-----BEGIN PUBLIC KEY-----") => Check::pass(
+            "auth.jwt.eddsa_public_key_files",
+            file.display().to_string(),
+        ),
+        Ok(_) => Check::fail(
+            "auth.jwt.eddsa_public_key_files",
+            format!("{}: not a PEM public key", file.display()),
+        ),
+        Err(e) => Check::fail(
+            "auth.jwt.eddsa_public_key_files",
+            format!("{}: {e}", file.display()),
+        ),
+    }
+}
+
+/// Checks that need the outside world: the data directory is writable and Redis (when
+/// configured) answers PING within two seconds.
+pub fn check_connections(config: &Config) -> Vec<Check> {
+    let mut out = Vec::new();
+    out.push(match writable(&config.data_dir) {
+        Ok(()) => Check::pass("data_dir.writable", config.data_dir.display().to_string()),
+        Err(e) => Check::fail(
+            "data_dir.writable",
+            format!("{}: {e}", config.data_dir.display()),
+        ),
+    });
+    if let Some(url) = &config.redis.url {
+        out.push(match ping_redis(url.expose()) {
+            Ok(latency) => Check::pass(
+                "redis.reachable",
+                format!("PONG in {:.1} ms", latency.as_secs_f64() * 1000.0),
+            ),
+            Err(e) => Check::fail("redis.reachable", e),
+        });
+    }
+    out
+}
+
+fn writable(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".caio-doctor-{}", std::process::id()));
+    std::fs::write(&probe, b"ok")?;
+    std::fs::remove_file(&probe)
+}
+
+fn ping_redis(url: &str) -> Result<Duration, String> {
+    // The error strings of the redis crate can contain the URL (and its password): say only
+    // what kind of failure it was.
+    let client = redis::Client::open(url).map_err(|e| format!("invalid URL ({:?})", e.kind()))?;
+    let start = Instant::now();
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .map_err(|e| format!("cannot connect ({:?})", e.kind()))?;
+    let pong: String = redis::cmd("PING")
+        .query(&mut conn)
+        .map_err(|e| format!("PING failed ({:?})", e.kind()))?;
+    if pong != "PONG" {
+        return Err("PING did not answer PONG".to_owned());
+    }
+    Ok(start.elapsed())
+}

@@ -1,0 +1,187 @@
+//! `CAIO_*` environment overrides: one table, applied after the file.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::{Config, ConfigError, LogFormat, Mode, Secret, TraceBackend, TraceDurability};
+
+/// One environment variable the server reads.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvVar {
+    /// Variable name.
+    pub name: &'static str,
+    /// The `caio.yaml` field it overrides.
+    pub field: &'static str,
+    /// Whether its value is a secret (never printed).
+    pub secret: bool,
+}
+
+const fn var(name: &'static str, field: &'static str) -> EnvVar {
+    EnvVar {
+        name,
+        field,
+        secret: false,
+    }
+}
+
+const fn secret(name: &'static str, field: &'static str) -> EnvVar {
+    EnvVar {
+        name,
+        field,
+        secret: true,
+    }
+}
+
+/// Every variable, in the order docs/configuration.md lists them. `CAIO_CONFIG` names the file.
+pub const ENV_VARS: &[EnvVar] = &[
+    var("CAIO_MODE", "mode"),
+    var("CAIO_LISTEN", "listen"),
+    var("CAIO_DATA_DIR", "data_dir"),
+    var("CAIO_SERVICES_DIR", "services_dir"),
+    var("CAIO_POLICIES_FILE", "policies_file"),
+    var("CAIO_AUTH_ENABLED", "auth.enabled"),
+    var("CAIO_AUTH_STRICT", "auth.strict"),
+    secret("CAIO_BOOTSTRAP_ADMIN_KEY", "auth.bootstrap_admin_key"),
+    secret("CAIO_JWT_HS256_SECRET", "auth.jwt.hs256_secret"),
+    var(
+        "CAIO_JWT_EDDSA_PUBLIC_KEY_FILES",
+        "auth.jwt.eddsa_public_key_files",
+    ),
+    var("CAIO_JWT_ISSUER", "auth.jwt.issuer"),
+    var("CAIO_JWT_AUDIENCE", "auth.jwt.audience"),
+    var("CAIO_JWT_LEEWAY_S", "auth.jwt.leeway_s"),
+    var("CAIO_CORS_ALLOWED_ORIGINS", "cors.allowed_origins"),
+    var("CAIO_MAX_BODY_BYTES", "limits.body_bytes"),
+    var("CAIO_REQUEST_TIMEOUT_MS", "limits.request_timeout_ms"),
+    var("CAIO_RATE_LIMIT_ENABLED", "rate_limit.enabled"),
+    var("CAIO_RATE_LIMIT_PER_SECOND", "rate_limit.per_second"),
+    var("CAIO_RATE_LIMIT_BURST", "rate_limit.burst"),
+    var("CAIO_TRACE_BACKEND", "traces.backend"),
+    var("CAIO_TRACE_DURABILITY", "traces.durability"),
+    var(
+        "CAIO_WEBHOOK_SIGNATURE_REQUIRED",
+        "webhooks.signature_required",
+    ),
+    var("CAIO_WEBHOOK_REPLAY_WINDOW_S", "webhooks.replay_window_s"),
+    secret("CAIO_REDIS_URL", "redis.url"),
+    var("CAIO_REDIS_REQUIRED", "redis.required"),
+    var("CAIO_LOG", "log.level"),
+    var("CAIO_LOG_FORMAT", "log.format"),
+    var("CAIO_ACCESS_LOG", "log.access"),
+    var("CAIO_SHUTDOWN_GRACE_S", "shutdown_grace_s"),
+];
+
+fn parse<T: FromStr>(name: &str, value: &str, expected: &str) -> Result<T, ConfigError> {
+    value.trim().parse().map_err(|_| ConfigError::Env {
+        var: name.to_owned(),
+        message: format!("expected {expected}"),
+    })
+}
+
+fn boolean(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::Env {
+            var: name.to_owned(),
+            message: "expected true or false".to_owned(),
+        }),
+    }
+}
+
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn choice<T: serde::de::DeserializeOwned>(
+    name: &str,
+    value: &str,
+    allowed: &str,
+) -> Result<T, ConfigError> {
+    serde_json::from_value(serde_json::Value::String(value.trim().to_ascii_lowercase())).map_err(
+        |_| ConfigError::Env {
+            var: name.to_owned(),
+            message: format!("expected one of {allowed}"),
+        },
+    )
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    let v = value.trim();
+    (!v.is_empty()).then(|| v.to_owned())
+}
+
+/// Applies every variable `env` knows to `config`.
+pub(crate) fn apply(
+    config: &mut Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for v in ENV_VARS {
+        let Some(value) = env(v.name) else { continue };
+        let n = v.name;
+        match n {
+            "CAIO_MODE" => {
+                config.mode = Mode::from_str(&value).map_err(|m| ConfigError::Env {
+                    var: n.to_owned(),
+                    message: m,
+                })?
+            }
+            "CAIO_LISTEN" => config.listen = value.trim().to_owned(),
+            "CAIO_DATA_DIR" => config.data_dir = PathBuf::from(value.trim()),
+            "CAIO_SERVICES_DIR" => config.services_dir = non_empty(&value).map(PathBuf::from),
+            "CAIO_POLICIES_FILE" => config.policies_file = non_empty(&value).map(PathBuf::from),
+            "CAIO_AUTH_ENABLED" => config.auth.enabled = boolean(n, &value)?,
+            "CAIO_AUTH_STRICT" => config.auth.strict = Some(boolean(n, &value)?),
+            "CAIO_BOOTSTRAP_ADMIN_KEY" => {
+                config.auth.bootstrap_admin_key = non_empty(&value).map(Secret::new)
+            }
+            "CAIO_JWT_HS256_SECRET" => {
+                config.auth.jwt.hs256_secret = non_empty(&value).map(Secret::new)
+            }
+            "CAIO_JWT_EDDSA_PUBLIC_KEY_FILES" => {
+                config.auth.jwt.eddsa_public_key_files =
+                    list(&value).into_iter().map(PathBuf::from).collect()
+            }
+            "CAIO_JWT_ISSUER" => config.auth.jwt.issuer = non_empty(&value),
+            "CAIO_JWT_AUDIENCE" => config.auth.jwt.audience = non_empty(&value),
+            "CAIO_JWT_LEEWAY_S" => config.auth.jwt.leeway_s = parse(n, &value, "seconds")?,
+            "CAIO_CORS_ALLOWED_ORIGINS" => config.cors.allowed_origins = list(&value),
+            "CAIO_MAX_BODY_BYTES" => config.limits.body_bytes = parse(n, &value, "bytes")?,
+            "CAIO_REQUEST_TIMEOUT_MS" => {
+                config.limits.request_timeout_ms = parse(n, &value, "milliseconds")?
+            }
+            "CAIO_RATE_LIMIT_ENABLED" => config.rate_limit.enabled = boolean(n, &value)?,
+            "CAIO_RATE_LIMIT_PER_SECOND" => {
+                config.rate_limit.per_second = parse(n, &value, "a number of requests")?
+            }
+            "CAIO_RATE_LIMIT_BURST" => {
+                config.rate_limit.burst = parse(n, &value, "a whole number of requests")?
+            }
+            "CAIO_TRACE_BACKEND" => {
+                config.traces.backend = choice::<TraceBackend>(n, &value, "file, memory")?
+            }
+            "CAIO_TRACE_DURABILITY" => {
+                config.traces.durability = choice::<TraceDurability>(n, &value, "buffered, fsync")?
+            }
+            "CAIO_WEBHOOK_SIGNATURE_REQUIRED" => {
+                config.webhooks.signature_required = boolean(n, &value)?
+            }
+            "CAIO_WEBHOOK_REPLAY_WINDOW_S" => {
+                config.webhooks.replay_window_s = parse(n, &value, "seconds")?
+            }
+            "CAIO_REDIS_URL" => config.redis.url = non_empty(&value).map(Secret::new),
+            "CAIO_REDIS_REQUIRED" => config.redis.required = boolean(n, &value)?,
+            "CAIO_LOG" => config.log.level = value.trim().to_owned(),
+            "CAIO_LOG_FORMAT" => config.log.format = choice::<LogFormat>(n, &value, "json, text")?,
+            "CAIO_ACCESS_LOG" => config.log.access = boolean(n, &value)?,
+            "CAIO_SHUTDOWN_GRACE_S" => config.shutdown_grace_s = parse(n, &value, "seconds")?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
