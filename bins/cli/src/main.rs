@@ -3,7 +3,9 @@
 //! Exit codes: 0 ok; 1 the answer is no (no route, invalid input, failed verification); 2 usage.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod doctor;
 mod output;
+mod smoke;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -65,6 +67,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a server configuration (an environment file) the way caio-server would.
+    Doctor {
+        /// Environment file (KEY=VALUE lines, dotenv syntax) holding the CAIO_* variables.
+        #[arg(long)]
+        env_file: PathBuf,
+        /// Mode to check for (overrides CAIO_MODE in the file).
+        #[arg(long)]
+        mode: Option<caio_config::Mode>,
+        /// Also check that the data directory is writable and Redis (when set) answers.
+        #[arg(long)]
+        check_connections: bool,
+    },
+    /// The authentication matrix against running servers: every protected endpoint must answer
+    /// 401 without a token and something else with it; /health/ready must answer 200.
+    Smoke {
+        /// Server base URL (repeat for several environments, each followed by its --token).
+        #[arg(long = "url", required = true)]
+        urls: Vec<String>,
+        /// Bearer token for the --url at the same position.
+        #[arg(long = "token", required = true)]
+        tokens: Vec<String>,
+    },
 }
 
 /// What a command concluded.
@@ -114,6 +138,12 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             principal.as_deref(),
             json,
         ),
+        Command::Doctor {
+            env_file,
+            mode,
+            check_connections,
+        } => doctor::run(&mut out, &env_file, mode, check_connections),
+        Command::Smoke { urls, tokens } => smoke::run(&mut out, &urls, &tokens),
         Command::Verify {
             decision,
             services,

@@ -1,85 +1,95 @@
-//! `caio-server`: CAIO over HTTP.
-//!
-//! This build loads and checks what the server would serve — the contracts of `--services` and
-//! the policy set of `--policies` — and reports the registry and policy versions it would start
-//! with. The HTTP API (DESIGN.md §5) arrives with the server issue; until then the binary refuses
-//! to pretend it is serving and exits with code 2 unless `--check` was asked for.
+//! `caio-server`: CAIO over HTTP. Parses arguments, loads the configuration (`caio.yaml`, then
+//! `CAIO_*` variables, then these flags), and runs caio-api until SIGTERM/SIGINT.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use caio_gateway::loader;
-use caio_registry::Registry;
 use clap::Parser;
 
-/// CAIO server.
+/// CAIO server. With no configuration it runs the embedded default: memory registry, file traces
+/// under ./data, development mode.
 #[derive(Debug, Parser)]
 #[command(name = "caio-server", version, about)]
 struct Args {
-    /// Configuration file (caio.yaml).
+    /// Configuration file (caio.yaml); also CAIO_CONFIG.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Address to listen on.
-    #[arg(long, env = "CAIO_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: String,
-    /// Data directory (trace log, signing key).
-    #[arg(long, env = "CAIO_DATA_DIR", default_value = "./data")]
-    data_dir: PathBuf,
-    /// Directory of service contracts to preload.
+    /// Address to listen on (overrides CAIO_LISTEN and the file).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory (overrides CAIO_DATA_DIR and the file).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Directory of service contracts to register at start.
     #[arg(long)]
     services: Option<PathBuf>,
-    /// Policy set to preload.
+    /// Policy set to activate at start.
     #[arg(long)]
     policies: Option<PathBuf>,
-    /// Load and check the preload, print what would be served, and exit.
+    /// Check the configuration and the preload the way the server would, print the result, exit.
     #[arg(long)]
     check: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(code) => code,
+    let env = |k: &str| std::env::var(k).ok();
+    let mut config = match caio_config::load(args.config.as_deref(), &env) {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("caio-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(s) = args.services {
+        config.services_dir = Some(s);
+    }
+    if let Some(p) = args.policies {
+        config.policies_file = Some(p);
+    }
+    if args.check {
+        let checks = caio_config::check(&config);
+        for c in &checks {
+            println!(
+                "{:<4} {:<32} {}",
+                if c.passed() { "PASS" } else { "FAIL" },
+                c.name,
+                c.detail
+            );
+        }
+        return if checks.iter().all(|c| c.passed()) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
+    if let Err(e) = caio_api::init_logging(&config) {
+        eprintln!("caio-server: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("caio-worker")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("caio-server: starting the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(caio_api::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("caio-server: {e:#}");
             ExitCode::from(1)
         }
     }
-}
-
-fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let contracts = match &args.services {
-        Some(dir) => loader::load_services_dir(dir)?,
-        None => Vec::new(),
-    };
-    let compiled = match &args.policies {
-        Some(p) => loader::load_policies(p)?.1,
-        None => caio_rules_empty()?,
-    };
-    let registry = Arc::new(caio_registry::MemoryRegistry::with_contracts(contracts)?);
-    let snapshot = registry.snapshot();
-    println!(
-        "registry {} ({} services)",
-        snapshot.version(),
-        snapshot.len()
-    );
-    println!(
-        "policies {} ({} rules)",
-        compiled.version,
-        compiled.rules.len()
-    );
-    if args.check {
-        return Ok(ExitCode::SUCCESS);
-    }
-    eprintln!(
-        "caio-server: this build has no HTTP API yet (it arrives with the server issue); use `caio route` for offline routing, or --check to validate the preload"
-    );
-    Ok(ExitCode::from(2))
-}
-
-fn caio_rules_empty() -> anyhow::Result<caio_gateway::CompiledPolicies> {
-    caio_gateway::compile_policy_set(&Default::default())
-        .map_err(|e| anyhow::anyhow!("compiling the empty policy set: {e}"))
 }

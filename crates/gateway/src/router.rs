@@ -39,10 +39,19 @@ impl std::fmt::Debug for Router {
 impl Router {
     /// A router over `registry` applying `policies`.
     pub fn new(registry: Arc<dyn Registry>, policies: CompiledPolicies) -> Router {
+        Router::with_shared_policies(registry, Arc::new(policies))
+    }
+
+    /// A router applying a policy set other routers share (one compiled set, one memo, for
+    /// several registry views).
+    pub fn with_shared_policies(
+        registry: Arc<dyn Registry>,
+        policies: Arc<CompiledPolicies>,
+    ) -> Router {
         let prepared = PreparedServices::build(&registry.snapshot(), &policies, None);
         Router {
             registry,
-            policies: ArcSwap::from_pointee(policies),
+            policies: ArcSwap::new(policies),
             history: ArcSwap::from_pointee(History::new()),
             prepared: ArcSwap::from_pointee(prepared),
             prepare_lock: Mutex::new(()),
@@ -62,6 +71,11 @@ impl Router {
     /// Replaces the policy set; requests already routing keep the one they loaded.
     pub fn set_policies(&self, policies: CompiledPolicies) {
         self.policies.store(Arc::new(policies));
+    }
+
+    /// Replaces the policy set with one other routers share.
+    pub fn set_shared_policies(&self, policies: Arc<CompiledPolicies>) {
+        self.policies.store(policies);
     }
 
     /// Replaces the observed history.

@@ -7,11 +7,19 @@
 //! Evaluation fails closed: a `when` that cannot be evaluated applies, a `require` that cannot be
 //! evaluated is violated, and the outcome records why together with the value of every
 //! `request.*`, `service.*` and `principal.*` path the rule reads.
+//!
+//! [`store`] keeps the policy sets an operator submits as content-addressed versions with an
+//! activation history, diff and rollback, in memory or in a directory.
 
 mod compile;
 mod eval;
+pub mod store;
 mod value;
 
 pub use compile::{CompiledPolicies, CompiledRule, PolicyError, compile};
 pub use eval::{RequestEval, RequestScope, RuleCheck, ServiceScope, ServiceTable, Truth};
+pub use store::{
+    ChangedRule, FilePolicyStore, MemoryPolicyStore, PolicyAction, PolicyActivation, PolicyDiff,
+    PolicyStore, PolicyStoreError, PolicyVersion, diff,
+};
 pub use value::json_to_cel;

@@ -4,10 +4,37 @@
 //! ([`DecisionCore`](caio_contracts::decision::DecisionCore): request digest, registry and policy
 //! versions, principal, the choice, the proofs, the composed guarantees), so the same inputs give
 //! the same id and any edit to the core of a recorded decision is detected without the contracts.
-//! The Merkle log, signed tree heads and trace stores join this crate with the server (issue 3).
+//!
+//! The stores the server writes to live here too: [`store`] (every routing decision, hash-chained,
+//! in memory or in a JSON Lines file with an in-memory index) and [`audit`] (every change to
+//! services, policies and keys). Both take the time as an argument (unix milliseconds) so tests
+//! are deterministic; [`now_ms`] is the clock for callers. docs/reference/stores.md describes the
+//! files.
 
 use caio_contracts::canonical::{self, CanonicalError};
 use caio_contracts::decision::Decision;
+
+pub mod audit;
+mod chain;
+mod error;
+pub mod store;
+
+pub use audit::{
+    AuditEntry, AuditEvent, AuditLog, AuditPage, AuditQuery, FileAuditLog, MemoryAuditLog,
+    verify_audit_log,
+};
+pub use error::StoreError;
+pub use store::{
+    ChainHead, Durability, FileTraceStore, MemoryTraceStore, OpenReport, Outcome, StoredTrace,
+    TracePage, TraceQuery, TraceRecord, TraceStore, TraceSummary, verify_log,
+};
+
+/// The current time in unix milliseconds (0 before 1970, saturating far in the future).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// The id a decision should carry: `sha256:<hex>` of its canonical core.
 pub fn decision_id(d: &Decision) -> Result<String, CanonicalError> {

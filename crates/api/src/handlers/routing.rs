@@ -1,0 +1,246 @@
+//! `/api/v1/route` (decide, persist the trace, answer) and `/api/v1/discover` (what would be
+//! feasible, without deciding or recording).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use caio_contracts as parse;
+use caio_contracts::canonical;
+use caio_contracts::decision::{Rejection, Step};
+use caio_contracts::request::RouteRequest;
+use caio_gateway::RouteError;
+use caio_security::Action;
+use caio_trace::{Outcome, TraceRecord};
+use serde_json::json;
+
+use crate::auth::{Caller, require};
+use crate::error::{ApiError, ApiResult};
+use crate::extract;
+use crate::metrics::{OutcomeLabels, PolicyLabels, RejectionLabels};
+use crate::state::AppState;
+
+fn outcome(state: &AppState, outcome: &'static str) {
+    state
+        .metrics
+        .decisions
+        .get_or_create(&OutcomeLabels { outcome })
+        .inc();
+}
+
+/// Counts rejections by (step, reason) and policy violations by policy id.
+fn count_rejections<'a>(state: &AppState, rejected: impl Iterator<Item = &'a Rejection>) {
+    let mut by_reason: HashMap<(Step, &str), u64> = HashMap::new();
+    let mut by_policy: HashMap<&str, u64> = HashMap::new();
+    for r in rejected {
+        *by_reason.entry((r.step, &r.reason)).or_default() += 1;
+        if r.step == Step::Rules
+            && let Some(id) = r
+                .detail
+                .strip_prefix("policy `")
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(id, _)| id)
+        {
+            *by_policy.entry(id).or_default() += 1;
+        }
+    }
+    for ((step, reason), n) in by_reason {
+        state
+            .metrics
+            .rejections
+            .get_or_create(&RejectionLabels {
+                step: step.as_str().to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc_by(n);
+    }
+    for (policy, n) in by_policy {
+        state
+            .metrics
+            .policy_violations
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_owned(),
+            })
+            .inc_by(n);
+    }
+}
+
+async fn read_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<RouteRequest> {
+    let text = extract::text(headers, body, state.config.limits.body_bytes).await?;
+    parse::parse_request("body", &text.text, text.format).map_err(|r| {
+        outcome(state, "invalid");
+        ApiError::invalid("INVALID_REQUEST", &r)
+    })
+}
+
+fn rfc3339(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+async fn persist(state: &AppState, record: TraceRecord) -> ApiResult<()> {
+    // A record the store would refuse must not fail the batch it would join.
+    record
+        .validate()
+        .map_err(|e| ApiError::internal("recording a decision", e))?;
+    let started = Instant::now();
+    let r = state.traces.append(record).await;
+    state
+        .metrics
+        .stage("persist", started.elapsed().as_secs_f64());
+    r.map(|_| ()).map_err(|e| {
+        outcome(state, "error");
+        tracing::error!(error = %e, "trace not persisted; decision withheld");
+        ApiError::new(
+            "UNAVAILABLE",
+            "the decision could not be recorded, so it is not returned; retry later",
+        )
+    })
+}
+
+/// POST /api/v1/route
+pub async fn route(
+    State(state): State<Arc<AppState>>,
+    Extension(Caller(caller)): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    require(&state, &caller, Action::Route)?;
+    let started = Instant::now();
+    let request = read_request(&state, &headers, body).await?;
+    let parsed = Instant::now();
+    state
+        .metrics
+        .stage("parse", (parsed - started).as_secs_f64());
+    let router = state.routers.for_tenant(&caller.principal.tenant);
+    let result = router.route(&request, &caller.principal);
+    let routed = Instant::now();
+    state
+        .metrics
+        .stage("pipeline", (routed - parsed).as_secs_f64());
+    let now = caio_trace::now_ms();
+    match result {
+        Ok(mut decision) => {
+            decision.recorded_at = Some(rfc3339(now));
+            count_rejections(&state, decision.rejected.iter());
+            let body = Bytes::from(
+                serde_json::to_vec(&decision)
+                    .map_err(|e| ApiError::internal("encoding a decision", e))?,
+            );
+            state
+                .metrics
+                .stage("encode", routed.elapsed().as_secs_f64());
+            let id = decision.decision_id.clone();
+            persist(
+                &state,
+                TraceRecord {
+                    decision_id: id.clone(),
+                    recorded_at_ms: now,
+                    tenant: caller.principal.tenant.clone(),
+                    principal_id: caller.principal.id.clone(),
+                    service_id: Some(decision.service_id.to_string()),
+                    outcome: Outcome::Routed,
+                    body: body.clone(),
+                },
+            )
+            .await?;
+            outcome(&state, "routed");
+            let mut resp = (StatusCode::OK, body).into_response();
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                h.insert("x-caio-decision-id", v);
+            }
+            Ok(resp)
+        }
+        Err(RouteError::NoMatchingService(no)) => {
+            count_rejections(&state, no.rejected.iter());
+            let err = RouteError::NoMatchingService(no);
+            let mut body = err.to_body();
+            // A no-route outcome is recorded too, under the digest of what it says (request,
+            // versions, principal, rejections): the same request gives the same id.
+            let core = json!({
+                "details": body["error"]["details"],
+                "principal": caller.principal,
+            });
+            let id = canonical::digest(&core)
+                .map_err(|e| ApiError::internal("hashing a no-route outcome", e))?;
+            body["error"]["details"]["trace_id"] = json!(id);
+            body["error"]["details"]["recorded_at"] = json!(rfc3339(now));
+            let message = body["error"]["message"]
+                .as_str()
+                .unwrap_or("no service satisfies the request")
+                .to_owned();
+            let bytes = Bytes::from(body.to_string());
+            persist(
+                &state,
+                TraceRecord {
+                    decision_id: id,
+                    recorded_at_ms: now,
+                    tenant: caller.principal.tenant.clone(),
+                    principal_id: caller.principal.id.clone(),
+                    service_id: None,
+                    outcome: Outcome::NoRoute,
+                    body: bytes,
+                },
+            )
+            .await?;
+            outcome(&state, "no_route");
+            Err(ApiError::new("NO_MATCHING_SERVICE", message)
+                .with_details(body["error"]["details"].clone()))
+        }
+        Err(e @ RouteError::Internal(_)) => {
+            outcome(&state, "error");
+            Err(ApiError::internal("routing", e))
+        }
+    }
+}
+
+/// POST /api/v1/discover: the feasible services for a request, best first, with their score
+/// terms, and why every other visible service is out. Nothing is recorded.
+pub async fn discover(
+    State(state): State<Arc<AppState>>,
+    Extension(Caller(caller)): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    require(&state, &caller, Action::Discover)?;
+    let request = read_request(&state, &headers, body).await?;
+    let router = state.routers.for_tenant(&caller.principal.tenant);
+    match router.route(&request, &caller.principal) {
+        Ok(d) => Ok(axum::Json(json!({
+            "candidates": d.ranking,
+            "rejected": d.rejected,
+            "registry_version": d.registry_version,
+            "policy_version": d.policy_version,
+        }))
+        .into_response()),
+        Err(RouteError::NoMatchingService(no)) => Ok(axum::Json(json!({
+            "candidates": [],
+            "rejected": no.rejected,
+            "registry_version": no.registry_version,
+            "policy_version": no.policy_version,
+        }))
+        .into_response()),
+        Err(e @ RouteError::Internal(_)) => Err(ApiError::internal("routing", e)),
+    }
+}

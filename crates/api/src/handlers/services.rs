@@ -1,0 +1,409 @@
+//! `/api/v1/services`: register, list, get, update, delete, rotate the webhook secret.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use caio_contracts as parse;
+use caio_contracts::ServiceContract;
+use caio_contracts::canonical;
+use caio_registry::RegistryError;
+use caio_security::{Action, Identity, Role};
+use caio_trace::AuditEvent;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{Caller, require};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{self, P, Q};
+use crate::frame::RequestId;
+use crate::state::AppState;
+use crate::tenancy::visible;
+
+/// Whether `caller` may see a service of `tenant` (admins see every tenant).
+pub fn can_see(caller: &Identity, tenant: &str) -> bool {
+    caller.role == Role::Admin || visible(tenant, &caller.principal.tenant)
+}
+
+fn parse_contract(text: &extract::Text) -> ApiResult<ServiceContract> {
+    parse::parse_contract("body", &text.text, text.format)
+        .map_err(|r| ApiError::invalid("INVALID_CONTRACT", &r))
+}
+
+/// Checks that `caller` may write `contract`: role, own service id, tenant.
+fn may_write(state: &AppState, caller: &Identity, contract: &ServiceContract) -> ApiResult<()> {
+    require(state, caller, Action::ServicesWrite)?;
+    let id = &contract.service.id;
+    if !caller.may_write_service(id) {
+        return Err(
+            ApiError::forbidden("write this service").with_details(json!({
+                "service_id": id,
+                "reason": "a service credential may only register and update its own service id",
+            })),
+        );
+    }
+    if caller.role != Role::Admin
+        && contract.service.tenant != caller.principal.tenant
+        && !(contract.service.tenant == "public" && caller.principal.tenant == "public")
+    {
+        return Err(
+            ApiError::forbidden("register services for another tenant").with_details(json!({
+                "service_tenant": contract.service.tenant,
+                "caller_tenant": caller.principal.tenant,
+            })),
+        );
+    }
+    Ok(())
+}
+
+fn digest(c: &ServiceContract) -> ApiResult<String> {
+    canonical::digest(c).map_err(|e| ApiError::internal("hashing a contract", e))
+}
+
+/// Appends to the audit log off the async workers (the file log fsyncs every entry).
+pub(crate) async fn audit(
+    state: &AppState,
+    caller: &Identity,
+    request_id: &RequestId,
+    action: &str,
+    target: &str,
+    before: Option<String>,
+    after: Option<String>,
+) -> ApiResult<()> {
+    let log = Arc::clone(&state.audit);
+    let event = AuditEvent {
+        at_ms: caio_trace::now_ms(),
+        actor: caller.subject.clone(),
+        actor_role: caller.role.as_str().to_owned(),
+        tenant: caller.principal.tenant.clone(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        before,
+        after,
+        request_id: Some(request_id.0.to_string()),
+    };
+    tokio::task::spawn_blocking(move || log.append(event))
+        .await
+        .map_err(|e| ApiError::internal("writing the audit log", e))?
+        .map(|_| ())
+        .map_err(|e| ApiError::internal("writing the audit log", e))
+}
+
+fn registry_error(e: RegistryError) -> ApiError {
+    match e {
+        RegistryError::AlreadyExists(id) => ApiError::new(
+            "SERVICE_EXISTS",
+            format!("service `{id}` is already registered; PUT /api/v1/services/{id} updates it"),
+        ),
+        RegistryError::NotFound(id) => ApiError::service_not_found(&id),
+        e @ RegistryError::Canonical(..) => ApiError::internal("registering a service", e),
+    }
+}
+
+fn summary(state: &AppState, c: &ServiceContract, digest: &str) -> Value {
+    let status = state
+        .status
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&c.service.id)
+        .cloned();
+    json!({
+        "id": c.service.id,
+        "name": c.service.name,
+        "version": c.service.version,
+        "tenant": c.service.tenant,
+        "capabilities": c.service.capabilities,
+        "digest": digest,
+        "status": status.as_ref().map_or("unknown", |s| s.status.as_str()),
+        "last_event_ms": status.map(|s| s.last_event_ms),
+    })
+}
+
+/// POST /api/v1/services
+pub async fn register(
+    State(state): State<Arc<AppState>>,
+    Extension(Caller(caller)): Extension<Caller>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    require(&state, &caller, Action::ServicesWrite)?;
+    let text = extract::text(&headers, body, state.config.limits.body_bytes).await?;
+    let contract = parse_contract(&text)?;
+    may_write(&state, &caller, &contract)?;
+    let id = contract.service.id.clone();
+    let digest = digest(&contract)?;
+    // Ids are global: a clash with another tenant's service is a 409 that does not say whose.
+    let change = state
+        .registry()
+        .register(contract)
+        .map_err(registry_error)?;
+    state
+        .metrics
+        .services
+        .set(state.registry().snapshot().len() as i64);
+    let secret = match state.secrets.get(&id) {
+        Some(_) => None,
+        None => {
+            let s = crate::secrets::generate().map_err(|e| ApiError::internal("randomness", e))?;
+            state
+                .secrets
+                .set(&id, &s)
+                .map_err(|e| ApiError::internal("storing the webhook secret", e))?;
+            Some(s)
+        }
+    };
+    audit(
+        &state,
+        &caller,
+        &rid,
+        "service.register",
+        &id,
+        None,
+        Some(digest.clone()),
+    )
+    .await?;
+    let mut body = json!({
+        "service_id": id,
+        "digest": digest,
+        "registry_version": change.version,
+        "previous_registry_version": change.previous_version,
+    });
+    if let Some(s) = secret {
+        body["webhook_secret"] = Value::String(s);
+        body["webhook_secret_note"] =
+            Value::String("shown once: sign webhook calls with it (docs/reference/api.md)".into());
+    }
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// Filters of GET /api/v1/services.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    capability: Option<String>,
+    tenant: Option<String>,
+    status: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+    /// The last id of the previous page.
+    #[serde(default)]
+    after: Option<String>,
+}
+
+/// GET /api/v1/services
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(Caller(caller)): Extension<Caller>,
+    Q(q): Q<ListQuery>,
+) -> ApiResult<Response> {
+    require(&state, &caller, Action::ServicesRead)?;
+    if let Some(s) = &q.status
+        && !["healthy", "degraded", "down", "unknown"].contains(&s.as_str())
+    {
+        return Err(ApiError::new(
+            "INVALID_QUERY",
+            format!("status `{s}` is not one of healthy, degraded, down, unknown"),
+        ));
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let snapshot = state.registry().snapshot();
+    let mut items = Vec::new();
+    let mut more = false;
+    for e in snapshot.entries() {
+        let c = &e.contract;
+        if !can_see(&caller, &c.service.tenant) {
+            continue;
+        }
+        if q.after.as_deref().is_some_and(|a| *e.id <= *a) {
+            continue;
+        }
+        if q.tenant.as_deref().is_some_and(|t| c.service.tenant != t) {
+            continue;
+        }
+        if q.capability
+            .as_deref()
+            .is_some_and(|cap| !c.service.capabilities.iter().any(|x| x == cap))
+        {
+            continue;
+        }
+        let item = summary(&state, c, &e.digest);
+        if q.status
+            .as_deref()
+            .is_some_and(|s| item["status"].as_str() != Some(s))
+        {
+            continue;
+        }
+        if items.len() == limit {
+            more = true;
+            break;
+        }
+        items.push(item);
+    }
+    let next = if more {
+        items
+            .last()
+            .and_then(|i| i["id"].as_str())
+            .map(str::to_owned)
+    } else {
+        None
+    };
+    Ok(axum::Json(json!({
+        "registry_version": snapshot.version(),
+        "items": items,
+        "next_after": next,
+    }))
+    .into_response())
+}
+
+/// GET /api/v1/services/{id}
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Extension(Caller(caller)): Extension<Caller>,
+    P(id): P<String>,
+) -> ApiResult<Response> {
+    require(&state, &caller, Action::ServicesRead)?;
+    let snapshot = state.registry().snapshot();
+    let entry = snapshot
+        .get(&id)
+        .filter(|e| can_see(&caller, &e.contract.service.tenant))
+        .ok_or_else(|| ApiError::service_not_found(&id))?;
+    let mut body = summary(&state, &entry.contract, &entry.digest);
+    body["contract"] = serde_json::to_value(&*entry.contract)
+        .map_err(|e| ApiError::internal("encoding a contract", e))?;
+    Ok(axum::Json(body).into_response())
+}
+
+/// PUT /api/v1/services/{id}
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    Extension(Caller(caller)): Extension<Caller>,
+    Extension(rid): Extension<RequestId>,
+    P(id): P<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    require(&state, &caller, Action::ServicesWrite)?;
+    let text = extract::text(&headers, body, state.config.limits.body_bytes).await?;
+    let contract = parse_contract(&text)?;
+    if contract.service.id != id {
+        return Err(ApiError::new(
+            "ID_MISMATCH",
+            format!(
+                "the path names `{id}` but the contract's service.id is `{}`",
+                contract.service.id
+            ),
+        ));
+    }
+    let before = {
+        let snapshot = state.registry().snapshot();
+        let e = snapshot
+            .get(&id)
+            .filter(|e| can_see(&caller, &e.contract.service.tenant))
+            .ok_or_else(|| ApiError::service_not_found(&id))?;
+        // Moving a service to another tenant is a write to both: check the old tenant too.
+        may_write(&state, &caller, &e.contract)?;
+        e.digest.clone()
+    };
+    may_write(&state, &caller, &contract)?;
+    let after = digest(&contract)?;
+    let change = state.registry().update(contract).map_err(registry_error)?;
+    audit(
+        &state,
+        &caller,
+        &rid,
+        "service.update",
+        &id,
+        Some(before),
+        Some(after.clone()),
+    )
+    .await?;
+    Ok(axum::Json(json!({
+        "service_id": id,
+        "digest": after,
+        "registry_version": change.version,
+        "previous_registry_version": change.previous_version,
+    }))
+    .into_response())
+}
+
+/// DELETE /api/v1/services/{id}
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Extension(Caller(caller)): Extension<Caller>,
+    Extension(rid): Extension<RequestId>,
+    P(id): P<String>,
+) -> ApiResult<Response> {
+    require(&state, &caller, Action::ServicesWrite)?;
+    let before = {
+        let snapshot = state.registry().snapshot();
+        let e = snapshot
+            .get(&id)
+            .filter(|e| can_see(&caller, &e.contract.service.tenant))
+            .ok_or_else(|| ApiError::service_not_found(&id))?;
+        may_write(&state, &caller, &e.contract)?;
+        e.digest.clone()
+    };
+    state.registry().remove(&id).map_err(registry_error)?;
+    state
+        .metrics
+        .services
+        .set(state.registry().snapshot().len() as i64);
+    state
+        .secrets
+        .remove(&id)
+        .map_err(|e| ApiError::internal("removing the webhook secret", e))?;
+    state
+        .status
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&id);
+    audit(
+        &state,
+        &caller,
+        &rid,
+        "service.delete",
+        &id,
+        Some(before),
+        None,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// POST /api/v1/services/{id}/webhook-secret: a new secret, shown once.
+pub async fn rotate_secret(
+    State(state): State<Arc<AppState>>,
+    Extension(Caller(caller)): Extension<Caller>,
+    Extension(rid): Extension<RequestId>,
+    P(id): P<String>,
+) -> ApiResult<Response> {
+    require(&state, &caller, Action::ServicesWrite)?;
+    {
+        let snapshot = state.registry().snapshot();
+        let e = snapshot
+            .get(&id)
+            .filter(|e| can_see(&caller, &e.contract.service.tenant))
+            .ok_or_else(|| ApiError::service_not_found(&id))?;
+        may_write(&state, &caller, &e.contract)?;
+    }
+    let s = crate::secrets::generate().map_err(|e| ApiError::internal("randomness", e))?;
+    state
+        .secrets
+        .set(&id, &s)
+        .map_err(|e| ApiError::internal("storing the webhook secret", e))?;
+    audit(
+        &state,
+        &caller,
+        &rid,
+        "service.webhook_secret",
+        &id,
+        None,
+        None,
+    )
+    .await?;
+    Ok(axum::Json(json!({ "service_id": id, "webhook_secret": s })).into_response())
+}

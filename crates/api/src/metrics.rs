@@ -1,0 +1,246 @@
+//! Prometheus metrics (prometheus-client): request counts and latency, routing latency per stage,
+//! decisions by outcome, rejections by step and reason, authentication failures, authorization
+//! denials, rate-limited requests and trace persistence.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Latency buckets in seconds: 50 µs to 5 s.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Labels of an HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The matched route template (`/api/v1/services/{id}`), or `unmatched`.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels of a timed routing stage.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// `authenticate`, `parse`, `pipeline`, `encode`, `persist`.
+    pub stage: &'static str,
+}
+
+/// A label with one value.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// The outcome.
+    pub outcome: &'static str,
+}
+
+/// Rejections by pipeline step and reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectionLabels {
+    /// Pipeline step.
+    pub step: String,
+    /// Reason code.
+    pub reason: String,
+}
+
+/// A failure reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Stable reason code.
+    pub reason: &'static str,
+}
+
+/// An authorization action.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// What was denied.
+    pub action: &'static str,
+}
+
+/// Every metric the server exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route, method and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request latency by route.
+    pub request_seconds: Family<RouteLabel, Histogram>,
+    /// Routing latency by stage.
+    pub route_stage_seconds: Family<StageLabels, Histogram>,
+    /// Route requests by outcome (`routed`, `no_route`, `invalid`, `error`).
+    pub decisions: Family<OutcomeLabels, Counter>,
+    /// Services removed from consideration, by step and reason.
+    pub rejections: Family<RejectionLabels, Counter>,
+    /// Policy rules that removed a service.
+    pub policy_violations: Family<PolicyLabels, Counter>,
+    /// Authentication failures by reason.
+    pub authn_failures: Family<ReasonLabels, Counter>,
+    /// Authorization denials by action.
+    pub authz_denials: Family<ActionLabels, Counter>,
+    /// Requests refused by the rate limit.
+    pub rate_limited: Counter,
+    /// Webhook calls refused, by reason.
+    pub webhook_rejections: Family<ReasonLabels, Counter>,
+    /// Traces written.
+    pub traces_persisted: Counter,
+    /// Records per trace-store write (group commit).
+    pub trace_batch_size: Histogram,
+    /// Requests being served.
+    pub in_flight: Gauge,
+    /// Services registered.
+    pub services: Gauge,
+}
+
+/// A route template label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// The matched route template.
+    pub route: String,
+}
+
+/// A policy id label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// The policy id.
+    pub policy: String,
+}
+
+impl Metrics {
+    /// Registers every metric under the `caio` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("caio");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_seconds =
+            Family::<RouteLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        let route_stage_seconds =
+            Family::<StageLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        let decisions = Family::<OutcomeLabels, Counter>::default();
+        let rejections = Family::<RejectionLabels, Counter>::default();
+        let policy_violations = Family::<PolicyLabels, Counter>::default();
+        let authn_failures = Family::<ReasonLabels, Counter>::default();
+        let authz_denials = Family::<ActionLabels, Counter>::default();
+        let rate_limited = Counter::default();
+        let webhook_rejections = Family::<ReasonLabels, Counter>::default();
+        let traces_persisted = Counter::default();
+        let trace_batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
+        let in_flight = Gauge::default();
+        let services = Gauge::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route template, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route template",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "route_stage_duration_seconds",
+            "POST /api/v1/route latency by stage (authenticate, parse, pipeline, encode, persist)",
+            route_stage_seconds.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Route requests by outcome (routed, no_route, invalid, error)",
+            decisions.clone(),
+        );
+        registry.register(
+            "rejections",
+            "Services removed from a decision, by pipeline step and reason",
+            rejections.clone(),
+        );
+        registry.register(
+            "policy_violations",
+            "Services removed by a policy rule, by policy id",
+            policy_violations.clone(),
+        );
+        registry.register(
+            "authn_failures",
+            "Authentication failures by reason",
+            authn_failures.clone(),
+        );
+        registry.register(
+            "authz_denials",
+            "Requests refused by role, by action",
+            authz_denials.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused by the per-principal rate limit",
+            rate_limited.clone(),
+        );
+        registry.register(
+            "webhook_rejections",
+            "Webhook calls refused, by reason",
+            webhook_rejections.clone(),
+        );
+        registry.register(
+            "traces_persisted",
+            "Decision traces written to the trace store",
+            traces_persisted.clone(),
+        );
+        registry.register(
+            "trace_batch_records",
+            "Records per trace-store write (group commit)",
+            trace_batch_size.clone(),
+        );
+        registry.register(
+            "http_requests_in_flight",
+            "Requests being served",
+            in_flight.clone(),
+        );
+        registry.register(
+            "registered_services",
+            "Services in the registry",
+            services.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            route_stage_seconds,
+            decisions,
+            rejections,
+            policy_violations,
+            authn_failures,
+            authz_denials,
+            rate_limited,
+            webhook_rejections,
+            traces_persisted,
+            trace_batch_size,
+            in_flight,
+            services,
+        }
+    }
+
+    /// Records the time one routing stage took.
+    pub fn stage(&self, stage: &'static str, seconds: f64) {
+        self.route_stage_seconds
+            .get_or_create(&StageLabels { stage })
+            .observe(seconds);
+    }
+
+    /// The exposition text (OpenMetrics, which Prometheus reads).
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}

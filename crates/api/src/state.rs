@@ -1,0 +1,346 @@
+//! The server's state and how it is built from a [`Config`]: stores, authentication, routing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use anyhow::{Context, anyhow, bail};
+use caio_config::{Config, Mode, TraceBackend, TraceDurability};
+use caio_gateway::loader;
+use caio_registry::{MemoryRegistry, Registry};
+use caio_rules::{FilePolicyStore, MemoryPolicyStore, PolicyStore};
+use caio_security::{
+    BootstrapKey, FileKeyStore, JwtConfig, JwtVerifier, KeyStore, MemoryKeyStore,
+    MemoryRateLimiter, RateLimit, RateLimiter, ReplayGuard,
+};
+use caio_trace::{
+    AuditLog, Durability, FileAuditLog, FileTraceStore, MemoryAuditLog, MemoryTraceStore,
+    TraceStore,
+};
+use serde::Serialize;
+
+use crate::auth::Authenticator;
+use crate::metrics::Metrics;
+use crate::secrets::{FileSecretStore, SecretStore};
+use crate::tenancy::TenantRouters;
+use crate::tracelog::TraceWriter;
+
+/// Health a service reported through its webhook.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    /// `healthy`, `degraded` or `down`.
+    pub status: String,
+    /// When the last event arrived (unix ms).
+    pub last_event_ms: u64,
+    /// The event's own detail, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Build facts for `/api/v1/version`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildInfo {
+    /// Package version.
+    pub version: &'static str,
+    /// Git commit the binary was built from.
+    pub git_commit: &'static str,
+    /// Build date (UTC).
+    pub build_date: &'static str,
+}
+
+/// The build facts of this binary.
+pub const BUILD: BuildInfo = BuildInfo {
+    version: env!("CARGO_PKG_VERSION"),
+    git_commit: env!("CAIO_GIT_COMMIT"),
+    build_date: env!("CAIO_BUILD_DATE"),
+};
+
+/// Everything handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    /// The configuration the server started with.
+    pub config: Config,
+    /// Routing per tenant over the shared registry.
+    pub routers: TenantRouters,
+    /// Versioned policy sets.
+    pub policies: Arc<dyn PolicyStore>,
+    /// Serializes policy changes (validate, store, activate).
+    pub policy_lock: tokio::sync::Mutex<()>,
+    /// Credentials.
+    pub auth: Authenticator,
+    /// Stored API keys.
+    pub keys: Arc<dyn KeyStore>,
+    /// Decision traces (group commit).
+    pub traces: TraceWriter,
+    /// Changes to services, policies and keys.
+    pub audit: Arc<dyn AuditLog>,
+    /// Per-principal limit.
+    pub rate: Option<Arc<dyn RateLimiter>>,
+    /// Webhook secrets.
+    pub secrets: Arc<dyn SecretStore>,
+    /// Webhook signatures seen within the replay window.
+    pub replay: ReplayGuard,
+    /// What services last reported through their webhooks.
+    pub status: RwLock<HashMap<String, ServiceStatus>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Set when shutdown began: readiness turns 503.
+    pub draining: AtomicBool,
+    /// Process start.
+    pub started: Instant,
+}
+
+/// What an operator should know once the server is built.
+#[derive(Debug, Default)]
+pub struct StartReport {
+    /// A generated admin key (development mode without one configured): print it once.
+    pub generated_admin_key: Option<String>,
+    /// Services preloaded from `services_dir`.
+    pub preloaded_services: usize,
+    /// The active policy version.
+    pub policy_version: String,
+    /// Trace records found in the store.
+    pub trace_records: u64,
+    /// Bytes of a torn last trace record cut off at open.
+    pub trace_truncated_bytes: u64,
+}
+
+/// The five stores, file-backed or in memory.
+type Stores = (
+    Arc<dyn TraceStore>,
+    Arc<dyn AuditLog>,
+    Arc<dyn PolicyStore>,
+    Arc<dyn KeyStore>,
+    Arc<dyn SecretStore>,
+);
+
+fn keys_config(config: &Config) -> anyhow::Result<Option<JwtVerifier>> {
+    let jwt = &config.auth.jwt;
+    if !jwt.configured() {
+        return Ok(None);
+    }
+    let mut eddsa_keys = Vec::new();
+    for file in &jwt.eddsa_public_key_files {
+        let pem = std::fs::read_to_string(file)
+            .with_context(|| format!("reading JWT public key {}", file.display()))?;
+        let key = caio_security::parse_eddsa_public_key_pem(&pem)
+            .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+        eddsa_keys.push(key);
+    }
+    let verifier = JwtVerifier::new(JwtConfig {
+        hs256_secret: jwt
+            .hs256_secret
+            .as_ref()
+            .map(|s| s.expose().as_bytes().to_vec()),
+        eddsa_keys,
+        issuer: jwt.issuer.clone(),
+        audience: jwt.audience.clone(),
+        leeway_s: jwt.leeway_s,
+    })
+    .map_err(|e| anyhow!("JWT configuration: {e}"))?;
+    Ok(Some(verifier))
+}
+
+impl AppState {
+    /// Builds the state: refuses a production configuration that fails a check, opens the stores
+    /// under the data directory, preloads services and policies.
+    pub fn build(config: Config) -> anyhow::Result<(Arc<AppState>, StartReport)> {
+        let failures: Vec<String> = caio_config::check(&config)
+            .into_iter()
+            .filter(|c| !c.passed())
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        if !failures.is_empty() {
+            bail!(
+                "the configuration is not usable ({} problem{}):\n  {}",
+                failures.len(),
+                if failures.len() == 1 { "" } else { "s" },
+                failures.join("\n  ")
+            );
+        }
+        if config.redis.required {
+            // The Redis backends arrive with the cluster issue; refusing beats pretending.
+            bail!("redis.required: this build has no Redis backend yet; unset CAIO_REDIS_REQUIRED");
+        }
+        let mut report = StartReport::default();
+        let metrics = Arc::new(Metrics::new());
+        let data = config.data_dir.clone();
+        let file_backed = config.traces.backend == TraceBackend::File;
+        if file_backed {
+            std::fs::create_dir_all(&data)
+                .with_context(|| format!("creating the data directory {}", data.display()))?;
+        }
+
+        // Stores: files under the data directory, or memory.
+        let (traces, audit, policies, keys, secrets): Stores = {
+            let fixed: BTreeMap<String, String> = config
+                .webhooks
+                .secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                .collect();
+            if file_backed {
+                let durability = match config.traces.durability {
+                    TraceDurability::Buffered => Durability::Buffered,
+                    TraceDurability::Fsync => Durability::Fsync,
+                };
+                let (t, open) = FileTraceStore::open(&data.join("traces"), durability)
+                    .context("opening the trace store")?;
+                report.trace_records = open.records;
+                report.trace_truncated_bytes = open.truncated_bytes;
+                (
+                    Arc::new(t),
+                    Arc::new(
+                        FileAuditLog::open(&data.join("audit")).context("opening the audit log")?,
+                    ),
+                    Arc::new(
+                        FilePolicyStore::open(&data.join("policies"))
+                            .context("opening the policy store")?,
+                    ),
+                    Arc::new(
+                        FileKeyStore::open(data.join("keys.json"))
+                            .context("opening the key store")?,
+                    ),
+                    Arc::new(
+                        FileSecretStore::open(&data.join("webhook-secrets.json"), fixed)
+                            .map_err(|e| anyhow!("opening the webhook secrets: {e}"))?,
+                    ),
+                )
+            } else {
+                (
+                    Arc::new(MemoryTraceStore::new()),
+                    Arc::new(MemoryAuditLog::new()),
+                    Arc::new(MemoryPolicyStore::new()),
+                    Arc::new(MemoryKeyStore::new()),
+                    Arc::new(FileSecretStore::memory(fixed)),
+                )
+            }
+        };
+
+        // Registry, preloaded.
+        let contracts = match &config.services_dir {
+            Some(dir) => loader::load_services_dir(dir)
+                .map_err(|e| anyhow!("loading services from {}: {e}", dir.display()))?,
+            None => Vec::new(),
+        };
+        report.preloaded_services = contracts.len();
+        let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::with_contracts(contracts)?);
+        metrics.services.set(registry.snapshot().len() as i64);
+
+        // Policies: the file (when given and different from the active version) becomes a new
+        // version; otherwise the store's active version; otherwise the empty set.
+        let now = caio_trace::now_ms();
+        if let Some(file) = &config.policies_file {
+            let (set, compiled) = loader::load_policies(file)
+                .map_err(|e| anyhow!("loading policies from {}: {e}", file.display()))?;
+            let active = policies
+                .active()
+                .map_err(|e| anyhow!("policy store: {e}"))?;
+            if active.as_ref().map(|(v, _)| v.version.as_str()) != Some(compiled.version.as_str()) {
+                policies
+                    .put(
+                        &set,
+                        "startup",
+                        now,
+                        Some(format!("loaded from {}", file.display())),
+                    )
+                    .map_err(|e| anyhow!("storing policies from {}: {e}", file.display()))?;
+            }
+        }
+        let compiled = match policies
+            .active()
+            .map_err(|e| anyhow!("policy store: {e}"))?
+        {
+            Some((_, set)) => caio_rules::compile(&set).map_err(|errs| {
+                anyhow!(
+                    "the active policy version no longer compiles: {}",
+                    errs.iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })?,
+            None => caio_rules::compile(&Default::default())
+                .map_err(|_| anyhow!("the empty policy set does not compile"))?,
+        };
+        report.policy_version = compiled.version.clone();
+        let routers = TenantRouters::new(registry, compiled);
+
+        // Authentication.
+        let mut bootstrap = match &config.auth.bootstrap_admin_key {
+            Some(k) => Some(
+                BootstrapKey::from_plaintext(k.expose())
+                    .map_err(|e| anyhow!("CAIO_BOOTSTRAP_ADMIN_KEY: {e}"))?,
+            ),
+            None => None,
+        };
+        let jwt = keys_config(&config)?;
+        let has_stored_admin = keys
+            .list()
+            .map(|l| {
+                l.iter()
+                    .any(|k| k.role == caio_security::Role::Admin && k.revoked_at_ms.is_none())
+            })
+            .unwrap_or(false);
+        if config.auth.enabled
+            && bootstrap.is_none()
+            && jwt.is_none()
+            && !has_stored_admin
+            && config.mode == Mode::Development
+        {
+            let key = format!(
+                "caio_dev_{}",
+                crate::secrets::generate().map_err(|e| anyhow!(e))?
+            );
+            bootstrap = Some(
+                BootstrapKey::from_plaintext(&key).map_err(|e| anyhow!("generated key: {e}"))?,
+            );
+            report.generated_admin_key = Some(key);
+        }
+        let auth = Authenticator {
+            enabled: config.auth.enabled,
+            strict: config.auth.is_strict(config.mode),
+            bootstrap,
+            jwt,
+            keys: Arc::clone(&keys),
+        };
+
+        let rate: Option<Arc<dyn RateLimiter>> = if config.rate_limit.enabled {
+            Some(Arc::new(
+                MemoryRateLimiter::new(RateLimit {
+                    per_second: config.rate_limit.per_second,
+                    burst: config.rate_limit.burst,
+                })
+                .map_err(|e| anyhow!("rate_limit: {e}"))?,
+            ))
+        } else {
+            None
+        };
+        let writer = TraceWriter::start(traces, Arc::clone(&metrics))
+            .context("starting the trace writer")?;
+        let state = AppState {
+            replay: ReplayGuard::new(config.webhooks.replay_window_s),
+            config,
+            routers,
+            policies,
+            policy_lock: tokio::sync::Mutex::new(()),
+            auth,
+            keys,
+            traces: writer,
+            audit,
+            rate,
+            secrets,
+            status: RwLock::new(HashMap::new()),
+            metrics,
+            draining: AtomicBool::new(false),
+            started: Instant::now(),
+        };
+        Ok((Arc::new(state), report))
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<dyn Registry> {
+        self.routers.registry()
+    }
+}

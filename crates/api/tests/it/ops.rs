@@ -1,0 +1,311 @@
+//! Operations endpoints and the request frame: health, readiness, metrics, version, OpenAPI,
+//! dependencies, CORS, body limit, rate limit, request ids, unknown routes.
+
+use std::collections::BTreeSet;
+
+use caio_api::error::ERROR_CODES;
+use caio_api::openapi::ENDPOINTS;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn health_ready_version_dependencies() {
+    let s = Server::start().await;
+    let r = s.call(Method::GET, "/health", None, Body::None).await;
+    assert_eq!(r.json["status"], "ok");
+    let r = s.call(Method::GET, "/health/ready", None, Body::None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = s
+        .call(Method::GET, "/api/v1/version", None, Body::None)
+        .await;
+    assert_eq!(r.json["version"], env!("CARGO_PKG_VERSION"));
+    assert!(r.json["git_commit"].is_string() && r.json["build_date"].is_string());
+    let r = s.get("/api/v1/runtime/dependencies", ADMIN_KEY).await;
+    assert_eq!(r.json["status"], "ok", "{}", r.text);
+    let deps = r.json["dependencies"].as_array().unwrap();
+    let names: BTreeSet<&str> = deps.iter().map(|d| d["name"].as_str().unwrap()).collect();
+    for n in [
+        "trace_store",
+        "audit_log",
+        "policy_store",
+        "key_store",
+        "data_dir",
+        "redis",
+    ] {
+        assert!(names.contains(n), "{n} missing");
+    }
+    let redis = deps.iter().find(|d| d["name"] == "redis").unwrap();
+    assert_eq!(redis["state"], "not_configured");
+    assert!(
+        deps.iter()
+            .all(|d| d["latency_ms"].is_number() && d["required"].is_boolean())
+    );
+}
+
+#[tokio::test]
+async fn readiness_turns_503_while_draining() {
+    let s = Server::start().await;
+    s.state
+        .draining
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = s.call(Method::GET, "/health/ready", None, Body::None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.json["reasons"][0].as_str().unwrap().contains("draining"));
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let s = Server::start().await;
+    let key = s.client_key("acme", &["classify"], 2).await;
+    s.post("/api/v1/route", &key, request("sentiment-de.yaml"))
+        .await;
+    s.post("/api/v1/route", &key, request("impossible.yaml"))
+        .await;
+    s.get("/api/v1/services", "bogus-token-that-is-not-any-key-at-all")
+        .await;
+    s.get("/api/v1/keys", &key).await;
+    let m = s.call(Method::GET, "/metrics", None, Body::None).await;
+    let t = &m.text;
+    for needle in [
+        "caio_decisions_total{outcome=\"routed\"} 1",
+        "caio_decisions_total{outcome=\"no_route\"} 1",
+        "caio_authn_failures_total{reason=\"invalid_key\"} 1",
+        "caio_authz_denials_total{action=\"keys.manage\"} 1",
+        "caio_route_stage_duration_seconds_count{stage=\"pipeline\"} 2",
+        "caio_route_stage_duration_seconds_count{stage=\"persist\"} 2",
+        "caio_traces_persisted_total 2",
+        "caio_http_requests_total{route=\"/api/v1/route\",method=\"POST\",status=\"200\"} 1",
+        "caio_rejections_total{step=\"match\"",
+    ] {
+        assert!(t.contains(needle), "{needle} missing from\n{t}");
+    }
+    // A policy that removes every service shows up by its id.
+    let deny = "policies:\n  - id: deny-all\n    when: \"true\"\n    require: \"false\"\n";
+    let r = s
+        .yaml(Method::PUT, "/api/v1/policies", ADMIN_KEY, deny)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    s.post("/api/v1/route", &key, request("sentiment-de.yaml"))
+        .await;
+    let m = s.call(Method::GET, "/metrics", None, Body::None).await;
+    assert!(
+        m.text
+            .contains("caio_policy_violations_total{policy=\"deny-all\"}"),
+        "{}",
+        m.text
+    );
+}
+
+#[tokio::test]
+async fn openapi_covers_every_endpoint_and_error_code() {
+    let s = Server::start().await;
+    let doc = s
+        .call(Method::GET, "/openapi.json", None, Body::None)
+        .await
+        .json;
+    assert_eq!(doc["openapi"], "3.1.0");
+    for e in ENDPOINTS {
+        let op = &doc["paths"][e.path][e.method];
+        assert!(op.is_object(), "{} {} missing", e.method, e.path);
+        assert_eq!(op["security"].as_array().unwrap().is_empty(), !e.auth);
+    }
+    let codes: Vec<&str> =
+        doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+    assert_eq!(codes.len(), ERROR_CODES.len());
+    // Every $ref resolves.
+    fn refs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(o) => {
+                if let Some(serde_json::Value::String(r)) = o.get("$ref") {
+                    out.push(r.clone());
+                }
+                o.values().for_each(|x| refs(x, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{r}"));
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{r} dangles"
+        );
+    }
+    // And the reference doc lists every code.
+    let api_md = std::fs::read_to_string(fixtures().join("../docs/reference/api.md")).unwrap();
+    for (code, _, _) in ERROR_CODES {
+        assert!(api_md.contains(code), "docs/reference/api.md lacks {code}");
+    }
+    for e in ENDPOINTS {
+        assert!(
+            api_md.contains(e.path),
+            "docs/reference/api.md lacks {}",
+            e.path
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_json_errors() {
+    let s = Server::start().await;
+    let r = s.get("/api/v1/nothing-here", ADMIN_KEY).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.code(), "NOT_FOUND");
+    let r = s
+        .call(Method::PATCH, "/api/v1/route", Some(ADMIN_KEY), Body::None)
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.code(), "METHOD_NOT_ALLOWED");
+}
+
+#[tokio::test]
+async fn body_limit_is_413_with_the_error_body() {
+    let s = Server::start_with(|c| c.limits.body_bytes = 4096).await;
+    let big =
+        json!({"requirements": {"capabilities": ["x"]}, "payload": {"text": "a".repeat(10_000)}});
+    let r = s.post("/api/v1/route", ADMIN_KEY, big).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.code(), "PAYLOAD_TOO_LARGE");
+    assert_eq!(r.json["error"]["details"]["limit_bytes"], 4096);
+    // Without Content-Length (chunked), the limit holds as well.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(s.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/route HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN_KEY}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..12 {
+        let chunk = format!("3e8\r\n{}\r\n", " ".repeat(1000));
+        if sock.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = sock.write_all(b"0\r\n\r\n").await;
+    let mut out = Vec::new();
+    let _ = sock.read_to_end(&mut out).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert!(out.contains("PAYLOAD_TOO_LARGE"));
+}
+
+#[tokio::test]
+async fn cors_allows_only_the_allowlist() {
+    let s =
+        Server::start_with(|c| c.cors.allowed_origins = vec!["https://console.example.com".into()])
+            .await;
+    let preflight = |origin: &'static str| {
+        s.http
+            .request(Method::OPTIONS, s.url("/api/v1/route"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let ok = preflight("https://console.example.com").await.unwrap();
+    assert!(ok.status().is_success());
+    assert_eq!(
+        ok.headers().get("access-control-allow-origin").unwrap(),
+        "https://console.example.com"
+    );
+    let bad = preflight("https://evil.example").await.unwrap();
+    assert!(bad.headers().get("access-control-allow-origin").is_none());
+    // A simple cross-origin GET carries the header only for the allowed origin.
+    let r = s
+        .http
+        .get(s.url("/health"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_retry_after() {
+    let s = Server::start_with(|c| {
+        c.rate_limit.per_second = 0.5;
+        c.rate_limit.burst = 3;
+    })
+    .await;
+    let key = s.client_key("acme", &["classify"], 2).await;
+    let other = s.client_key("acme", &["classify"], 2).await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(s.get("/api/v1/traces", &key).await);
+    }
+    assert!(statuses[..3].iter().all(|r| r.status == StatusCode::OK));
+    let last = statuses.last().unwrap();
+    assert_eq!(last.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(last.code(), "RATE_LIMITED");
+    let retry: u64 = last.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    // Per principal: another key is not limited by the first one's use.
+    assert_eq!(s.get("/api/v1/traces", &other).await.status, StatusCode::OK);
+    let m = s.call(Method::GET, "/metrics", None, Body::None).await;
+    assert!(m.text.contains("caio_rate_limited_total 2"), "{}", m.text);
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_or_made() {
+    let s = Server::start().await;
+    let r = s
+        .http
+        .get(s.url("/health"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+    let r = s
+        .http
+        .get(s.url("/health"))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(id, "bad id with spaces");
+    let r2 = s.http.get(s.url("/health")).send().await.unwrap();
+    assert_ne!(r2.headers()["x-request-id"].to_str().unwrap(), id);
+}
+
+#[tokio::test]
+async fn a_development_server_without_credentials_serves_anonymous_clients() {
+    let s = Server::start_with(|c| c.auth.strict = Some(false)).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/discover",
+            None,
+            Body::Json(request("sentiment-de.yaml")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Anonymous is a client: no keys, no registration.
+    let r = s.call(Method::GET, "/api/v1/keys", None, Body::None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // A presented credential is still checked.
+    let r = s
+        .get("/api/v1/keys", "wrong-key-wrong-key-wrong-key-wrong")
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}

@@ -1,0 +1,138 @@
+//! Policies as versioned configuration: put, validate, versions, history, diff, rollback.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::support::*;
+
+const STRICT: &str = r#"policies:
+  - id: only-eu
+    description: Everything stays in the EU.
+    when: "true"
+    require: service.privacy.data_locality in ["local", "on_device"]
+"#;
+
+#[tokio::test]
+async fn a_new_version_changes_routing_and_can_be_rolled_back() {
+    let s = Server::start().await;
+    let key = s
+        .client_key("acme", &["classify", "search", "chat", "translate"], 2)
+        .await;
+    let original = s.get("/api/v1/policies", ADMIN_KEY).await;
+    let v0 = original.json["version"].as_str().unwrap().to_owned();
+
+    // Validate only: nothing changes.
+    let r = s
+        .yaml(Method::POST, "/api/v1/policies/validate", ADMIN_KEY, STRICT)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["is_active"], false);
+    assert_eq!(
+        s.get("/api/v1/policies", ADMIN_KEY).await.json["version"],
+        v0.as_str()
+    );
+
+    let r = s
+        .yaml(
+            Method::PUT,
+            "/api/v1/policies?note=eu-only",
+            ADMIN_KEY,
+            STRICT,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let v1 = r.json["version"].as_str().unwrap().to_owned();
+    assert_eq!(r.json["previous"], v0.as_str());
+    let d = s
+        .post("/api/v1/route", &key, request("sentiment-de.yaml"))
+        .await;
+    assert_eq!(d.json["policy_version"], v1.as_str(), "{}", d.text);
+
+    let h = s.get("/api/v1/policies/history", ADMIN_KEY).await;
+    let acts = h.json["activations"].as_array().unwrap();
+    assert_eq!(acts[0]["version"], v1.as_str());
+    let vs = s.get("/api/v1/policies/versions", ADMIN_KEY).await;
+    assert!(vs.json["versions"].as_array().unwrap().len() >= 2);
+    let one = s
+        .get(
+            &format!(
+                "/api/v1/policies/versions/{}",
+                v1.trim_start_matches("sha256:")
+            ),
+            ADMIN_KEY,
+        )
+        .await;
+    assert_eq!(one.json["policies"][0]["id"], "only-eu", "{}", one.text);
+
+    let diff = s
+        .get(
+            &format!("/api/v1/policies/diff?from={v0}&to={v1}"),
+            ADMIN_KEY,
+        )
+        .await;
+    assert_eq!(diff.status, StatusCode::OK, "{}", diff.text);
+    assert_eq!(diff.json["added"][0]["id"], "only-eu");
+    assert!(!diff.json["removed"].as_array().unwrap().is_empty());
+
+    let r = s
+        .post(
+            "/api/v1/policies/rollback",
+            ADMIN_KEY,
+            json!({"version": v0}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let d = s
+        .post("/api/v1/route", &key, request("sentiment-de.yaml"))
+        .await;
+    assert_eq!(d.json["policy_version"], v0.as_str());
+    let r = s
+        .post(
+            "/api/v1/policies/rollback",
+            ADMIN_KEY,
+            json!({"version": "sha256:00"}),
+        )
+        .await;
+    assert_eq!(r.code(), "POLICY_VERSION_NOT_FOUND");
+
+    let a = s.get("/api/v1/audit?action=policies.", ADMIN_KEY).await;
+    let actions: Vec<&str> = a.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["policies.rollback", "policies.put"]);
+}
+
+#[tokio::test]
+async fn invalid_policies_are_refused_with_position() {
+    let s = Server::start().await;
+    let before = s.get("/api/v1/policies", ADMIN_KEY).await.json["version"].clone();
+    let bad = "policies:\n  - id: broken\n    when: \"request.data.sensitive &&\"\n    require: \"true\"\n";
+    let r = s
+        .yaml(Method::PUT, "/api/v1/policies", ADMIN_KEY, bad)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.code(), "INVALID_POLICY");
+    assert!(r.text.contains("broken"), "{}", r.text);
+    let undeclared =
+        "policies:\n  - id: typo\n    when: \"true\"\n    require: servce.tenant == \"x\"\n";
+    let r = s
+        .yaml(
+            Method::POST,
+            "/api/v1/policies/validate",
+            ADMIN_KEY,
+            undeclared,
+        )
+        .await;
+    assert_eq!(r.code(), "INVALID_POLICY", "{}", r.text);
+    let r = s
+        .yaml(Method::PUT, "/api/v1/policies", ADMIN_KEY, "policies: 7\n")
+        .await;
+    assert_eq!(r.code(), "INVALID_POLICY", "{}", r.text);
+    assert_eq!(
+        s.get("/api/v1/policies", ADMIN_KEY).await.json["version"],
+        before
+    );
+}

@@ -1,0 +1,239 @@
+//! Routing over HTTP: decisions, traces persisted before the answer, verification, no-route.
+
+use caio_contracts::decision::Decision;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::support::*;
+
+fn fixture_contracts() -> Vec<caio_contracts::ServiceContract> {
+    caio_gateway::loader::load_services_dir(&fixtures().join("services")).unwrap()
+}
+
+#[tokio::test]
+async fn a_decision_is_recorded_and_verifies_offline() {
+    let s = Server::start().await;
+    let key = s
+        .client_key("acme", &["classify", "search", "chat", "translate"], 2)
+        .await;
+    let r = s
+        .post("/api/v1/route", &key, request("sentiment-de.yaml"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let id = r.json["decision_id"].as_str().unwrap().to_owned();
+    assert_eq!(r.header("x-caio-decision-id"), Some(id.as_str()));
+    assert!(r.json["recorded_at"].is_string());
+
+    // The trace is the response, byte for byte.
+    let t = s.get(&format!("/api/v1/traces/{id}"), &key).await;
+    assert_eq!(t.status, StatusCode::OK);
+    assert_eq!(t.text, r.text);
+    assert_eq!(t.header("x-caio-trace-outcome"), Some("routed"));
+
+    // `caio verify`'s check passes on it with the contracts this tenant can see.
+    let decision: Decision = serde_json::from_str(&t.text).unwrap();
+    let visible: Vec<_> = fixture_contracts()
+        .into_iter()
+        .filter(|c| c.service.tenant == "public" || c.service.tenant == "acme")
+        .collect();
+    let (set, _) = caio_gateway::loader::load_policies(&fixtures().join("policies.yaml")).unwrap();
+    caio_gateway::verify(&decision, visible, &set).unwrap();
+
+    // It was persisted before the response: it is in the file already.
+    let log = std::fs::read_to_string(s.dir.path().join("traces/traces.jsonl")).unwrap();
+    assert!(log.contains(&id));
+}
+
+#[tokio::test]
+async fn the_same_decision_as_the_cli() {
+    // The server and the offline pipeline agree on the choice and the id for the same inputs
+    // (public tenant, same principal fields).
+    let s = Server::start().await;
+    let key = s
+        .key(json!({"name": "alice", "role": "client", "tenant": "acme",
+                    "permissions": ["classify", "search", "chat", "translate"], "trust_level": 2}))
+        .await;
+    let r = s
+        .post("/api/v1/route", &key, request("sentiment-de.yaml"))
+        .await;
+    let served: Decision = serde_json::from_str(&r.text).unwrap();
+    let visible: Vec<_> = fixture_contracts()
+        .into_iter()
+        .filter(|c| c.service.tenant == "public" || c.service.tenant == "acme")
+        .collect();
+    let registry: std::sync::Arc<dyn caio_registry::Registry> =
+        std::sync::Arc::new(caio_registry::MemoryRegistry::with_contracts(visible).unwrap());
+    let (_, compiled) =
+        caio_gateway::loader::load_policies(&fixtures().join("policies.yaml")).unwrap();
+    let router = caio_gateway::Router::new(registry, compiled);
+    let req = caio_contracts::parse_request(
+        "r",
+        &fixture("requests/sentiment-de.yaml"),
+        caio_contracts::Format::Yaml,
+    )
+    .unwrap();
+    let offline = router.route(&req, &served.principal).unwrap();
+    assert_eq!(offline.decision_id, served.decision_id);
+    assert_eq!(offline.service_id, served.service_id);
+}
+
+#[tokio::test]
+async fn no_route_is_a_structured_error_and_is_recorded() {
+    let s = Server::start().await;
+    let key = s.client_key("acme", &["classify"], 2).await;
+    let r = s
+        .post("/api/v1/route", &key, request("impossible.yaml"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.code(), "NO_MATCHING_SERVICE");
+    let rejected = r.json["error"]["details"]["rejected"].as_array().unwrap();
+    assert!(!rejected.is_empty());
+    for x in rejected {
+        assert!(x["step"].is_string() && x["reason"].is_string() && x["detail"].is_string());
+    }
+    let trace_id = r.json["error"]["details"]["trace_id"].as_str().unwrap();
+    let t = s.get(&format!("/api/v1/traces/{trace_id}"), &key).await;
+    assert_eq!(t.status, StatusCode::OK);
+    assert_eq!(t.header("x-caio-trace-outcome"), Some("no_route"));
+    let page = s.get("/api/v1/traces?outcome=no_route", &key).await;
+    assert_eq!(
+        page.json["items"].as_array().unwrap().len(),
+        1,
+        "{}",
+        page.text
+    );
+    let page = s.get("/api/v1/traces?outcome=routed", &key).await;
+    assert_eq!(page.json["items"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn invalid_requests_name_the_problem() {
+    let s = Server::start().await;
+    let key = s.client_key("acme", &["classify"], 2).await;
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/route",
+            Some(&key),
+            Body::Raw(
+                "application/json",
+                "{\"requirements\": {\"capabilities\": [}",
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.code(), "INVALID_REQUEST");
+    assert!(
+        r.json["error"]["details"]["problems"][0]["line"].is_number(),
+        "{}",
+        r.text
+    );
+    let r = s
+        .post(
+            "/api/v1/route",
+            &key,
+            json!({"requirements": {"capabilities": ["sentiment_analysis"]}, "seed": "x"}),
+        )
+        .await;
+    assert_eq!(r.code(), "INVALID_REQUEST");
+    assert_eq!(
+        r.json["error"]["details"]["problems"][0]["path"], "/seed",
+        "{}",
+        r.text
+    );
+    // YAML works too.
+    let r = s
+        .yaml(
+            Method::POST,
+            "/api/v1/route",
+            &key,
+            &fixture("requests/sentiment-de.yaml"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Neither JSON nor YAML.
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/route",
+            Some(&key),
+            Body::Raw("image/png", "\u{1}PNG"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[tokio::test]
+async fn traces_query_by_time_service_and_pages() {
+    let s = Server::start().await;
+    let key = s
+        .client_key("acme", &["classify", "search", "chat", "translate"], 2)
+        .await;
+    let before = caio_trace::now_ms();
+    for i in 0..5 {
+        let mut req = request("sentiment-de.yaml");
+        req["seed"] = json!(i);
+        let r = s.post("/api/v1/route", &key, req).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let r = s
+        .post("/api/v1/route", &key, request("translate-bulk.json"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let translate_service = r.json["service_id"].as_str().unwrap().to_owned();
+
+    let page = s.get("/api/v1/traces?limit=2", &key).await;
+    let items = page.json["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    // Newest first.
+    assert!(items[0]["seq"].as_u64() > items[1]["seq"].as_u64());
+    let mut seen = items.len();
+    let mut cursor = page.json["next_cursor"].as_u64();
+    while let Some(c) = cursor {
+        let p = s
+            .get(&format!("/api/v1/traces?limit=2&cursor={c}"), &key)
+            .await;
+        seen += p.json["items"].as_array().unwrap().len();
+        cursor = p.json["next_cursor"].as_u64();
+    }
+    assert_eq!(seen, 6);
+    let p = s
+        .get(&format!("/api/v1/traces?service={translate_service}"), &key)
+        .await;
+    assert_eq!(p.json["items"].as_array().unwrap().len(), 1, "{}", p.text);
+    let p = s
+        .get(&format!("/api/v1/traces?since={}", before), &key)
+        .await;
+    assert_eq!(p.json["items"].as_array().unwrap().len(), 6);
+    let p = s
+        .get("/api/v1/traces?until=2000-01-01T00:00:00Z", &key)
+        .await;
+    assert_eq!(p.json["items"].as_array().unwrap().len(), 0);
+    let p = s.get("/api/v1/traces?since=yesterday", &key).await;
+    assert_eq!(p.code(), "INVALID_QUERY");
+}
+
+#[tokio::test]
+async fn traces_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let mut s = Server::start_config(config(&path), dir).await;
+    let key = s.client_key("acme", &["classify"], 2).await;
+    let r = s
+        .post("/api/v1/route", &key, request("sentiment-de.yaml"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let id = r.json["decision_id"].as_str().unwrap().to_owned();
+    s.stop().await;
+    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
+    drop(s);
+    let s2 = Server::start_config(config(&path), dir).await;
+    let t = s2.get(&format!("/api/v1/traces/{id}"), ADMIN_KEY).await;
+    assert_eq!(t.status, StatusCode::OK);
+    assert_eq!(t.text, r.text);
+    // Keys live in the data directory too.
+    assert_eq!(
+        s2.get(&format!("/api/v1/traces/{id}"), &key).await.status,
+        StatusCode::OK
+    );
+}

@@ -1,0 +1,1093 @@
+//! The decision trace store: every routing decision, hash-chained, in memory or in a JSON Lines
+//! file, with an in-memory index for lookups by decision id and filtered, paged queries.
+//!
+//! The file store is built for a high append rate: a batch is validated, hashed and formatted into
+//! one buffer and written with one `write` call to a file opened in append mode; the index is a
+//! `Vec` of fixed-size entries plus a hash map from decision id to the latest position, so an
+//! append never reads the file and updates the index in O(1) per record. Bodies stay on disk and
+//! are read back with positioned reads. See docs/reference/stores.md for the file format.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{BufReader, Write};
+use std::num::NonZeroU32;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::chain::{self, Chain, GENESIS, Line, Lines, Link, io_error};
+pub use crate::error::StoreError;
+
+/// The trace log's file name inside the store's directory.
+pub const TRACE_FILE: &str = "traces.jsonl";
+/// The largest body `append_batch` accepts.
+pub const MAX_BODY_BYTES: usize = 32 << 20;
+/// The largest decision id, tenant, principal or service id `append_batch` accepts.
+pub const MAX_FIELD_BYTES: usize = 4096;
+/// Longer lines cannot have been written by this store; reading stops holding bytes beyond it.
+const MAX_LINE_BYTES: usize = MAX_BODY_BYTES + 64 * 1024;
+/// Where a body starts inside a line (the body is always the last member).
+const BODY_KEY: &[u8] = b",\"body\":";
+
+/// What happened to a request. Its string form is stored in every trace line, so variants are
+/// only ever added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A service was chosen.
+    Routed,
+    /// No service was feasible (the body is the `NO_MATCHING_SERVICE` error).
+    NoRoute,
+}
+
+impl Outcome {
+    /// Every outcome, for parsing and tests.
+    pub const ALL: [Outcome; 2] = [Outcome::Routed, Outcome::NoRoute];
+
+    /// The stored spelling (the same as its JSON form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Routed => "routed",
+            Outcome::NoRoute => "no_route",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that names no [`Outcome`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown outcome `{0}` (expected one of: routed, no_route)")]
+pub struct UnknownOutcome(pub String);
+
+impl FromStr for Outcome {
+    type Err = UnknownOutcome;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| UnknownOutcome(s.to_owned()))
+    }
+}
+
+/// A decision to record.
+#[derive(Debug, Clone)]
+pub struct TraceRecord {
+    /// The decision id (`sha256:<hex>`); the same id recurs when the same request is routed again.
+    pub decision_id: String,
+    /// When it was recorded, unix milliseconds.
+    pub recorded_at_ms: u64,
+    /// The principal's tenant.
+    pub tenant: String,
+    /// Who asked.
+    pub principal_id: String,
+    /// The chosen service, if any.
+    pub service_id: Option<String>,
+    /// What happened.
+    pub outcome: Outcome,
+    /// The exact JSON the client received (a JSON object without raw newlines), stored verbatim.
+    pub body: Bytes,
+}
+
+impl TraceRecord {
+    /// The check `append_batch` applies to every record (the body is a compact JSON object, the
+    /// strings are within [`MAX_FIELD_BYTES`], the decision id is not empty). A batching caller
+    /// can run it on each record before queueing it, so one bad record cannot fail a batch of
+    /// good ones, and the JSON scan runs on the caller's thread instead of the single writer's.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        check_record(None, self)
+    }
+}
+
+/// A recorded decision without its body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TraceSummary {
+    /// Position in the log, 1-based and gapless.
+    pub seq: u64,
+    /// The decision id.
+    pub decision_id: String,
+    /// When it was recorded, unix milliseconds.
+    pub recorded_at_ms: u64,
+    /// The principal's tenant.
+    pub tenant: String,
+    /// Who asked.
+    pub principal_id: String,
+    /// The chosen service, if any.
+    pub service_id: Option<String>,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// A recorded decision with its body.
+#[derive(Debug, Clone)]
+pub struct StoredTrace {
+    /// Where and what.
+    pub summary: TraceSummary,
+    /// The bytes the client received.
+    pub body: Bytes,
+}
+
+/// A filter over recorded decisions; every set field must match.
+#[derive(Debug, Clone, Default)]
+pub struct TraceQuery {
+    /// Exact tenant.
+    pub tenant: Option<String>,
+    /// Exact principal.
+    pub principal_id: Option<String>,
+    /// Exact chosen service.
+    pub service_id: Option<String>,
+    /// Exact outcome.
+    pub outcome: Option<Outcome>,
+    /// Recorded at or after, unix milliseconds.
+    pub since_ms: Option<u64>,
+    /// Recorded before, unix milliseconds.
+    pub until_ms: Option<u64>,
+    /// Page size, clamped to 1..=1000; 0 means 100.
+    pub limit: usize,
+    /// Only records with a smaller seq (the previous page's `next_cursor`).
+    pub before_seq: Option<u64>,
+}
+
+/// One page of summaries, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct TracePage {
+    /// The matching records, newest first.
+    pub items: Vec<TraceSummary>,
+    /// Pass as `before_seq` for the next page; `None` when no more records match.
+    pub next_cursor: Option<u64>,
+}
+
+/// The end of a hash chain: the last record's seq and hash (seq 0 and 64 zeros when empty).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainHead {
+    /// The last record's seq.
+    pub seq: u64,
+    /// Its hash, lowercase hex.
+    pub hash: String,
+}
+
+impl ChainHead {
+    pub(crate) fn of(chain: &Chain) -> Self {
+        Self {
+            seq: chain.seq,
+            hash: hex::encode(chain.hash),
+        }
+    }
+}
+
+/// Where decisions are recorded. Safe to call from many threads; appends are serialized inside.
+pub trait TraceStore: Send + Sync + fmt::Debug {
+    /// Appends records in order and returns their seqs (1-based, gapless). Returns only after the
+    /// batch is written to the file (and, under [`Durability::Fsync`], on disk). All or nothing:
+    /// an invalid record rejects the whole batch before anything is written.
+    fn append_batch(&self, records: Vec<TraceRecord>) -> Result<Vec<u64>, StoreError>;
+    /// The latest record with this decision id.
+    fn get(&self, decision_id: &str) -> Result<Option<StoredTrace>, StoreError>;
+    /// Matching summaries, newest first. O(records scanned).
+    fn query(&self, q: &TraceQuery) -> Result<TracePage, StoreError>;
+    /// Number of records.
+    fn len(&self) -> u64;
+    /// Whether no record was appended yet.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The end of the hash chain.
+    fn head(&self) -> ChainHead;
+}
+
+/// When an append returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// After the batch is handed to the operating system: survives a crash of the process, not
+    /// a power loss.
+    #[default]
+    Buffered,
+    /// After `fdatasync`: survives a power loss too.
+    Fsync,
+}
+
+/// What opening a file store found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Records in the log.
+    pub records: u64,
+    /// Bytes of a torn last line (a write cut off by a crash) that were cut off the file.
+    pub truncated_bytes: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The index.
+
+/// An interned string: tenants, principals and services repeat across millions of records, so
+/// each entry holds a 4-byte symbol instead of a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Sym(NonZeroU32);
+
+#[derive(Debug, Default)]
+struct Interner {
+    strings: Vec<Arc<str>>,
+    ids: HashMap<Arc<str>, Sym>,
+}
+
+impl Interner {
+    fn intern(&mut self, s: &str) -> Result<Sym, StoreError> {
+        if let Some(sym) = self.ids.get(s) {
+            return Ok(*sym);
+        }
+        let n = u32::try_from(self.strings.len() + 1)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| StoreError::Invalid("too many distinct strings in one store".into()))?;
+        let s: Arc<str> = Arc::from(s);
+        self.strings.push(Arc::clone(&s));
+        self.ids.insert(s, Sym(n));
+        Ok(Sym(n))
+    }
+
+    fn lookup(&self, s: &str) -> Option<Sym> {
+        self.ids.get(s).copied()
+    }
+
+    fn resolve(&self, sym: Sym) -> &str {
+        // Symbols only come from `intern`, so the index is always in range.
+        self.strings.get(sym.0.get() as usize - 1).map_or("", |s| s)
+    }
+}
+
+/// A decision id: the 32 digest bytes when it has the usual `sha256:<64 lowercase hex>` form,
+/// otherwise an interned string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum IdKey {
+    Sha256([u8; 32]),
+    Other(Sym),
+}
+
+fn parse_digest_id(id: &str) -> Option<[u8; 32]> {
+    let hex_part = id.strip_prefix("sha256:")?;
+    if hex_part.len() != 64
+        || !hex_part
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_part, &mut out).ok()?;
+    Some(out)
+}
+
+/// One record in the index: 72 bytes (checked by a test).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    at: u64,
+    body_offset: u64,
+    body_len: u32,
+    tenant: Sym,
+    principal: Sym,
+    service: Option<Sym>,
+    outcome: Outcome,
+    id: IdKey,
+}
+
+/// The record index. Positions are `seq - 1`.
+#[derive(Debug)]
+struct Index {
+    entries: Vec<Entry>,
+    strings: Interner,
+    /// A 64-bit fingerprint of the decision id → the latest position with that id. Keeping the
+    /// key at 8 bytes (rather than the 36-byte id) is most of what keeps the index near 100 bytes
+    /// per record; the entry at the position holds the full id, so a lookup confirms it.
+    latest: HashMap<u64, u64>,
+    /// The ids whose fingerprint was taken by a different id first (practically never).
+    collided: HashMap<IdKey, u64>,
+    /// Whether `at` never decreased so far; then time filters use binary search.
+    time_ordered: bool,
+}
+
+fn fingerprint(key: &IdKey) -> u64 {
+    match key {
+        IdKey::Sha256(b) => u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+        IdKey::Other(sym) => (1 << 63) | u64::from(sym.0.get()),
+    }
+}
+
+impl Index {
+    fn new() -> Self {
+        Self {
+            entries: Vec::new(),
+            strings: Interner::default(),
+            latest: HashMap::new(),
+            collided: HashMap::new(),
+            time_ordered: true,
+        }
+    }
+
+    fn key_for_insert(&mut self, id: &str) -> Result<IdKey, StoreError> {
+        Ok(match parse_digest_id(id) {
+            Some(d) => IdKey::Sha256(d),
+            None => IdKey::Other(self.strings.intern(id)?),
+        })
+    }
+
+    fn key_for_lookup(&self, id: &str) -> Option<IdKey> {
+        match parse_digest_id(id) {
+            Some(d) => Some(IdKey::Sha256(d)),
+            None => self.strings.lookup(id).map(IdKey::Other),
+        }
+    }
+
+    fn entry(
+        &mut self,
+        r: &Header<'_>,
+        body_offset: u64,
+        body_len: usize,
+    ) -> Result<Entry, StoreError> {
+        Ok(Entry {
+            at: r.at,
+            body_offset,
+            body_len: u32::try_from(body_len)
+                .map_err(|_| StoreError::Invalid("body too large".into()))?,
+            tenant: self.strings.intern(r.tenant)?,
+            principal: self.strings.intern(r.principal)?,
+            service: r.service.map(|s| self.strings.intern(s)).transpose()?,
+            outcome: r.outcome,
+            id: self.key_for_insert(r.id)?,
+        })
+    }
+
+    fn push(&mut self, e: Entry) {
+        let pos = self.entries.len() as u64;
+        if self.entries.last().is_some_and(|last| last.at > e.at) {
+            self.time_ordered = false;
+        }
+        let fp = fingerprint(&e.id);
+        match self.latest.get(&fp).copied() {
+            Some(p) if self.entries.get(p as usize).is_some_and(|x| x.id != e.id) => {
+                self.collided.insert(e.id, pos);
+            }
+            _ => {
+                self.latest.insert(fp, pos);
+            }
+        }
+        self.entries.push(e);
+    }
+
+    fn find(&self, id: &str) -> Option<usize> {
+        let key = self.key_for_lookup(id)?;
+        let pos = *self.latest.get(&fingerprint(&key))?;
+        let pos = usize::try_from(pos).ok()?;
+        if self.entries.get(pos)?.id == key {
+            return Some(pos);
+        }
+        self.collided
+            .get(&key)
+            .and_then(|p| usize::try_from(*p).ok())
+    }
+
+    fn summary(&self, pos: usize, e: &Entry) -> TraceSummary {
+        TraceSummary {
+            seq: pos as u64 + 1,
+            decision_id: match e.id {
+                IdKey::Sha256(d) => format!("sha256:{}", hex::encode(d)),
+                IdKey::Other(sym) => self.strings.resolve(sym).to_owned(),
+            },
+            recorded_at_ms: e.at,
+            tenant: self.strings.resolve(e.tenant).to_owned(),
+            principal_id: self.strings.resolve(e.principal).to_owned(),
+            service_id: e.service.map(|s| self.strings.resolve(s).to_owned()),
+            outcome: e.outcome,
+        }
+    }
+
+    fn query(&self, q: &TraceQuery) -> TracePage {
+        let empty = TracePage {
+            items: Vec::new(),
+            next_cursor: None,
+        };
+        let limit = match q.limit {
+            0 => 100,
+            n => n.clamp(1, 1000),
+        };
+        // A filter on a string no record carries matches nothing; no need to scan.
+        let sym = |s: &Option<String>| match s {
+            None => Ok(None),
+            Some(s) => self.strings.lookup(s).map(Some).ok_or(()),
+        };
+        let (Ok(tenant), Ok(principal), Ok(service)) =
+            (sym(&q.tenant), sym(&q.principal_id), sym(&q.service_id))
+        else {
+            return empty;
+        };
+        let mut hi = self.entries.len();
+        if let Some(b) = q.before_seq {
+            hi = hi.min(usize::try_from(b.saturating_sub(1)).unwrap_or(usize::MAX));
+        }
+        let mut lo = 0;
+        if self.time_ordered {
+            if let Some(u) = q.until_ms {
+                hi = hi.min(self.entries.partition_point(|e| e.at < u));
+            }
+            if let Some(s) = q.since_ms {
+                lo = self.entries.partition_point(|e| e.at < s).min(hi);
+            }
+        }
+        let matches = |e: &Entry| {
+            tenant.is_none_or(|t| e.tenant == t)
+                && principal.is_none_or(|p| e.principal == p)
+                && service.is_none_or(|s| e.service == Some(s))
+                && q.outcome.is_none_or(|o| e.outcome == o)
+                && q.since_ms.is_none_or(|s| e.at >= s)
+                && q.until_ms.is_none_or(|u| e.at < u)
+        };
+        let mut items = Vec::new();
+        let mut next_cursor = None;
+        let slice = self.entries.get(lo..hi).unwrap_or(&[]);
+        for (i, e) in slice.iter().enumerate().rev() {
+            if !matches(e) {
+                continue;
+            }
+            if items.len() == limit {
+                // One more match exists, so there is a next page.
+                next_cursor = items.last().map(|s: &TraceSummary| s.seq);
+                break;
+            }
+            items.push(self.summary(lo + i, e));
+        }
+        TracePage { items, next_cursor }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records: validation, hashing, the line format.
+
+/// A record's values as the hash and the line see them.
+#[derive(Debug, Clone, Copy)]
+struct Header<'a> {
+    seq: u64,
+    at: u64,
+    id: &'a str,
+    tenant: &'a str,
+    principal: &'a str,
+    service: Option<&'a str>,
+    outcome: Outcome,
+}
+
+impl<'a> Header<'a> {
+    fn of(seq: u64, r: &'a TraceRecord) -> Self {
+        Self {
+            seq,
+            at: r.recorded_at_ms,
+            id: &r.decision_id,
+            tenant: &r.tenant,
+            principal: &r.principal_id,
+            service: r.service_id.as_deref(),
+            outcome: r.outcome,
+        }
+    }
+
+    fn hash(&self, prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
+        Link::new(prev)
+            .u64(self.seq)
+            .u64(self.at)
+            .str(self.id)
+            .str(self.tenant)
+            .str(self.principal)
+            .opt(self.service)
+            .str(self.outcome.as_str())
+            .raw(body)
+            .finish()
+    }
+}
+
+/// The line's members before the body, in file order.
+#[derive(Serialize)]
+struct LineHeadOut<'a> {
+    seq: u64,
+    at: u64,
+    id: &'a str,
+    tenant: &'a str,
+    principal: &'a str,
+    service: Option<&'a str>,
+    outcome: Outcome,
+    prev: &'a str,
+    hash: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LineHeadIn {
+    seq: u64,
+    at: u64,
+    id: String,
+    tenant: String,
+    principal: String,
+    service: Option<String>,
+    outcome: Outcome,
+    prev: String,
+    hash: String,
+}
+
+/// Why a body cannot be stored (or, read back, why a line is not one this store wrote).
+fn check_body(body: &[u8]) -> Result<(), String> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(format!(
+            "body is {} bytes, more than the {MAX_BODY_BYTES} allowed",
+            body.len()
+        ));
+    }
+    if body.contains(&b'\n') {
+        // The body is written verbatim into one line of the log.
+        return Err("body contains a raw newline (send compact JSON)".into());
+    }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("body is not a JSON object".into());
+    }
+    // serde_json skips over strings it ignores without checking their UTF-8, so check it first.
+    std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(body)
+        .map_err(|e| format!("body is not valid JSON: {e}"))?;
+    // Skipping a string does not check that `\uD800`-style escapes come in surrogate pairs; a
+    // lone one makes the line unreadable to strict parsers (serde_json among them). Such escapes
+    // are rare, so only bodies that might hold one pay for a full parse.
+    if might_hold_surrogate_escape(body) {
+        serde_json::from_slice::<serde_json::Value>(body)
+            .map_err(|e| format!("body is not valid JSON: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Whether `body` contains `\u` followed by `d8`..`df` in either case (a superset of the
+/// surrogate escapes: an escaped backslash before `u` also matches, which only costs a parse).
+fn might_hold_surrogate_escape(body: &[u8]) -> bool {
+    body.windows(4).any(|w| {
+        w[0] == b'\\'
+            && w[1] == b'u'
+            && (w[2] | 0x20) == b'd'
+            && matches!(w[3] | 0x20, b'8' | b'9' | b'a'..=b'f')
+    })
+}
+
+/// Checks one record; `i` is its index in a batch, for the message.
+fn check_record(i: Option<usize>, r: &TraceRecord) -> Result<(), StoreError> {
+    let fail = |what: String| {
+        let place = i.map(|i| format!("record {i} ")).unwrap_or_default();
+        StoreError::Invalid(format!(
+            "{place}(decision `{}`): {what}",
+            truncate_for_message(&r.decision_id)
+        ))
+    };
+    if r.decision_id.is_empty() {
+        return Err(fail("decision_id is empty".into()));
+    }
+    for (name, value) in [
+        ("decision_id", Some(r.decision_id.as_str())),
+        ("tenant", Some(r.tenant.as_str())),
+        ("principal_id", Some(r.principal_id.as_str())),
+        ("service_id", r.service_id.as_deref()),
+    ] {
+        if value.is_some_and(|v| v.len() > MAX_FIELD_BYTES) {
+            return Err(fail(format!(
+                "{name} is longer than {MAX_FIELD_BYTES} bytes"
+            )));
+        }
+    }
+    check_body(&r.body).map_err(fail)
+}
+
+fn truncate_for_message(s: &str) -> &str {
+    let mut end = s.len().min(80);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Appends one line to `out` and returns the offset of the body within `out`.
+fn write_line(
+    out: &mut Vec<u8>,
+    h: &Header<'_>,
+    prev: &[u8; 32],
+    hash: &[u8; 32],
+    body: &[u8],
+) -> Result<usize, StoreError> {
+    let (prev, hash) = (hex::encode(prev), hex::encode(hash));
+    let head = LineHeadOut {
+        seq: h.seq,
+        at: h.at,
+        id: h.id,
+        tenant: h.tenant,
+        principal: h.principal,
+        service: h.service,
+        outcome: h.outcome,
+        prev: &prev,
+        hash: &hash,
+    };
+    serde_json::to_writer(&mut *out, &head).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    // Replace the object's closing brace with the body member, so the body bytes go in verbatim.
+    out.pop();
+    out.extend_from_slice(BODY_KEY);
+    let at = out.len();
+    out.extend_from_slice(body);
+    out.extend_from_slice(b"}\n");
+    Ok(at)
+}
+
+/// Records hashed and formatted but not yet in the index.
+struct Staged {
+    entries: Vec<Entry>,
+    seqs: Vec<u64>,
+    chain: Chain,
+}
+
+/// Hashes `records` onto `chain`, building index entries and, when `out` is given, the lines.
+/// `base` is the file offset `out` will be written at.
+fn stage(
+    index: &mut Index,
+    chain: Chain,
+    records: &[TraceRecord],
+    base: u64,
+    mut out: Option<&mut Vec<u8>>,
+) -> Result<Staged, StoreError> {
+    let mut staged = Staged {
+        entries: Vec::with_capacity(records.len()),
+        seqs: Vec::with_capacity(records.len()),
+        chain,
+    };
+    for r in records {
+        let seq = staged.chain.seq + 1;
+        let h = Header::of(seq, r);
+        let hash = h.hash(&staged.chain.hash, &r.body);
+        let body_offset = match out.as_deref_mut() {
+            Some(out) => base + write_line(out, &h, &staged.chain.hash, &hash, &r.body)? as u64,
+            None => 0,
+        };
+        staged
+            .entries
+            .push(index.entry(&h, body_offset, r.body.len())?);
+        staged.seqs.push(seq);
+        staged.chain = Chain { seq, hash };
+    }
+    Ok(staged)
+}
+
+fn validate(records: &[TraceRecord]) -> Result<(), StoreError> {
+    records
+        .iter()
+        .enumerate()
+        .try_for_each(|(i, r)| check_record(Some(i), r))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Readers may go on after a panic elsewhere: every write path leaves the state consistent or
+    // marks the store failed before it can panic.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory store.
+
+/// A trace store that keeps everything in memory (tests, embedded use without a data dir).
+pub struct MemoryTraceStore {
+    state: Mutex<MemoryState>,
+}
+
+struct MemoryState {
+    index: Index,
+    chain: Chain,
+    bodies: Vec<Bytes>,
+}
+
+impl MemoryTraceStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self {
+            state: Mutex::new(MemoryState {
+                index: Index::new(),
+                chain: Chain::default(),
+                bodies: Vec::new(),
+            }),
+        }
+    }
+}
+
+impl Default for MemoryTraceStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryTraceStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryTraceStore")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TraceStore for MemoryTraceStore {
+    fn append_batch(&self, records: Vec<TraceRecord>) -> Result<Vec<u64>, StoreError> {
+        validate(&records)?;
+        let mut s = lock(&self.state);
+        let chain = s.chain;
+        let staged = stage(&mut s.index, chain, &records, 0, None)?;
+        for (e, r) in staged.entries.into_iter().zip(records) {
+            s.index.push(e);
+            s.bodies.push(r.body);
+        }
+        s.chain = staged.chain;
+        Ok(staged.seqs)
+    }
+
+    fn get(&self, decision_id: &str) -> Result<Option<StoredTrace>, StoreError> {
+        let s = lock(&self.state);
+        Ok(s.index.find(decision_id).and_then(|pos| {
+            let e = s.index.entries.get(pos)?;
+            Some(StoredTrace {
+                summary: s.index.summary(pos, e),
+                body: s.bodies.get(pos)?.clone(),
+            })
+        }))
+    }
+
+    fn query(&self, q: &TraceQuery) -> Result<TracePage, StoreError> {
+        Ok(lock(&self.state).index.query(q))
+    }
+
+    fn len(&self) -> u64 {
+        lock(&self.state).chain.seq
+    }
+
+    fn head(&self) -> ChainHead {
+        ChainHead::of(&lock(&self.state).chain)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// File store.
+
+/// A trace store in `DIR/traces.jsonl`, indexed in memory.
+pub struct FileTraceStore {
+    path: PathBuf,
+    file: File,
+    durability: Durability,
+    state: Mutex<FileState>,
+}
+
+struct FileState {
+    index: Index,
+    chain: Chain,
+    /// The file's length: where the next batch lands.
+    len: u64,
+    /// Set when a failed write left the file's end unknown; appends are refused from then on.
+    failed: Option<String>,
+    /// Reused across batches so a steady stream of appends does not allocate.
+    buf: Vec<u8>,
+}
+
+impl fmt::Debug for FileTraceStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileTraceStore")
+            .field("path", &self.path)
+            .field("durability", &self.durability)
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One verified line of a trace log.
+struct Scanned<'a> {
+    head: LineHeadIn,
+    body: &'a [u8],
+    /// Offset of the body within the line.
+    body_at: usize,
+}
+
+/// Parses and checks one complete line (without its newline) against the chain so far.
+fn check_line<'a>(line: &'a [u8], chain: &Chain) -> Result<(Scanned<'a>, [u8; 32]), String> {
+    let Some(key) = line.windows(BODY_KEY.len()).position(|w| w == BODY_KEY) else {
+        return Err("not a trace record: no `body` member".into());
+    };
+    if line.last() != Some(&b'}') {
+        return Err("not a trace record: the line does not end with `}`".into());
+    }
+    let body_at = key + BODY_KEY.len();
+    let body = line.get(body_at..line.len() - 1).unwrap_or(&[]);
+    // The members before the body, closed into an object of their own.
+    let mut head_json = Vec::with_capacity(key + 1);
+    head_json.extend_from_slice(&line[..key]);
+    head_json.push(b'}');
+    let head: LineHeadIn =
+        serde_json::from_slice(&head_json).map_err(|e| format!("not a trace record: {e}"))?;
+    let expected = chain.seq + 1;
+    if head.seq != expected {
+        return Err(format!(
+            "seq {} where {expected} was expected (records missing, duplicated or reordered)",
+            head.seq
+        ));
+    }
+    if head.prev != hex::encode(chain.hash) {
+        return Err(
+            "prev does not match the hash of the record before it (a record was edited, removed or reordered)"
+                .into(),
+        );
+    }
+    check_body(body)?;
+    let h = Header {
+        seq: head.seq,
+        at: head.at,
+        id: &head.id,
+        tenant: &head.tenant,
+        principal: &head.principal,
+        service: head.service.as_deref(),
+        outcome: head.outcome,
+    };
+    let hash = h.hash(&chain.hash, body);
+    if head.hash != hex::encode(hash) {
+        return Err("hash does not match the record's content (the record was edited)".into());
+    }
+    Ok((
+        Scanned {
+            head,
+            body,
+            body_at,
+        },
+        hash,
+    ))
+}
+
+/// What a scan of a whole log found.
+struct ScanEnd {
+    chain: Chain,
+    /// Bytes of complete, verified lines.
+    good_len: u64,
+    /// Bytes after them without a final newline.
+    torn: u64,
+}
+
+/// Reads and verifies every line of a trace log, calling `each` with every record and the file
+/// offset of its body.
+fn scan(
+    path: &Path,
+    file: &File,
+    mut each: impl FnMut(&Scanned<'_>, u64) -> Result<(), StoreError>,
+) -> Result<ScanEnd, StoreError> {
+    let mut lines = Lines::new(BufReader::with_capacity(1 << 20, file), MAX_LINE_BYTES);
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut chain = Chain::default();
+    let corrupt = |line: u64, offset: u64, reason: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        line,
+        reason: format!("{reason} (the line starts at byte {offset})"),
+    };
+    loop {
+        let start = lines.offset;
+        match lines.next_line(&mut buf).map_err(io_error(path))? {
+            None => {
+                return Ok(ScanEnd {
+                    chain,
+                    good_len: start,
+                    torn: 0,
+                });
+            }
+            Some((Line::Torn, n)) => {
+                return Ok(ScanEnd {
+                    chain,
+                    good_len: start,
+                    torn: n,
+                });
+            }
+            Some((Line::TooLong, _)) => {
+                return Err(corrupt(
+                    lines.number,
+                    start,
+                    format!("line longer than {MAX_LINE_BYTES} bytes"),
+                ));
+            }
+            Some((Line::Complete, _)) => {
+                let (rec, hash) =
+                    check_line(&buf, &chain).map_err(|r| corrupt(lines.number, start, r))?;
+                each(&rec, start + rec.body_at as u64)?;
+                chain = Chain {
+                    seq: rec.head.seq,
+                    hash,
+                };
+            }
+        }
+    }
+}
+
+impl FileTraceStore {
+    /// Opens (or creates) `dir/traces.jsonl`, verifies its hash chain and builds the index. A torn
+    /// last line is cut off and reported; any other damage is [`StoreError::Corrupt`]. The file is
+    /// locked for as long as the store is open.
+    pub fn open(dir: &Path, durability: Durability) -> Result<(Self, OpenReport), StoreError> {
+        let (path, file) = chain::open_locked(dir, TRACE_FILE)?;
+        let mut index = Index::new();
+        let end = scan(&path, &file, |rec, body_offset| {
+            let h = Header {
+                seq: rec.head.seq,
+                at: rec.head.at,
+                id: &rec.head.id,
+                tenant: &rec.head.tenant,
+                principal: &rec.head.principal,
+                service: rec.head.service.as_deref(),
+                outcome: rec.head.outcome,
+            };
+            let e = index.entry(&h, body_offset, rec.body.len())?;
+            index.push(e);
+            Ok(())
+        })?;
+        if end.torn > 0 {
+            chain::truncate(&path, &file, end.good_len)?;
+        }
+        let report = OpenReport {
+            records: end.chain.seq,
+            truncated_bytes: end.torn,
+        };
+        let store = Self {
+            path,
+            file,
+            durability,
+            state: Mutex::new(FileState {
+                index,
+                chain: end.chain,
+                len: end.good_len,
+                failed: None,
+                buf: Vec::new(),
+            }),
+        };
+        Ok((store, report))
+    }
+
+    /// The log file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// When appends return.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+}
+
+impl TraceStore for FileTraceStore {
+    fn append_batch(&self, records: Vec<TraceRecord>) -> Result<Vec<u64>, StoreError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        validate(&records)?;
+        let mut guard = self.state.lock().map_err(|_| StoreError::Failed {
+            path: self.path.clone(),
+            reason: "an earlier append panicked".into(),
+        })?;
+        let s = &mut *guard;
+        if let Some(reason) = &s.failed {
+            return Err(StoreError::Failed {
+                path: self.path.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let mut buf = std::mem::take(&mut s.buf);
+        buf.clear();
+        let staged = stage(&mut s.index, s.chain, &records, s.len, Some(&mut buf));
+        let result = staged.and_then(|staged| {
+            // One write call for the whole batch; the file is in append mode.
+            if let Err(e) = (&self.file).write_all(&buf) {
+                s.failed = chain::roll_back(&self.file, s.len, &e);
+                return Err(io_error(&self.path)(e));
+            }
+            if self.durability == Durability::Fsync
+                && let Err(e) = self.file.sync_data()
+            {
+                // After a failed fdatasync the kernel may have dropped the dirty pages, so what
+                // is on disk is unknown: stop rather than build on it.
+                s.failed = Some(format!("fdatasync failed: {e}"));
+                return Err(io_error(&self.path)(e));
+            }
+            s.len += buf.len() as u64;
+            for e in staged.entries {
+                s.index.push(e);
+            }
+            s.chain = staged.chain;
+            Ok(staged.seqs)
+        });
+        // Keep the buffer for the next batch unless one huge batch made it huge.
+        if buf.capacity() <= 8 << 20 {
+            s.buf = buf;
+        }
+        result
+    }
+
+    fn get(&self, decision_id: &str) -> Result<Option<StoredTrace>, StoreError> {
+        let (summary, offset, len) = {
+            let s = lock(&self.state);
+            let Some(pos) = s.index.find(decision_id) else {
+                return Ok(None);
+            };
+            let Some(e) = s.index.entries.get(pos) else {
+                return Ok(None);
+            };
+            (s.index.summary(pos, e), e.body_offset, e.body_len)
+        };
+        // The lock is released: a positioned read of bytes already written needs no coordination
+        // with appends, which only ever add bytes after them.
+        let mut body = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut body, offset)
+            .map_err(io_error(&self.path))?;
+        Ok(Some(StoredTrace {
+            summary,
+            body: Bytes::from(body),
+        }))
+    }
+
+    fn query(&self, q: &TraceQuery) -> Result<TracePage, StoreError> {
+        Ok(lock(&self.state).index.query(q))
+    }
+
+    fn len(&self) -> u64 {
+        lock(&self.state).chain.seq
+    }
+
+    fn head(&self) -> ChainHead {
+        ChainHead::of(&lock(&self.state).chain)
+    }
+}
+
+/// Checks a whole trace log offline (read-only, without taking the store's lock) and returns the
+/// end of its chain. The first bad line is named. A last line without a newline is reported as
+/// corrupt too, although opening the store would simply cut it off: a clean check means every
+/// byte of the file is part of the chain.
+pub fn verify_log(path: &Path) -> Result<ChainHead, StoreError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let end = scan(path, &file, |_, _| Ok(()))?;
+    if end.torn > 0 {
+        return Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            line: end.chain.seq + 1,
+            reason: format!(
+                "the last line is incomplete ({} bytes without a newline): a write cut off by a crash; opening the store cuts it off",
+                end.torn
+            ),
+        });
+    }
+    Ok(ChainHead::of(&end.chain))
+}
+
+/// The `prev` of a log's first record, lowercase hex (64 zeros).
+pub fn genesis_hash() -> String {
+    hex::encode(GENESIS)
+}
+
+#[cfg(test)]
+mod tests;
