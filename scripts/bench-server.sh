@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Load test of POST /api/v1/route on loopback: release build, the fixture registry and policies,
+# API-key authentication, rate limiter on (with a ceiling the load cannot reach), file trace log.
+# Prints wrk's report at 64 connections and at 1 connection. Needs wrk (apt-get install wrk).
+#
+#   bash scripts/bench-server.sh [duration_s]       e.g. bash scripts/bench-server.sh 30
+#   CAIO_TRACE_DURABILITY=fsync bash scripts/bench-server.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-20}"
+PORT="${CAIO_BENCH_PORT:-18080}"
+ADMIN="bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+DATA="$(mktemp -d)"
+BODY="$DATA/request.json"
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 2; }
+
+cargo build -q --release -p caio-server -p caio-cli
+# fixtures/requests/sentiment-de.yaml as JSON.
+cat > "$BODY" <<'JSON'
+{"requirements":{"capabilities":["sentiment_analysis"],"guarantees":{"accuracy":{"min":0.9},"latency_ms":{"max":200}},"constraints":{"language":"de","region":"eu-west-1"}},"budget":{"max_cost":0.001},"context":{"priority":"high"},"data":{"sensitive":false},"payload":{"text":"Das ist gut."},"seed":42}
+JSON
+
+CAIO_DATA_DIR="$DATA/data" CAIO_BOOTSTRAP_ADMIN_KEY="$ADMIN" CAIO_AUTH_STRICT=true \
+CAIO_ACCESS_LOG=false CAIO_LOG=warn \
+CAIO_RATE_LIMIT_PER_SECOND=10000000 CAIO_RATE_LIMIT_BURST=10000000 \
+  target/release/caio-server --listen "127.0.0.1:$PORT" \
+  --services fixtures/services --policies fixtures/policies.yaml &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$DATA"' EXIT
+for _ in $(seq 100); do
+  curl -fs "http://127.0.0.1:$PORT/health/ready" >/dev/null && break
+  sleep 0.1
+done
+
+KEY=$(curl -fs -X POST "http://127.0.0.1:$PORT/api/v1/keys" -H "Authorization: Bearer $ADMIN" \
+  -H 'content-type: application/json' \
+  -d '{"name":"bench","role":"client","tenant":"acme","permissions":["classify","search","chat","translate"],"trust_level":2}' \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+STATUS=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$PORT/api/v1/route" \
+  -H "Authorization: Bearer $KEY" -H 'content-type: application/json' --data-binary "@$BODY")
+[ "$STATUS" = 200 ] || { echo "warm-up route answered $STATUS" >&2; exit 1; }
+
+export CAIO_BENCH_KEY="$KEY" CAIO_BENCH_BODY="$BODY"
+echo "== 64 connections, ${DURATION}s"
+wrk -t2 -c64 -d"${DURATION}s" --latency -s scripts/wrk-route.lua "http://127.0.0.1:$PORT/api/v1/route"
+echo "== 1 connection, 10s"
+wrk -t1 -c1 -d10s --latency -s scripts/wrk-route.lua "http://127.0.0.1:$PORT/api/v1/route"
+echo "== trace log"
+ls -l "$DATA/data/traces/"
+curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^caio_(decisions_total|traces_persisted_total|trace_batch_records_(sum|count)|rate_limited_total)'
