@@ -187,16 +187,16 @@ fn embedded_default_generates_an_admin_key_once() {
     let mut child = server()
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir.path())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut key = None;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut line = String::new();
     while key.is_none() && Instant::now() < deadline {
         line.clear();
-        if stderr.read_line(&mut line).unwrap() == 0 {
+        if stdout.read_line(&mut line).unwrap() == 0 {
             break;
         }
         if let Some(k) = line.trim().strip_prefix("caio_dev_") {

@@ -9,6 +9,7 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::require_identity;
@@ -27,6 +28,17 @@ async fn method_not_allowed() -> Response {
         "the endpoint exists but not with this method; /openapi.json lists them",
     )
     .into_response()
+}
+
+/// A panic in a handler becomes a JSON 500 instead of a dropped connection (the panic message
+/// goes to the log, not to the client).
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = err
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| err.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned());
+    ApiError::internal("handling the request", what).into_response()
 }
 
 async fn openapi() -> Response {
@@ -84,6 +96,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route_layer(from_fn_with_state(Arc::clone(&state), measure))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn_with_state(Arc::clone(&state), frame));
     let origins: Vec<HeaderValue> = state
         .config

@@ -153,7 +153,8 @@ pub async fn require_identity(
                 .unwrap_or_default();
             format!("anon:{peer}")
         } else {
-            identity.subject.clone()
+            // Namespaced by credential kind, so a JWT `sub` cannot share an API key's bucket.
+            format!("{:?}:{}", identity.method, identity.subject)
         };
         let d = limiter.check(&key, now);
         if !d.allowed {

@@ -37,8 +37,8 @@ pub fn format_of(headers: &HeaderMap) -> Option<Format> {
         "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
             Some(Format::Yaml)
         }
-        // curl's default for -d; read as whatever the text looks like.
-        "" | "text/plain" | "application/x-www-form-urlencoded" => Some(Format::Auto),
+        // Not text/plain or form types: a web page may send those cross-origin without asking.
+        "" => Some(Format::Auto),
         _ if essence.ends_with("+json") => Some(Format::Json),
         _ => None,
     }

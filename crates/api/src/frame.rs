@@ -47,6 +47,21 @@ fn acceptable(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlight {
+    fn enter(state: &AppState) -> InFlight {
+        state.metrics.in_flight.inc();
+        InFlight(state.metrics.in_flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Outer middleware: request id, timeout, in-flight gauge, access log.
 pub async fn frame(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -62,7 +77,8 @@ pub async fn frame(State(state): State<Arc<AppState>>, mut req: Request, next: N
     req.extensions_mut().insert(RequestId(Arc::clone(&id)));
     let method = req.method().clone();
     let path = state.config.log.access.then(|| req.uri().path().to_owned());
-    state.metrics.in_flight.inc();
+    // Decremented on drop, so a request whose client went away still leaves the gauge.
+    let _in_flight = InFlight::enter(&state);
     let timeout = Duration::from_millis(state.config.limits.request_timeout_ms);
     let mut resp = match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(r) => r,
@@ -75,7 +91,6 @@ pub async fn frame(State(state): State<Arc<AppState>>, mut req: Request, next: N
         )
         .into_response(),
     };
-    state.metrics.in_flight.dec();
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }

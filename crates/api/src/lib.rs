@@ -110,14 +110,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen.clone();
     let (state, report) = AppState::build(config)?;
     if let Some(key) = &report.generated_admin_key {
-        // Deliberately not through the logger: logs are shipped elsewhere, this is for the
-        // person at the terminal, once.
-        #[allow(clippy::print_stderr)]
+        // Deliberately not through the logger (stderr, often shipped elsewhere): this is for the
+        // person at the terminal, once, on stdout.
+        #[allow(clippy::print_stdout)]
         {
-            eprintln!(
+            println!(
                 "\ncaio-server (development): generated admin API key, shown once:\n\n    {key}\n\nuse it as `Authorization: Bearer <key>`; set CAIO_BOOTSTRAP_ADMIN_KEY to choose one.\n"
             );
         }
+    }
+    if let Some(v) = &report.policy_file_ignored {
+        tracing::warn!(
+            file_version = %v,
+            active_version = %report.policy_version,
+            "--policies differs from the active policy version, which was set through the API and stays active; PUT /api/v1/policies to change it"
+        );
     }
     if report.trace_truncated_bytes > 0 {
         tracing::warn!(

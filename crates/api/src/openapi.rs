@@ -375,7 +375,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "get",
         "/api/v1/runtime/dependencies",
         "Each dependency: required?, state, probe latency.",
-        "any authenticated caller",
+        "admin, operator",
         None,
         (200, "object"),
         &[],

@@ -14,6 +14,9 @@ pub trait SecretStore: Send + Sync + std::fmt::Debug {
     fn set(&self, service_id: &str, secret: &str) -> Result<(), String>;
     /// Forgets a service's secret.
     fn remove(&self, service_id: &str) -> Result<(), String>;
+    /// Whether the operator provisioned this service's secret in the configuration (the API
+    /// neither replaces nor rotates it).
+    fn is_provisioned(&self, service_id: &str) -> bool;
 }
 
 /// A new random secret: 32 bytes, hex.
@@ -86,6 +89,10 @@ impl FileSecretStore {
 }
 
 impl SecretStore for FileSecretStore {
+    fn is_provisioned(&self, service_id: &str) -> bool {
+        self.fixed.contains_key(service_id)
+    }
+
     fn get(&self, service_id: &str) -> Option<String> {
         if let Some(s) = self.fixed.get(service_id) {
             return Some(s.clone());

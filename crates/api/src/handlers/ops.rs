@@ -142,8 +142,19 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// GET /api/v1/runtime/dependencies
-pub async fn runtime_dependencies(State(state): State<Arc<AppState>>) -> Response {
+/// GET /api/v1/runtime/dependencies (admins and operators: it names stores and their state)
+pub async fn runtime_dependencies(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(crate::auth::Caller(caller)): axum::Extension<crate::auth::Caller>,
+) -> Response {
+    if !matches!(
+        caller.role,
+        caio_security::Role::Admin | caio_security::Role::Operator
+    ) {
+        return ApiError::forbidden("read runtime dependencies")
+            .with_details(json!({ "role": caller.role.as_str() }))
+            .into_response();
+    }
     let s = Arc::clone(&state);
     match tokio::task::spawn_blocking(move || dependencies(&s)).await {
         Ok(deps) => {

@@ -22,6 +22,23 @@ use crate::frame::RequestId;
 use crate::handlers::services::audit;
 use crate::state::AppState;
 
+/// Policies apply to every tenant, so only admins and platform operators (tenant `public`) may
+/// change them; a tenant's operator reads them.
+fn require_policy_write(state: &AppState, caller: &caio_security::Identity) -> ApiResult<()> {
+    require(state, caller, Action::PoliciesWrite)?;
+    if caller.role != caio_security::Role::Admin && caller.principal.tenant != "public" {
+        return Err(
+            ApiError::forbidden("change the policies every tenant routes under").with_details(
+                json!({
+                    "reason": "policy sets are global: only admins and operators of tenant `public` change them",
+                    "caller_tenant": caller.principal.tenant,
+                }),
+            ),
+        );
+    }
+    Ok(())
+}
+
 fn policy_problems(errors: &[PolicyError]) -> ApiError {
     let problems: Vec<Value> = errors
         .iter()
@@ -102,15 +119,17 @@ pub async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    require(&state, &caller, Action::PoliciesWrite)?;
+    require_policy_write(&state, &caller)?;
     let set = read_set(&state, &headers, body).await?;
     let compiled = caio_rules::compile(&set).map_err(|e| policy_problems(&e))?;
     let _guard = state.policy_lock.lock().await;
     let previous = state.routers.policies().version.clone();
-    let (version, activation) = state
-        .policies
-        .put(&set, &caller.subject, caio_trace::now_ms(), q.note)
-        .map_err(store_error)?;
+    let (store, author) = (Arc::clone(&state.policies), caller.subject.clone());
+    let (version, activation) =
+        tokio::task::spawn_blocking(move || store.put(&set, &author, caio_trace::now_ms(), q.note))
+            .await
+            .map_err(|e| ApiError::internal("the policy store", e))?
+            .map_err(store_error)?;
     state.routers.set_policies(compiled);
     audit(
         &state,
@@ -238,7 +257,7 @@ pub async fn rollback(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    require(&state, &caller, Action::PoliciesWrite)?;
+    require_policy_write(&state, &caller)?;
     let text = extract::text(&headers, body, state.config.limits.body_bytes).await?;
     let r: Rollback = extract::json(&text)?;
     let v = version_of(&r.version);
@@ -250,10 +269,17 @@ pub async fn rollback(
         .ok_or_else(|| store_error(PolicyStoreError::NotFound(v.clone())))?;
     let compiled = caio_rules::compile(&set).map_err(|e| policy_problems(&e))?;
     let previous = state.routers.policies().version.clone();
-    let activation = state
-        .policies
-        .activate(&v, &caller.subject, caio_trace::now_ms())
-        .map_err(store_error)?;
+    let (store, author, version) = (
+        Arc::clone(&state.policies),
+        caller.subject.clone(),
+        v.clone(),
+    );
+    let activation = tokio::task::spawn_blocking(move || {
+        store.activate(&version, &author, caio_trace::now_ms())
+    })
+    .await
+    .map_err(|e| ApiError::internal("the policy store", e))?
+    .map_err(store_error)?;
     state.routers.set_policies(compiled);
     audit(
         &state,

@@ -145,16 +145,18 @@ pub async fn register(
         .metrics
         .services
         .set(state.registry().snapshot().len() as i64);
-    let secret = match state.secrets.get(&id) {
-        Some(_) => None,
-        None => {
-            let s = crate::secrets::generate().map_err(|e| ApiError::internal("randomness", e))?;
-            state
-                .secrets
-                .set(&id, &s)
-                .map_err(|e| ApiError::internal("storing the webhook secret", e))?;
-            Some(s)
-        }
+    // A new registration gets a new secret, so whoever held the secret of an earlier service
+    // with this id cannot speak for this one.
+    let secret = if state.secrets.is_provisioned(&id) {
+        None
+    } else {
+        let s = crate::secrets::generate().map_err(|e| ApiError::internal("randomness", e))?;
+        let (store, sid, value) = (Arc::clone(&state.secrets), id.clone(), s.clone());
+        tokio::task::spawn_blocking(move || store.set(&sid, &value))
+            .await
+            .map_err(|e| ApiError::internal("storing the webhook secret", e))?
+            .map_err(|e| ApiError::internal("storing the webhook secret", e))?;
+        Some(s)
     };
     audit(
         &state,
@@ -352,9 +354,10 @@ pub async fn delete(
         .metrics
         .services
         .set(state.registry().snapshot().len() as i64);
-    state
-        .secrets
-        .remove(&id)
+    let (store, sid) = (Arc::clone(&state.secrets), id.clone());
+    tokio::task::spawn_blocking(move || store.remove(&sid))
+        .await
+        .map_err(|e| ApiError::internal("removing the webhook secret", e))?
         .map_err(|e| ApiError::internal("removing the webhook secret", e))?;
     state
         .status
@@ -390,10 +393,16 @@ pub async fn rotate_secret(
             .ok_or_else(|| ApiError::service_not_found(&id))?;
         may_write(&state, &caller, &e.contract)?;
     }
+    if state.secrets.is_provisioned(&id) {
+        return Err(ApiError::forbidden("rotate this webhook secret").with_details(json!({
+            "reason": "the secret is provisioned in the server configuration (webhooks.secrets)",
+        })));
+    }
     let s = crate::secrets::generate().map_err(|e| ApiError::internal("randomness", e))?;
-    state
-        .secrets
-        .set(&id, &s)
+    let (store, sid, value) = (Arc::clone(&state.secrets), id.clone(), s.clone());
+    tokio::task::spawn_blocking(move || store.set(&sid, &value))
+        .await
+        .map_err(|e| ApiError::internal("storing the webhook secret", e))?
         .map_err(|e| ApiError::internal("storing the webhook secret", e))?;
     audit(
         &state,

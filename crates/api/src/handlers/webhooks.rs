@@ -57,6 +57,17 @@ fn refuse(state: &AppState, reason: &'static str, message: &str) -> ApiError {
     }
 }
 
+/// The secret unknown ids are checked against.
+fn unknown_service_secret() -> &'static str {
+    static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SECRET.get_or_init(|| {
+        crate::secrets::generate().unwrap_or_else(|_| {
+            // Without randomness the dummy is still unknown to callers: the process start time.
+            format!("{:064x}", caio_trace::now_ms())
+        })
+    })
+}
+
 /// POST /webhooks/services/{id}/events
 pub async fn event(
     State(state): State<Arc<AppState>>,
@@ -71,15 +82,13 @@ pub async fn event(
     let now_s = caio_trace::now_ms() / 1000;
     let unsigned = ts.is_none() && sig.is_none();
     if !unsigned || state.config.webhooks.signature_required {
-        // An unknown service has no secret; answer exactly as for a bad signature so the
-        // endpoint does not reveal which ids exist.
-        let Some(secret) = state.secrets.get(&id) else {
-            return Err(refuse(
-                &state,
-                "bad_signature",
-                "the webhook signature is not valid",
-            ));
-        };
+        // An unknown service is verified against a random secret of this process: the same
+        // checks run in the same order and fail as a bad signature, so neither the answer nor
+        // its timing tells which ids exist.
+        let secret = state
+            .secrets
+            .get(&id)
+            .unwrap_or_else(|| unknown_service_secret().to_owned());
         let window = state.config.webhooks.replay_window_s;
         let verified = webhook::verify(secret.as_bytes(), ts, sig, &raw, now_s, window)
             .map_err(|e| refuse(&state, e.reason(), &e.to_string()))?;

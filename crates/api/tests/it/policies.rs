@@ -102,7 +102,12 @@ async fn a_new_version_changes_routing_and_can_be_rolled_back() {
         .iter()
         .map(|i| i["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, ["policies.rollback", "policies.put"]);
+    // The last put is the one the server made at start from --policies.
+    assert_eq!(
+        actions,
+        ["policies.rollback", "policies.put", "policies.put"]
+    );
+    assert_eq!(a.json["items"][2]["actor"], "startup");
 }
 
 #[tokio::test]

@@ -86,6 +86,15 @@ async fn signed_events_update_status_and_everything_else_is_refused() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.json["error"]["details"]["reason"], "bad_signature");
 
+    // Without headers, a known and an unknown id answer the same.
+    let known = send(&s, "hook-svc", None, None, body).await;
+    let unknown = send(&s, "no-such-svc", None, None, body).await;
+    assert_eq!(known.status, unknown.status);
+    assert_eq!(known.json["error"], unknown.json["error"]);
+    let known = send(&s, "hook-svc", Some(now), Some("sha256=zz".into()), body).await;
+    let unknown = send(&s, "no-such-svc", Some(now), Some("sha256=zz".into()), body).await;
+    assert_eq!(known.json["error"], unknown.json["error"]);
+
     // A signed but malformed event is a 400.
     let bad = r#"{"type":"status","status":"sleepy"}"#;
     let r = send(&s, "hook-svc", Some(now), Some(sign(now, bad)), bad).await;
