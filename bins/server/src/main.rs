@@ -7,6 +7,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of the system allocator: under load the server allocates and frees small
+/// buffers on two threads, and glibc's malloc/free took about 10 % of its CPU
+/// (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// CAIO server. With no configuration it runs the embedded default: memory registry, file traces
 /// under ./data, development mode.
 #[derive(Debug, Parser)]

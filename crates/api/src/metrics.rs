@@ -67,6 +67,9 @@ pub struct ActionLabels {
     pub action: &'static str,
 }
 
+/// The stages of POST /api/v1/route.
+const STAGES: [&str; 5] = ["authenticate", "parse", "pipeline", "encode", "persist"];
+
 /// Every metric the server exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -99,6 +102,7 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// Services registered.
     pub services: Gauge,
+    stage_handles: Vec<Histogram>,
 }
 
 /// A route template label.
@@ -205,7 +209,16 @@ impl Metrics {
             "Services in the registry",
             services.clone(),
         );
+        let stage_handles = STAGES
+            .iter()
+            .map(|stage| {
+                route_stage_seconds
+                    .get_or_create(&StageLabels { stage })
+                    .clone()
+            })
+            .collect();
         Metrics {
+            stage_handles,
             registry,
             requests,
             request_seconds,
@@ -226,9 +239,15 @@ impl Metrics {
 
     /// Records the time one routing stage took.
     pub fn stage(&self, stage: &'static str, seconds: f64) {
-        self.route_stage_seconds
-            .get_or_create(&StageLabels { stage })
-            .observe(seconds);
+        // The five stages' histograms are created once; a family lookup (lock, hash) per
+        // observation is only for a stage name outside the list.
+        match STAGES.iter().position(|s| *s == stage) {
+            Some(i) => self.stage_handles[i].observe(seconds),
+            None => self
+                .route_stage_seconds
+                .get_or_create(&StageLabels { stage })
+                .observe(seconds),
+        }
     }
 
     /// The exposition text (OpenMetrics, which Prometheus reads).
