@@ -25,6 +25,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use caio_config::{Config, LogFormat};
 
 pub use app::app;
@@ -47,6 +48,13 @@ pub async fn serve(
         tracing::info!("shutdown requested: draining in-flight requests");
         let _ = began.send(());
     };
+    // Responses leave in one write; without TCP_NODELAY a client's delayed ACK could still
+    // hold back the tail of a large one.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

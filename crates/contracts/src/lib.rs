@@ -17,6 +17,7 @@ pub mod policy;
 pub mod request;
 pub mod schema;
 mod semantic;
+mod untagged;
 pub mod yaml;
 
 pub use limits::Limits;

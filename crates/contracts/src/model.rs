@@ -76,7 +76,8 @@ fn public_tenant() -> String {
 }
 
 /// A bound on one guarantee property: a numeric range or a boolean flag.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+// Deserialized by a visitor in untagged.rs, not by serde's untagged derive.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Bound {
     /// `determinism: true`.
@@ -117,7 +118,8 @@ impl Bound {
 
 /// A contract constraint value: a list of admitted values, a number (usually a `max_*` limit), a
 /// string or a boolean.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+// Deserialized by a visitor in untagged.rs, not by serde's untagged derive.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ConstraintValue {
     /// `true` / `false`.

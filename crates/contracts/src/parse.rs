@@ -233,6 +233,11 @@ fn schema_problems(kind: DocKind, value: &serde_json::Value) -> Vec<Problem> {
         Ok(c) => c,
         Err(e) => return vec![Problem::new("", e)],
     };
+    // `is_valid` stops at the first failure and builds no error values; the full walk that
+    // collects every problem runs only for documents that have one.
+    if compiled.validator.is_valid(value) {
+        return Vec::new();
+    }
     let mut problems = Vec::new();
     for error in compiled.validator.iter_errors(value) {
         let path = error.instance_path().as_str().to_owned();

@@ -89,7 +89,8 @@ impl TraitFlag {
 }
 
 /// A scalar request constraint value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+// Deserialized by a visitor in untagged.rs, not by serde's untagged derive.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Scalar {
     /// A flag.

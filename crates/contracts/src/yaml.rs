@@ -32,13 +32,14 @@ pub fn to_json(
         Syntax::Json => {
             let value: serde_json::Value = serde_json::from_str(text)
                 .map_err(|e| vec![Problem::at_line("", e.line(), format!("invalid JSON: {e}"))])?;
+            // The walk that names where the nesting is too deep builds a path per node; most
+            // documents are shallow, so it runs only when the plain walk finds a problem.
+            if !too_deep(&value, 0, max_depth) {
+                return Ok(value);
+            }
             let mut problems = Vec::new();
             check_depth(&value, "", 0, max_depth, &mut problems);
-            if problems.is_empty() {
-                Ok(value)
-            } else {
-                Err(problems)
-            }
+            Err(problems)
         }
         Syntax::Yaml => {
             let value: serde_norway::Value = serde_norway::from_str(text).map_err(|e| {
@@ -61,6 +62,17 @@ pub fn to_json(
                 Err(problems)
             }
         }
+    }
+}
+
+fn too_deep(v: &serde_json::Value, depth: usize, max: usize) -> bool {
+    if depth > max {
+        return true;
+    }
+    match v {
+        serde_json::Value::Object(m) => m.values().any(|v| too_deep(v, depth + 1, max)),
+        serde_json::Value::Array(a) => a.iter().any(|v| too_deep(v, depth + 1, max)),
+        _ => false,
     }
 }
 

@@ -10,14 +10,13 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use caio_contracts as parse;
 use caio_contracts::canonical;
 use caio_contracts::decision::{Rejection, Step};
 use caio_contracts::request::RouteRequest;
 use caio_gateway::RouteError;
 use caio_security::Action;
-use caio_trace::{Outcome, TraceRecord};
+use caio_trace::{Outcome, TraceBody, TraceRecord};
 use serde_json::json;
 
 use crate::auth::{Caller, require};
@@ -95,8 +94,7 @@ fn rfc3339(ms: u64) -> String {
 }
 
 async fn persist(state: &AppState, record: TraceRecord) -> ApiResult<()> {
-    // The body is serde_json's compact output of a typed value, which the store's checks always
-    // accept; the store validates it once more before writing, not here a second time.
+    // The body is a `TraceBody::serialize` output, which the store does not scan again.
     let started = Instant::now();
     let r = state.traces.append(record).await;
     state
@@ -137,10 +135,8 @@ pub async fn route(
         Ok(mut decision) => {
             decision.recorded_at = Some(rfc3339(now));
             count_rejections(&state, decision.rejected.iter());
-            let body = Bytes::from(
-                serde_json::to_vec(&decision)
-                    .map_err(|e| ApiError::internal("encoding a decision", e))?,
-            );
+            let body = TraceBody::serialize(&decision)
+                .map_err(|e| ApiError::internal("encoding a decision", e))?;
             state
                 .metrics
                 .stage("encode", routed.elapsed().as_secs_f64());
@@ -159,7 +155,7 @@ pub async fn route(
             )
             .await?;
             outcome(&state, "routed");
-            let mut resp = (StatusCode::OK, body).into_response();
+            let mut resp = (StatusCode::OK, body.bytes().clone()).into_response();
             let h = resp.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,
@@ -188,7 +184,8 @@ pub async fn route(
                 .as_str()
                 .unwrap_or("no service satisfies the request")
                 .to_owned();
-            let bytes = Bytes::from(body.to_string());
+            let bytes = TraceBody::serialize(&body)
+                .map_err(|e| ApiError::internal("encoding a no-route outcome", e))?;
             persist(
                 &state,
                 TraceRecord {

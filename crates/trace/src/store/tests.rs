@@ -37,7 +37,7 @@ fn rec(n: u64, at: u64, tenant: &str, principal: &str, service: Option<&str>) ->
         } else {
             Outcome::NoRoute
         },
-        body: body(n, 10),
+        body: body(n, 10).into(),
     }
 }
 
@@ -117,7 +117,7 @@ fn shared_behaviour(s: &dyn TraceStore) {
     assert_ne!(head2.hash, "0".repeat(64));
     // The same decision routed again: `get` returns the latest.
     let mut again = rec(1, 120, "acme", "alice", Some("svc-a"));
-    again.body = Bytes::from_static(br#"{"again":true}"#);
+    again.body = Bytes::from_static(br#"{"again":true}"#).into();
     let seqs = s
         .append_batch(vec![again, rec(3, 130, "beta", "carol", Some("svc-b"))])
         .unwrap();
@@ -293,7 +293,7 @@ fn the_line_format_is_as_documented() {
     // A body with whitespace, escapes and non-ASCII text is stored byte for byte.
     let raw = "{ \"b\" : [1, 2.50, \"\\u00e9 é\"] , \"c\":{} }";
     let mut r = rec(1, 1_700_000_000_000, "acme", "alice", Some("svc-a"));
-    r.body = Bytes::from(raw);
+    r.body = Bytes::from(raw).into();
     s.append_batch(vec![r, rec(2, 1_700_000_000_001, "acme", "bob", None)])
         .unwrap();
     let l = lines(s.path());
@@ -360,7 +360,7 @@ fn invalid_records_are_rejected_before_anything_is_written() {
     ];
     for bad in bad_bodies {
         let mut r = rec(2, 2, "t", "p", None);
-        r.body = Bytes::copy_from_slice(bad);
+        r.body = Bytes::copy_from_slice(bad).into();
         // A valid record first: the batch is all or nothing.
         let err = match s.append_batch(vec![rec(3, 3, "t", "p", None), r]) {
             Err(e) => e,
@@ -372,7 +372,7 @@ fn invalid_records_are_rejected_before_anything_is_written() {
         );
     }
     let mut r = rec(2, 2, "t", "p", None);
-    r.body = Bytes::from_static(b"[]");
+    r.body = Bytes::from_static(b"[]").into();
     assert!(matches!(r.validate(), Err(StoreError::Invalid(_))));
     assert!(rec(2, 2, "t", "p", None).validate().is_ok());
     let mut r = rec(2, 2, "t", "p", None);
@@ -391,11 +391,11 @@ fn invalid_records_are_rejected_before_anything_is_written() {
     assert_eq!(fs::metadata(s.path()).unwrap().len(), size);
     // Surrogate pairs and escaped backslashes before `u` are fine.
     let mut r = rec(2, 2, "t", "p", None);
-    r.body = Bytes::from_static(br#"{"a":"\ud83d\ude00 \\ud800"}"#);
+    r.body = Bytes::from_static(br#"{"a":"\ud83d\ude00 \\ud800"}"#).into();
     assert_eq!(s.append_batch(vec![r]).unwrap(), vec![2]);
     // Leading whitespace is fine: the body is still an object.
     let mut r = rec(2, 2, "t", "p", None);
-    r.body = Bytes::from_static(b" \t{}");
+    r.body = Bytes::from_static(b" \t{}").into();
     assert_eq!(s.append_batch(vec![r]).unwrap(), vec![3]);
     drop(s);
     assert_eq!(open(dir.path()).1.records, 3);
@@ -739,7 +739,7 @@ fn append_throughput() {
     let records: Vec<TraceRecord> = (0..n)
         .map(|i| {
             let mut r = rec(i, 1_700_000_000_000 + i, "acme", "alice", Some("svc-a"));
-            r.body = body(i, 4096 - 130);
+            r.body = body(i, 4096 - 130).into();
             r
         })
         .collect();
@@ -917,4 +917,41 @@ proptest! {
         let verified = matches!(verify_log(&path), Err(StoreError::Corrupt { .. }));
         prop_assert!(verified);
     }
+}
+
+#[test]
+fn serialized_bodies_skip_the_scan_and_stay_readable() {
+    // Strings that a byte-level check would have to inspect: newlines, quotes, non-ASCII, the
+    // body key, a lone surrogate written as text (Rust strings cannot hold one, so serde_json
+    // writes the characters themselves, escaped).
+    let value = serde_json::json!({
+        "text": "line\nbreak \"quoted\" \u{1F600} ,\"body\": \\ud800",
+        "n": [1, 2.5, null],
+    });
+    let body = TraceBody::serialize(&value).unwrap();
+    assert!(!body.contains(&b'\n'));
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    let mut r = rec(1, 1, "t", "p", Some("svc"));
+    r.body = body.clone();
+    assert_eq!(s.append_batch(vec![r]).unwrap(), vec![1]);
+    drop(s);
+    let (s, report) = open(dir.path());
+    assert_eq!(report.records, 1);
+    let got = s.get(&id(1)).unwrap().unwrap();
+    assert_eq!(got.body, body);
+    let back: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+    assert_eq!(back, value);
+    verify_log(s.path()).unwrap();
+
+    // Only objects are bodies.
+    assert!(matches!(
+        TraceBody::serialize(&[1, 2]),
+        Err(StoreError::Invalid(m)) if m.contains("JSON object")
+    ));
+    assert!(TraceBody::serialize("text").is_err());
+    // A map whose keys are not strings does not serialize.
+    let mut odd = std::collections::BTreeMap::new();
+    odd.insert(vec![1u8], 1);
+    assert!(TraceBody::serialize(&odd).is_err());
 }
