@@ -41,10 +41,21 @@ STATUS=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$PORT/
 [ "$STATUS" = 200 ] || { echo "warm-up route answered $STATUS" >&2; exit 1; }
 
 export CAIO_BENCH_KEY="$KEY" CAIO_BENCH_BODY="$BODY"
-echo "== 64 connections, ${DURATION}s"
-wrk -t2 -c64 -d"${DURATION}s" --latency -s scripts/wrk-route.lua "http://127.0.0.1:$PORT/api/v1/route"
-echo "== 1 connection, 10s"
-wrk -t1 -c1 -d10s --latency -s scripts/wrk-route.lua "http://127.0.0.1:$PORT/api/v1/route"
+# CPU the server spent per request: utime + stime of its process over the run / requests.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER/stat"; }
+run() {
+  local label=$1; shift
+  echo "== $label"
+  local before out
+  before=$(cpu_ticks)
+  out=$(wrk "$@" --latency -s scripts/wrk-route.lua "http://127.0.0.1:$PORT/api/v1/route")
+  echo "$out"
+  local ticks=$(( $(cpu_ticks) - before )) n
+  n=$(echo "$out" | awk '/requests in/ {print $1}')
+  python3 -c "print(f'server CPU per request: {$ticks / $(getconf CLK_TCK) / $n * 1e6:.0f} us')"
+}
+run "64 connections, ${DURATION}s" -t2 -c64 -d"${DURATION}s"
+run "1 connection, 10s" -t1 -c1 -d10s
 echo "== trace log"
 ls -l "$DATA/data/traces/"
 curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^caio_(decisions_total|traces_persisted_total|trace_batch_records_(sum|count)|rate_limited_total)'
