@@ -15,7 +15,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::auth::require_identity;
 use crate::error::ApiError;
 use crate::frame::{REQUEST_ID, frame, measure};
-use crate::handlers::{keys, ops, policies, routing, services, traces, webhooks};
+use crate::handlers::{execute, keys, ops, policies, routing, services, traces, webhooks};
 use crate::state::AppState;
 
 async fn not_found() -> Response {
@@ -64,6 +64,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/discover", post(routing::discover))
         .route("/api/v1/route", post(routing::route))
+        .route("/api/v1/execute", post(execute::execute))
+        .route("/api/v1/gateway/health", get(execute::health))
+        .route(
+            "/api/v1/gateway/emergency-stop",
+            get(execute::stop_state).put(execute::set_stop),
+        )
         .route("/api/v1/traces", get(traces::query))
         .route("/api/v1/traces/{id}", get(traces::get))
         .route("/api/v1/policies", get(policies::active).put(policies::put))

@@ -219,5 +219,6 @@ pub fn action_name(a: Action) -> &'static str {
         Action::Discover => "discover",
         Action::KeysManage => "keys.manage",
         Action::AuditRead => "audit.read",
+        Action::GatewayControl => "gateway.control",
     }
 }

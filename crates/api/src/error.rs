@@ -107,6 +107,18 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         504,
         "The request took longer than the configured timeout.",
     ),
+    (
+        "UPSTREAM_FAILED",
+        502,
+        "Every candidate service failed or the execution deadline passed; details.execution lists \
+         each attempt and fallback.",
+    ),
+    (
+        "EMERGENCY_STOP",
+        503,
+        "Execution is stopped by an administrator (routing still works); \
+         GET /api/v1/gateway/emergency-stop says since when and why.",
+    ),
 ];
 
 /// An error response.

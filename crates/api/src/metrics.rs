@@ -102,6 +102,16 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// Services registered.
     pub services: Gauge,
+    /// Executions by final status (`succeeded`, `failed`, `dry_run`).
+    pub executions: Family<OutcomeLabels, Counter>,
+    /// Calls made to services (every attempt).
+    pub upstream_attempts: Counter,
+    /// Moves to the next candidate.
+    pub fallbacks: Counter,
+    /// Guarantees broken by services that answered, by property.
+    pub guarantee_violations: Family<PropertyLabels, Counter>,
+    /// Time of whole executions (all attempts and fallbacks).
+    pub execution_seconds: Histogram,
     stage_handles: Vec<Histogram>,
 }
 
@@ -110,6 +120,13 @@ pub struct Metrics {
 pub struct RouteLabel {
     /// The matched route template.
     pub route: String,
+}
+
+/// A guarantee property label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PropertyLabels {
+    /// `latency_ms`, `accuracy`, `cost`, `determinism`.
+    pub property: String,
 }
 
 /// A policy id label.
@@ -209,6 +226,36 @@ impl Metrics {
             "Services in the registry",
             services.clone(),
         );
+        let executions = Family::<OutcomeLabels, Counter>::default();
+        let upstream_attempts = Counter::default();
+        let fallbacks = Counter::default();
+        let guarantee_violations = Family::<PropertyLabels, Counter>::default();
+        let execution_seconds = latency_histogram();
+        registry.register(
+            "executions",
+            "Executions by final status",
+            executions.clone(),
+        );
+        registry.register(
+            "upstream_attempts",
+            "Calls made to services, every attempt counted",
+            upstream_attempts.clone(),
+        );
+        registry.register(
+            "fallbacks",
+            "Moves from a failed candidate to the next",
+            fallbacks.clone(),
+        );
+        registry.register(
+            "guarantee_violations",
+            "Guarantees broken by services that answered, by property",
+            guarantee_violations.clone(),
+        );
+        registry.register(
+            "execution_seconds",
+            "Time of whole executions, all attempts and fallbacks",
+            execution_seconds.clone(),
+        );
         let stage_handles = STAGES
             .iter()
             .map(|stage| {
@@ -234,6 +281,11 @@ impl Metrics {
             trace_batch_size,
             in_flight,
             services,
+            executions,
+            upstream_attempts,
+            fallbacks,
+            guarantee_violations,
+            execution_seconds,
         }
     }
 

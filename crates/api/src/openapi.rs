@@ -227,6 +227,51 @@ pub const ENDPOINTS: &[Endpoint] = &[
         ],
     ),
     ep(
+        "post",
+        "/api/v1/execute",
+        "Route and execute: call the chosen service (retries, fallbacks, circuit breakers), check its guarantees, record decision and execution.",
+        "admin, operator, client",
+        Some("ExecuteRequest"),
+        (200, "Executed"),
+        &[
+            "INVALID_REQUEST",
+            "NO_MATCHING_SERVICE",
+            "INVALID_BODY",
+            "PAYLOAD_TOO_LARGE",
+            "UNSUPPORTED_MEDIA_TYPE",
+            "UPSTREAM_FAILED",
+            "EMERGENCY_STOP",
+            "UNAVAILABLE",
+        ],
+    ),
+    ep(
+        "get",
+        "/api/v1/gateway/health",
+        "Every called service's circuit breaker state, success rate and latency.",
+        "admin, operator, service",
+        None,
+        (200, "GatewayHealth"),
+        &[],
+    ),
+    ep(
+        "get",
+        "/api/v1/gateway/emergency-stop",
+        "Whether execution is stopped, by whom, since when and why.",
+        "admin",
+        None,
+        (200, "EmergencyStop"),
+        &[],
+    ),
+    ep(
+        "put",
+        "/api/v1/gateway/emergency-stop",
+        "Stop or resume every execution (routing keeps working); audited.",
+        "admin",
+        Some("EmergencyStopChange"),
+        (200, "EmergencyStop"),
+        &["INVALID_BODY"],
+    ),
+    ep(
         "get",
         "/api/v1/traces/{id}",
         "A recorded decision, byte for byte as returned (accepted by `caio verify`).",
@@ -480,7 +525,7 @@ fn components() -> Map<String, Value> {
             "required": ["service_id", "step", "reason", "detail"],
             "properties": {
                 "service_id": {"type": "string"},
-                "step": {"type": "string", "enum": ["match", "rules", "security", "traits"]},
+                "step": {"type": "string", "enum": ["match", "rules", "security", "traits", "health"]},
                 "reason": {"type": "string"},
                 "detail": {"type": "string"}
             }
@@ -520,7 +565,7 @@ fn components() -> Map<String, Value> {
                 "seq": {"type": "integer"}, "decision_id": {"type": "string"},
                 "recorded_at_ms": {"type": "integer"}, "tenant": {"type": "string"},
                 "principal_id": {"type": "string"}, "service_id": {"type": ["string", "null"]},
-                "outcome": {"type": "string", "enum": ["routed", "no_route"]}
+                "outcome": {"type": "string", "enum": ["routed", "no_route", "executed", "execution_failed"]}
             }}},
             "next_cursor": {"type": ["integer", "null"]}
         }}),
@@ -531,6 +576,72 @@ fn components() -> Map<String, Value> {
             "type": {"type": "string", "enum": ["heartbeat", "status"]},
             "status": {"type": "string", "enum": ["healthy", "degraded", "down"]},
             "detail": {"type": "string", "maxLength": 512}
+        }}),
+    );
+    out.insert(
+        "ExecuteRequest".into(),
+        json!({"type": "object", "required": ["request"], "additionalProperties": false, "properties": {
+            "request": {"$ref": "#/components/schemas/RouteRequest"},
+            "dry_run": {"type": "boolean", "description": "Do everything but the upstream call."},
+            "deadline_ms": {"type": "integer", "minimum": 1, "description": "Time for all attempts and fallbacks."},
+            "on_violation": {"type": "string", "enum": ["warn", "failover"]}
+        }}),
+    );
+    out.insert(
+        "Execution".into(),
+        json!({"type": "object", "required": ["status", "attempts", "fallbacks", "latency_ms", "violations", "warnings"], "properties": {
+            "status": {"type": "string", "enum": ["succeeded", "failed", "dry_run"]},
+            "service_id": {"type": "string"},
+            "output": {"description": "The answering service's output."},
+            "attempts": {"type": "array", "items": {"type": "object", "required": ["service_id", "attempt", "outcome", "latency_ms"], "properties": {
+                "service_id": {"type": "string"}, "attempt": {"type": "integer"},
+                "outcome": {"type": "string"}, "status": {"type": "integer"},
+                "latency_ms": {"type": "number"}, "error": {"type": "string"},
+                "backoff_ms": {"type": "integer"}
+            }}},
+            "fallbacks": {"type": "array", "items": {"type": "object", "properties": {
+                "from": {"type": "string"}, "to": {"type": "string"}, "reason": {"type": "string"}
+            }}},
+            "latency_ms": {"type": "number"},
+            "violations": {"type": "array", "items": {"type": "object", "properties": {
+                "service_id": {"type": "string"}, "property": {"type": "string"},
+                "bound": {"type": "number"}, "observed": {"type": "number"}, "detail": {"type": "string"}
+            }}},
+            "warnings": {"type": "array", "items": {"type": "string"}},
+            "error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}
+        }}),
+    );
+    out.insert(
+        "Executed".into(),
+        json!({"type": "object", "required": ["decision", "execution"], "properties": {
+            "decision": {"$ref": "#/components/schemas/Decision"},
+            "execution": {"$ref": "#/components/schemas/Execution"}
+        }}),
+    );
+    out.insert(
+        "GatewayHealth".into(),
+        json!({"type": "object", "required": ["services"], "properties": {
+            "services": {"type": "array", "items": {"type": "object", "properties": {
+                "service_id": {"type": "string"},
+                "circuit": {"type": "string", "enum": ["closed", "open", "half_open"]},
+                "success_rate": {"type": "number"}, "ewma_latency_ms": {"type": ["number", "null"]},
+                "calls": {"type": "integer"}, "failures": {"type": "integer"},
+                "violations": {"type": "integer"}, "consecutive_failures": {"type": "integer"},
+                "times_opened": {"type": "integer"}
+            }}}
+        }}),
+    );
+    out.insert(
+        "EmergencyStop".into(),
+        json!({"type": "object", "required": ["stopped"], "properties": {
+            "stopped": {"type": "boolean"}, "changed_by": {"type": "string"},
+            "changed_at": {"type": "string", "format": "date-time"}, "reason": {"type": "string"}
+        }}),
+    );
+    out.insert(
+        "EmergencyStopChange".into(),
+        json!({"type": "object", "required": ["stopped"], "additionalProperties": false, "properties": {
+            "stopped": {"type": "boolean"}, "reason": {"type": "string", "maxLength": 1024}
         }}),
     );
     out.insert(

@@ -3,11 +3,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use caio_config::{Config, Mode, TraceBackend, TraceDurability};
-use caio_gateway::loader;
+use caio_config::{Config, Mode, OnViolation, TraceBackend, TraceDurability};
+use caio_gateway::exec::client::ClientConfig;
+use caio_gateway::exec::guard::{AddressGuard, Cidr};
+use caio_gateway::exec::health::BreakerConfig;
+use caio_gateway::{Gateway, GatewayConfig, ViolationPolicy, loader};
 use caio_registry::{MemoryRegistry, Registry};
 use caio_rules::{FilePolicyStore, MemoryPolicyStore, PolicyStore};
 use caio_security::{
@@ -85,6 +88,10 @@ pub struct AppState {
     pub status: RwLock<HashMap<String, ServiceStatus>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Execution: the outbound client, circuit breakers, the emergency stop.
+    pub gateway: Arc<Gateway>,
+    /// Who turned the emergency stop on or off, when and why.
+    pub stop: crate::handlers::execute::StopRecord,
     /// Set when shutdown began: readiness turns 503.
     pub draining: AtomicBool,
     /// Process start.
@@ -289,7 +296,8 @@ impl AppState {
                 .map_err(|_| anyhow!("the empty policy set does not compile"))?,
         };
         report.policy_version = compiled.version.clone();
-        let routers = TenantRouters::new(registry, compiled);
+        let gateway = Arc::new(gateway_from(&config)?);
+        let routers = TenantRouters::new(registry, compiled, gateway.health().history());
 
         // Authentication.
         let mut bootstrap = match &config.auth.bootstrap_admin_key {
@@ -360,6 +368,15 @@ impl AppState {
             secrets,
             status: RwLock::new(HashMap::new()),
             metrics,
+            stop: RwLock::new(crate::handlers::execute::StopState {
+                stopped: gateway.stopped(),
+                changed_by: gateway.stopped().then(|| "configuration".to_owned()),
+                changed_at: None,
+                reason: gateway
+                    .stopped()
+                    .then(|| "CAIO_EMERGENCY_STOP / gateway.emergency_stop is set".to_owned()),
+            }),
+            gateway,
             draining: AtomicBool::new(false),
             started: Instant::now(),
         };
@@ -370,4 +387,45 @@ impl AppState {
     pub fn registry(&self) -> &Arc<dyn Registry> {
         self.routers.registry()
     }
+}
+
+/// The gateway the configuration describes.
+fn gateway_from(config: &Config) -> anyhow::Result<Gateway> {
+    let g = &config.gateway;
+    let allowlist = g
+        .allowed_private_ranges
+        .iter()
+        .map(|r| {
+            r.parse::<Cidr>()
+                .map_err(|e| anyhow!("gateway.allowed_private_ranges: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let gateway = Gateway::new(GatewayConfig {
+        client: ClientConfig {
+            guard: AddressGuard::new(g.private_allowed(config.mode), allowlist),
+            max_response_bytes: g.max_response_bytes,
+            ..ClientConfig::default()
+        },
+        breaker: BreakerConfig {
+            consecutive_failures: g.breaker.consecutive_failures,
+            failure_rate: g.breaker.failure_rate,
+            min_calls: g.breaker.min_calls,
+            window: g.breaker.window,
+            cooldown: Duration::from_secs(g.breaker.cooldown_s),
+            ..BreakerConfig::default()
+        },
+        max_attempts: g.max_attempts,
+        max_fallbacks: g.max_fallbacks,
+        backoff_base: Duration::from_millis(g.backoff_base_ms),
+        backoff_max: Duration::from_millis(g.backoff_max_ms),
+        max_retry_after: Duration::from_secs(g.max_retry_after_s),
+        default_deadline: Duration::from_millis(g.deadline_ms),
+        on_violation: match g.on_violation {
+            OnViolation::Warn => ViolationPolicy::Warn,
+            OnViolation::Failover => ViolationPolicy::Failover,
+        },
+        credentials: caio_gateway::exec::Credentials::environment(),
+    });
+    gateway.set_stopped(g.emergency_stop);
+    Ok(gateway)
 }

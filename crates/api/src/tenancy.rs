@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use arc_swap::ArcSwap;
 use caio_contracts::ServiceContract;
+use caio_gateway::exec::health::SharedHistory;
 use caio_gateway::{CompiledPolicies, Router};
 use caio_registry::{Change, Registry, RegistryError, Snapshot};
 
@@ -86,6 +87,8 @@ impl Registry for TenantView {
 pub struct TenantRouters {
     base: Arc<dyn Registry>,
     policies: ArcSwap<CompiledPolicies>,
+    /// The gateway's health board publishes here; every tenant's router reads it.
+    history: SharedHistory,
     routers: RwLock<HashMap<String, Arc<Router>>>,
 }
 
@@ -99,10 +102,15 @@ impl std::fmt::Debug for TenantRouters {
 
 impl TenantRouters {
     /// Routers over `base` applying `policies`.
-    pub fn new(base: Arc<dyn Registry>, policies: CompiledPolicies) -> TenantRouters {
+    pub fn new(
+        base: Arc<dyn Registry>,
+        policies: CompiledPolicies,
+        history: SharedHistory,
+    ) -> TenantRouters {
         TenantRouters {
             base,
             policies: ArcSwap::from_pointee(policies),
+            history,
             routers: RwLock::new(HashMap::new()),
         }
     }
@@ -131,7 +139,10 @@ impl TenantRouters {
         let policies = self.policies.load_full();
         Arc::clone(routers.entry(tenant.to_owned()).or_insert_with(|| {
             let view: Arc<dyn Registry> = Arc::new(TenantView::new(Arc::clone(&self.base), tenant));
-            Arc::new(Router::with_shared_policies(view, Arc::clone(&policies)))
+            Arc::new(
+                Router::with_shared_policies(view, Arc::clone(&policies))
+                    .share_history(Arc::clone(&self.history)),
+            )
         }))
     }
 

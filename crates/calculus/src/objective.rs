@@ -98,6 +98,8 @@ pub struct ServiceHistory {
     pub ewma_latency_ms: f64,
     /// Number of observations.
     pub samples: u64,
+    /// The gateway's circuit breaker for the service is open: routing leaves it out.
+    pub circuit_open: bool,
 }
 
 /// History per service id.

@@ -377,6 +377,86 @@ pub fn check(config: &Config) -> Vec<Check> {
         }
     });
 
+    let gw = &config.gateway;
+    out.push(
+        if (1..=10).contains(&gw.max_attempts) && gw.max_fallbacks <= 10 {
+            Check::pass(
+                "gateway.retries",
+                format!(
+                    "{} attempt(s) per service, {} fallback(s)",
+                    gw.max_attempts, gw.max_fallbacks
+                ),
+            )
+        } else {
+            Check::fail(
+                "gateway.retries",
+                format!(
+                    "max_attempts must be 1–10 and max_fallbacks 0–10 (got {} and {})",
+                    gw.max_attempts, gw.max_fallbacks
+                ),
+            )
+        },
+    );
+    out.push(
+        if (1..=600_000).contains(&gw.deadline_ms)
+            && gw.breaker.consecutive_failures >= 1
+            && gw.breaker.window >= 1
+            && (0.0..=1.0).contains(&gw.breaker.failure_rate)
+        {
+            Check::pass(
+                "gateway.limits",
+                format!(
+                    "deadline {} ms, breaker after {} failures in a row",
+                    gw.deadline_ms, gw.breaker.consecutive_failures
+                ),
+            )
+        } else {
+            Check::fail(
+                "gateway.limits",
+                "deadline_ms must be 1–600000, breaker.consecutive_failures and breaker.window at \
+                 least 1, breaker.failure_rate within 0–1",
+            )
+        },
+    );
+    let bad_ranges: Vec<&str> = gw
+        .allowed_private_ranges
+        .iter()
+        .filter(|r| !is_ip_range(r))
+        .map(String::as_str)
+        .collect();
+    out.push(if bad_ranges.is_empty() {
+        Check::pass(
+            "gateway.allowed_private_ranges",
+            format!("{} range(s)", gw.allowed_private_ranges.len()),
+        )
+    } else {
+        Check::fail(
+            "gateway.allowed_private_ranges",
+            format!(
+                "not an address or ADDR/PREFIX range: {}",
+                bad_ranges.join(", ")
+            ),
+        )
+    });
+    out.push(if gw.private_allowed(mode) {
+        Check::production_only(
+            "gateway.allow_private_addresses",
+            mode,
+            "services on loopback and private addresses may be called",
+        )
+    } else {
+        Check::pass(
+            "gateway.allow_private_addresses",
+            "private addresses only through allowed_private_ranges",
+        )
+    });
+    if gw.emergency_stop {
+        out.push(Check::pass(
+            "gateway.emergency_stop",
+            "ON: every execute answers 503 EMERGENCY_STOP until an admin turns it off",
+        ));
+    }
+
     out.push(if config.shutdown_grace_s <= 3600 {
         Check::pass("shutdown_grace_s", config.shutdown_grace_s.to_string())
     } else {
@@ -386,6 +466,21 @@ pub fn check(config: &Config) -> Vec<Check> {
         )
     });
     out
+}
+
+/// `ADDR` or `ADDR/PREFIX` with a prefix that fits the address family.
+fn is_ip_range(s: &str) -> bool {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    match addr.trim().parse::<std::net::IpAddr>() {
+        Ok(ip) => {
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            prefix.is_none_or(|p| p.trim().parse::<u8>().is_ok_and(|p| p <= max))
+        }
+        Err(_) => false,
+    }
 }
 
 fn check_pem(file: &Path) -> Check {

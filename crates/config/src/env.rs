@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use crate::{Config, ConfigError, LogFormat, Mode, Secret, TraceBackend, TraceDurability};
+use crate::{
+    Config, ConfigError, LogFormat, Mode, OnViolation, Secret, TraceBackend, TraceDurability,
+};
 
 /// One environment variable the server reads.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +59,19 @@ pub const ENV_VARS: &[EnvVar] = &[
     var("CAIO_RATE_LIMIT_PER_SECOND", "rate_limit.per_second"),
     var("CAIO_RATE_LIMIT_BURST", "rate_limit.burst"),
     var("CAIO_TRACE_BACKEND", "traces.backend"),
+    var("CAIO_EMERGENCY_STOP", "gateway.emergency_stop"),
+    var("CAIO_GATEWAY_MAX_ATTEMPTS", "gateway.max_attempts"),
+    var("CAIO_GATEWAY_MAX_FALLBACKS", "gateway.max_fallbacks"),
+    var("CAIO_GATEWAY_DEADLINE_MS", "gateway.deadline_ms"),
+    var("CAIO_GATEWAY_ON_VIOLATION", "gateway.on_violation"),
+    var(
+        "CAIO_GATEWAY_ALLOW_PRIVATE_ADDRESSES",
+        "gateway.allow_private_addresses",
+    ),
+    var(
+        "CAIO_GATEWAY_ALLOWED_PRIVATE_RANGES",
+        "gateway.allowed_private_ranges",
+    ),
     var("CAIO_TRACE_DURABILITY", "traces.durability"),
     var(
         "CAIO_WEBHOOK_SIGNATURE_REQUIRED",
@@ -161,6 +176,26 @@ pub(crate) fn apply(
             }
             "CAIO_RATE_LIMIT_BURST" => {
                 config.rate_limit.burst = parse(n, &value, "a whole number of requests")?
+            }
+            "CAIO_EMERGENCY_STOP" => config.gateway.emergency_stop = boolean(n, &value)?,
+            "CAIO_GATEWAY_MAX_ATTEMPTS" => {
+                config.gateway.max_attempts = parse(n, &value, "a whole number of attempts")?
+            }
+            "CAIO_GATEWAY_MAX_FALLBACKS" => {
+                config.gateway.max_fallbacks = parse(n, &value, "a whole number of candidates")?
+            }
+            "CAIO_GATEWAY_DEADLINE_MS" => {
+                config.gateway.deadline_ms = parse(n, &value, "milliseconds")?
+            }
+            "CAIO_GATEWAY_ON_VIOLATION" => {
+                config.gateway.on_violation = choice::<OnViolation>(n, &value, "warn, failover")?
+            }
+            "CAIO_GATEWAY_ALLOW_PRIVATE_ADDRESSES" => {
+                config.gateway.allow_private_addresses = Some(boolean(n, &value)?)
+            }
+            "CAIO_GATEWAY_ALLOWED_PRIVATE_RANGES" => {
+                config.gateway.allowed_private_ranges =
+                    value.split(',').filter_map(non_empty).collect()
             }
             "CAIO_TRACE_BACKEND" => {
                 config.traces.backend = choice::<TraceBackend>(n, &value, "file, memory")?

@@ -120,6 +120,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Execution: retries, fallbacks, circuit breakers, the outbound address guard.
+    pub gateway: GatewaySettings,
     /// Seconds to drain in-flight requests after SIGTERM/SIGINT.
     pub shutdown_grace_s: u64,
 }
@@ -140,8 +142,105 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             redis: RedisConfig::default(),
             log: LogConfig::default(),
+            gateway: GatewaySettings::default(),
             shutdown_grace_s: 30,
         }
+    }
+}
+
+/// What the gateway does with an answer that broke a guarantee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnViolation {
+    /// Return the answer with a warning.
+    #[default]
+    Warn,
+    /// Try the next candidate.
+    Failover,
+}
+
+/// Circuit breaker settings (per service).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Failures in a row that open the circuit.
+    pub consecutive_failures: u32,
+    /// Failure rate over the window that opens it.
+    pub failure_rate: f64,
+    /// Calls in the window before the rate counts.
+    pub min_calls: u32,
+    /// Calls in the window.
+    pub window: usize,
+    /// Seconds an open circuit stays open.
+    pub cooldown_s: u64,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> BreakerSettings {
+        BreakerSettings {
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            min_calls: 20,
+            window: 100,
+            cooldown_s: 30,
+        }
+    }
+}
+
+/// Execution settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Attempts per service (1: no retry).
+    pub max_attempts: u32,
+    /// Candidates tried after the chosen one.
+    pub max_fallbacks: u32,
+    /// Time for a whole execution when the request names none, ms.
+    pub deadline_ms: u64,
+    /// First retry delay, ms (doubles per attempt, with jitter).
+    pub backoff_base_ms: u64,
+    /// Largest retry delay, ms.
+    pub backoff_max_ms: u64,
+    /// Longest `Retry-After` honoured, seconds.
+    pub max_retry_after_s: u64,
+    /// warn or failover.
+    pub on_violation: OnViolation,
+    /// Largest upstream response read, bytes.
+    pub max_response_bytes: usize,
+    /// Circuit breakers.
+    pub breaker: BreakerSettings,
+    /// Call loopback and private addresses (default: yes in development, no in production).
+    pub allow_private_addresses: Option<bool>,
+    /// Private ranges callable in production (`10.1.0.0/16`, `fd00:1::/64`, single addresses).
+    pub allowed_private_ranges: Vec<String>,
+    /// Start with execution stopped (every execute answers 503 EMERGENCY_STOP).
+    pub emergency_stop: bool,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> GatewaySettings {
+        GatewaySettings {
+            max_attempts: 3,
+            max_fallbacks: 2,
+            deadline_ms: 30_000,
+            backoff_base_ms: 50,
+            backoff_max_ms: 2_000,
+            max_retry_after_s: 10,
+            on_violation: OnViolation::Warn,
+            max_response_bytes: 8 << 20,
+            breaker: BreakerSettings::default(),
+            allow_private_addresses: None,
+            allowed_private_ranges: Vec::new(),
+            emergency_stop: false,
+        }
+    }
+}
+
+impl GatewaySettings {
+    /// Whether private addresses may be called in `mode`.
+    pub fn private_allowed(&self, mode: Mode) -> bool {
+        self.allow_private_addresses
+            .unwrap_or(mode == Mode::Development)
     }
 }
 

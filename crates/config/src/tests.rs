@@ -101,6 +101,16 @@ fn every_documented_variable_is_applied() {
         ("CAIO_LOG_FORMAT", "text"),
         ("CAIO_ACCESS_LOG", "false"),
         ("CAIO_SHUTDOWN_GRACE_S", "3"),
+        ("CAIO_EMERGENCY_STOP", "true"),
+        ("CAIO_GATEWAY_MAX_ATTEMPTS", "1"),
+        ("CAIO_GATEWAY_MAX_FALLBACKS", "0"),
+        ("CAIO_GATEWAY_DEADLINE_MS", "1500"),
+        ("CAIO_GATEWAY_ON_VIOLATION", "failover"),
+        ("CAIO_GATEWAY_ALLOW_PRIVATE_ADDRESSES", "false"),
+        (
+            "CAIO_GATEWAY_ALLOWED_PRIVATE_RANGES",
+            "10.1.0.0/16, fd00::/8",
+        ),
     ]
     .into_iter()
     .collect();
@@ -122,6 +132,8 @@ fn bad_environment_values_name_the_variable() {
         ("CAIO_RATE_LIMIT_BURST", "-1"),
         ("CAIO_TRACE_DURABILITY", "sometimes"),
         ("CAIO_MAX_BODY_BYTES", "1e9x"),
+        ("CAIO_GATEWAY_ON_VIOLATION", "ignore"),
+        ("CAIO_GATEWAY_MAX_ATTEMPTS", "three"),
     ] {
         let e = load(None, &env_of(&[(var, value)])).unwrap_err();
         assert!(e.to_string().starts_with(var), "{e}");
@@ -335,4 +347,46 @@ fn redis_on_this_machine_answers_ping() {
     }
     assert!(redis.passed(), "{redis:?}");
     assert!(redis.detail.starts_with("PONG"));
+}
+
+#[test]
+fn gateway_settings_are_checked() {
+    let mut c = Config::default();
+    c.gateway.allowed_private_ranges =
+        vec!["10.0.0.0/8".into(), "10.0.0.0/40".into(), "ten".into()];
+    c.gateway.max_attempts = 0;
+    let failed: Vec<_> = check(&c)
+        .into_iter()
+        .filter(|c| !c.passed())
+        .map(|c| (c.name, c.detail))
+        .collect();
+    let names: Vec<_> = failed.iter().map(|(n, _)| *n).collect();
+    assert!(names.contains(&"gateway.retries"), "{failed:?}");
+    assert!(
+        names.contains(&"gateway.allowed_private_ranges"),
+        "{failed:?}"
+    );
+    let ranges = &failed
+        .iter()
+        .find(|(n, _)| *n == "gateway.allowed_private_ranges")
+        .unwrap()
+        .1;
+    assert!(
+        ranges.contains("10.0.0.0/40") && ranges.contains("ten"),
+        "{ranges}"
+    );
+    assert!(!ranges.contains("10.0.0.0/8,"), "{ranges}");
+
+    // Private addresses: allowed by default in development, refused in production, and an
+    // explicit `true` in production is a failure.
+    let mut c = Config::default();
+    assert!(c.gateway.private_allowed(Mode::Development));
+    assert!(!c.gateway.private_allowed(Mode::Production));
+    c.mode = Mode::Production;
+    c.gateway.allow_private_addresses = Some(true);
+    assert!(
+        check(&c)
+            .iter()
+            .any(|k| k.name == "gateway.allow_private_addresses" && !k.passed())
+    );
 }

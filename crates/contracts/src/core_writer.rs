@@ -332,7 +332,11 @@ fn optimize(o: &mut Out, p: &OptimizeProof) -> R {
         o.key(false, "history");
         o.map(p.history.iter(), |o, h| {
             o.raw(b"{");
-            o.key(true, "ewma_latency_ms");
+            if h.circuit_open {
+                o.key(true, "circuit_open");
+                o.bool(true);
+            }
+            o.key(!h.circuit_open, "ewma_latency_ms");
             o.num(h.ewma_latency_ms)?;
             o.key(false, "samples");
             o.num(h.samples as f64)?;

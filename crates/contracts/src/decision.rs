@@ -268,6 +268,9 @@ pub enum Step {
     Security,
     /// Step 4: trait constraints.
     Traits,
+    /// The gateway's view of the service's health: its circuit breaker is open (checked before
+    /// step 1, from the observed history the proof records).
+    Health,
 }
 
 impl Step {
@@ -278,6 +281,7 @@ impl Step {
             Step::Rules => "rules",
             Step::Security => "security",
             Step::Traits => "traits",
+            Step::Health => "health",
         }
     }
 }
@@ -488,6 +492,9 @@ pub struct RunnerUp {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryEvidence {
+    /// The service's circuit breaker was open, so routing left it out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub circuit_open: bool,
     /// EWMA latency in ms.
     pub ewma_latency_ms: f64,
     /// Number of observations.

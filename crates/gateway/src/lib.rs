@@ -5,11 +5,13 @@
 //! returns a sealed [`Decision`](caio_contracts::decision::Decision) or a `NO_MATCHING_SERVICE`
 //! error that lists every rejected service. [`verify()`] recomputes a recorded decision from the
 //! contracts and policies and reports the first disagreement. [`Router`] keeps a registry and a
-//! policy set together with the per-snapshot state routing reuses. Execution through adapters
-//! (retries, fallbacks, circuit breakers) joins this crate in the gateway issue.
+//! policy set together with the per-snapshot state routing reuses. [`Gateway`] executes decisions
+//! through adapters, with retries, fallbacks, circuit breakers and guarantee enforcement
+//! ([`exec`]).
 
 pub mod documents;
 mod error;
+pub mod exec;
 pub mod loader;
 mod pipeline;
 mod prepared;
@@ -17,6 +19,10 @@ mod router;
 pub mod verify;
 
 pub use error::{NoRoute, RouteError};
+pub use exec::{
+    ExecuteError, ExecuteOptions, Execution, ExecutionStatus, Gateway, GatewayConfig,
+    ViolationPolicy,
+};
 pub use pipeline::{RouteContext, route};
 pub use prepared::PreparedServices;
 pub use router::Router;

@@ -150,6 +150,23 @@ pub fn load_principal(path: &Path) -> Result<Principal, LoadError> {
 pub fn load_decision(path: &Path) -> Result<Decision, LoadError> {
     let name = path.display().to_string();
     let text = read_text(path, MAX_DECISION_BYTES)?;
+    // An executed decision's trace (`{"decision": …, "execution": …}`) verifies as its decision.
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Recorded {
+        Executed {
+            decision: Box<Decision>,
+            #[allow(dead_code)]
+            execution: serde::de::IgnoredAny,
+        },
+        Decision(Box<Decision>),
+    }
+    let as_recorded = serde_json::from_str::<Recorded>(&text).ok();
+    if let Some(r) = as_recorded {
+        return Ok(match r {
+            Recorded::Executed { decision, .. } | Recorded::Decision(decision) => *decision,
+        });
+    }
     serde_json::from_str(&text).map_err(|e| LoadError::Io {
         path: if e.line() > 0 {
             format!("{name}:{}", e.line())

@@ -241,9 +241,29 @@ pub(crate) fn route_inner(
     let mut feasible: Vec<Feasible> = Vec::with_capacity(candidates.len());
     let resonance = field_ctx.as_ref().map_or(0.0, |f| f.resonance);
 
+    // Services left out because their circuit breaker is open; their history goes into the
+    // proof so a replay leaves them out too.
+    let mut circuit_open: Vec<usize> = Vec::new();
     'candidates: for &i in &candidates {
         let entry = &entries[i];
         let spec = &entry.contract.service;
+
+        // Health: the gateway's circuit breaker for the service is open.
+        if let Some(h) = ctx.history.get(entry.id.as_ref())
+            && h.circuit_open
+        {
+            rejected.push(reject(
+                &entry.id,
+                Step::Health,
+                "circuit_open",
+                format!(
+                    "the circuit breaker is open (success rate {:.2} over {} calls)",
+                    h.success_rate, h.samples
+                ),
+            ));
+            circuit_open.push(i);
+            continue;
+        }
 
         // Step 1: guarantees, constraints, budget.
         let (failure, cost) = matching::first_failure(spec, request, n.input_tokens);
@@ -412,12 +432,13 @@ pub(crate) fn route_inner(
         score: f.score,
         service_id: Arc::clone(&entries[f.index].id),
     });
-    for f in &feasible {
-        let id = &entries[f.index].id;
+    for index in feasible.iter().map(|f| f.index).chain(circuit_open) {
+        let id = &entries[index].id;
         if let Some(h) = ctx.history.get(id.as_ref()) {
             proof.optimize.history.insert(
                 id.to_string(),
                 HistoryEvidence {
+                    circuit_open: h.circuit_open,
                     ewma_latency_ms: h.ewma_latency_ms,
                     samples: h.samples,
                     success_rate: h.success_rate,

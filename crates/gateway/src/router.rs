@@ -22,7 +22,8 @@ use crate::prepared::PreparedServices;
 pub struct Router {
     registry: Arc<dyn Registry>,
     policies: ArcSwap<CompiledPolicies>,
-    history: ArcSwap<History>,
+    /// Shared with the gateway's health board (and other routers) when execution is on.
+    history: Arc<ArcSwap<History>>,
     prepared: ArcSwap<PreparedServices>,
     prepare_lock: Mutex<()>,
 }
@@ -52,7 +53,7 @@ impl Router {
         Router {
             registry,
             policies: ArcSwap::new(policies),
-            history: ArcSwap::from_pointee(History::new()),
+            history: Arc::new(ArcSwap::from_pointee(History::new())),
             prepared: ArcSwap::from_pointee(prepared),
             prepare_lock: Mutex::new(()),
         }
@@ -81,6 +82,18 @@ impl Router {
     /// Replaces the observed history.
     pub fn set_history(&self, history: History) {
         self.history.store(Arc::new(history));
+    }
+
+    /// Reads the observed history from `source` from now on: the gateway's health board
+    /// publishes there, and every router given the same source routes on the same history.
+    pub fn share_history(mut self, source: crate::exec::health::SharedHistory) -> Router {
+        self.history = source;
+        self
+    }
+
+    /// The history routing reads now.
+    pub fn history(&self) -> Arc<History> {
+        self.history.load_full()
     }
 
     fn prepared_for(

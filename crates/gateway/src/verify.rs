@@ -115,6 +115,7 @@ pub fn verify(
                     success_rate: h.success_rate,
                     ewma_latency_ms: h.ewma_latency_ms,
                     samples: h.samples,
+                    circuit_open: h.circuit_open,
                 },
             )
         })

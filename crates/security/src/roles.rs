@@ -107,11 +107,13 @@ pub enum Action {
     KeysManage,
     /// Read the audit log.
     AuditRead,
+    /// Operate the gateway: the emergency stop, circuit breaker state.
+    GatewayControl,
 }
 
 impl Action {
     /// Every action, in documentation order.
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::ServicesRead,
         Action::ServicesWrite,
         Action::PoliciesRead,
@@ -122,6 +124,7 @@ impl Action {
         Action::Discover,
         Action::KeysManage,
         Action::AuditRead,
+        Action::GatewayControl,
     ];
 
     /// A stable snake_case name, for audit records and error details.
@@ -137,6 +140,7 @@ impl Action {
             Action::Discover => "discover",
             Action::KeysManage => "keys_manage",
             Action::AuditRead => "audit_read",
+            Action::GatewayControl => "gateway_control",
         }
     }
 }

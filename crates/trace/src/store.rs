@@ -44,17 +44,29 @@ pub enum Outcome {
     Routed,
     /// No service was feasible (the body is the `NO_MATCHING_SERVICE` error).
     NoRoute,
+    /// The decision was executed and a service answered (the body holds the decision and the
+    /// execution).
+    Executed,
+    /// The decision was executed and no candidate answered.
+    ExecutionFailed,
 }
 
 impl Outcome {
     /// Every outcome, for parsing and tests.
-    pub const ALL: [Outcome; 2] = [Outcome::Routed, Outcome::NoRoute];
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Routed,
+        Outcome::NoRoute,
+        Outcome::Executed,
+        Outcome::ExecutionFailed,
+    ];
 
     /// The stored spelling (the same as its JSON form).
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Routed => "routed",
             Outcome::NoRoute => "no_route",
+            Outcome::Executed => "executed",
+            Outcome::ExecutionFailed => "execution_failed",
         }
     }
 }
@@ -67,7 +79,7 @@ impl fmt::Display for Outcome {
 
 /// A string that names no [`Outcome`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown outcome `{0}` (expected one of: routed, no_route)")]
+#[error("unknown outcome `{0}` (expected one of: routed, no_route, executed, execution_failed)")]
 pub struct UnknownOutcome(pub String);
 
 impl FromStr for Outcome {

@@ -1,6 +1,7 @@
 //! Endpoint handlers: each extracts its inputs, checks the caller's role and calls one business
 //! function of the crates below.
 
+pub mod execute;
 pub mod keys;
 pub mod ops;
 pub mod policies;

@@ -25,7 +25,7 @@ use crate::extract;
 use crate::metrics::{OutcomeLabels, PolicyLabels, RejectionLabels};
 use crate::state::AppState;
 
-fn outcome(state: &AppState, outcome: &'static str) {
+pub(crate) fn outcome(state: &AppState, outcome: &'static str) {
     state
         .metrics
         .decisions
@@ -34,7 +34,10 @@ fn outcome(state: &AppState, outcome: &'static str) {
 }
 
 /// Counts rejections by (step, reason) and policy violations by policy id.
-fn count_rejections<'a>(state: &AppState, rejected: impl Iterator<Item = &'a Rejection>) {
+pub(crate) fn count_rejections<'a>(
+    state: &AppState,
+    rejected: impl Iterator<Item = &'a Rejection>,
+) {
     let mut by_reason: HashMap<(Step, &str), u64> = HashMap::new();
     let mut by_policy: HashMap<&str, u64> = HashMap::new();
     for r in rejected {
@@ -82,7 +85,7 @@ async fn read_request(
     })
 }
 
-fn rfc3339(ms: u64) -> String {
+pub(crate) fn rfc3339(ms: u64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
@@ -93,7 +96,7 @@ fn rfc3339(ms: u64) -> String {
         .unwrap_or_default()
 }
 
-async fn persist(state: &AppState, record: TraceRecord) -> ApiResult<()> {
+pub(crate) async fn persist(state: &AppState, record: TraceRecord) -> ApiResult<()> {
     // The body is a `TraceBody::serialize` output, which the store does not scan again.
     let started = Instant::now();
     let r = state.traces.append(record).await;

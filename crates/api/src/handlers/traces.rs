@@ -66,10 +66,7 @@ pub async fn get(
     );
     h.insert(
         "x-caio-trace-outcome",
-        HeaderValue::from_static(match trace.summary.outcome {
-            Outcome::Routed => "routed",
-            Outcome::NoRoute => "no_route",
-        }),
+        HeaderValue::from_static(trace.summary.outcome.as_str()),
     );
     h.insert("x-caio-trace-seq", HeaderValue::from(trace.summary.seq));
     Ok(resp)

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod exec;
 mod golden;
 mod invariants;
 mod pipeline;

@@ -88,8 +88,8 @@ fn outcome_spellings_agree_with_serde() {
         assert_eq!(o.to_string(), o.as_str());
     }
     assert_eq!(
-        "executed".parse::<Outcome>(),
-        Err(UnknownOutcome("executed".into()))
+        "execute".parse::<Outcome>(),
+        Err(UnknownOutcome("execute".into()))
     );
 }
 

@@ -1,0 +1,337 @@
+//! POST /api/v1/execute against a real upstream on loopback (caio-mock-upstream): the answer,
+//! the trace (decision + execution, accepted by `caio verify`), failures as 502, the emergency
+//! stop, the gateway health board.
+
+use caio_mock_upstream::{Behavior, MockUpstream};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{ADMIN_KEY, Body, Server};
+
+const PATH_A: &str = "/a/v1/chat/completions";
+const PATH_B: &str = "/b/v1/chat/completions";
+
+fn contract(id: &str, url: &str, path: &str, accuracy: f64) -> String {
+    format!(
+        r#"apiVersion: caio/v1
+kind: ServiceContract
+service:
+  id: {id}
+  name: {id}
+  version: 1.0.0
+  tenant: acme
+  capabilities: [chat_completion]
+  guarantees:
+    accuracy: {{ min: {accuracy} }}
+    latency_ms: {{ max: 5000 }}
+  cost: {{ per_request: 0.001, currency: USD }}
+  privacy: {{ data_locality: local, encryption: true }}
+  api:
+    base_url: {url}
+    adapter: openai_chat
+    endpoints: {{ execute: {{ method: POST, path: {path} }} }}
+    timeout_ms: 2000
+"#
+    )
+}
+
+fn body() -> Value {
+    json!({
+        "request": {
+            "requirements": {"capabilities": ["chat_completion"]},
+            "payload": {"messages": [{"role": "user", "content": "good morning"}]}
+        }
+    })
+}
+
+/// A server with only two acme chat services, both on `mock`.
+async fn setup(mock: &MockUpstream) -> (Server, String) {
+    mock.set_default(PATH_A, Behavior::OpenAiChat);
+    mock.set_default(PATH_B, Behavior::OpenAiChat);
+    let s = Server::start_with(|c| {
+        c.services_dir = None;
+        c.gateway.backoff_base_ms = 5;
+        c.gateway.backoff_max_ms = 20;
+    })
+    .await;
+    for (id, path, acc) in [("chat-a", PATH_A, 0.99), ("chat-b", PATH_B, 0.95)] {
+        let r = s
+            .yaml(
+                Method::POST,
+                "/api/v1/services",
+                ADMIN_KEY,
+                &contract(id, &mock.url(), path, acc),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let key = s.client_key("acme", &["chat"], 2).await;
+    (s, key)
+}
+
+#[tokio::test]
+async fn execute_answers_records_and_verifies() {
+    let mock = MockUpstream::start().await.unwrap();
+    let (s, key) = setup(&mock).await;
+    let r = s.post("/api/v1/execute", &key, body()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let id = r.json["decision"]["decision_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(r.header("x-caio-decision-id"), Some(id.as_str()));
+    let ex = &r.json["execution"];
+    assert_eq!(ex["status"], "succeeded");
+    assert_eq!(ex["service_id"], "chat-a");
+    assert_eq!(
+        ex["output"]["choices"][0]["message"]["content"],
+        "echo: good morning"
+    );
+    assert_eq!(
+        mock.requests(PATH_A)[0].header("x-caio-decision-id"),
+        Some(id.as_str())
+    );
+
+    // The trace now holds decision and execution; it verifies offline as the decision.
+    let t = s.get(&format!("/api/v1/traces/{id}"), &key).await;
+    assert_eq!(t.status, StatusCode::OK);
+    assert_eq!(t.header("x-caio-trace-outcome"), Some("executed"));
+    assert_eq!(t.json, r.json);
+    let services = tempfile::tempdir().unwrap();
+    for (id, path, acc) in [("chat-a", PATH_A, 0.99), ("chat-b", PATH_B, 0.95)] {
+        std::fs::write(
+            services.path().join(format!("{id}.yaml")),
+            contract(id, &mock.url(), path, acc),
+        )
+        .unwrap();
+    }
+    let elsewhere = tempfile::tempdir().unwrap();
+    let record = elsewhere.path().join("trace.json");
+    std::fs::write(&record, &t.text).unwrap();
+    let policies = crate::support::fixtures().join("policies.yaml");
+    let d = caio_gateway::loader::load_decision(&record).unwrap();
+    let contracts = caio_gateway::loader::load_services_dir(services.path()).unwrap();
+    let (set, _) = caio_gateway::loader::load_policies(&policies).unwrap();
+    let v = caio_gateway::verify(&d, contracts, &set);
+    assert!(v.is_ok(), "{v:?}");
+
+    // Both records are in the log: the routed one first, then the executed one.
+    let page = s.get("/api/v1/traces?service=chat-a", ADMIN_KEY).await;
+    let outcomes: Vec<_> = page.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["decision_id"] == id)
+        .map(|i| i["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["executed", "routed"]);
+    let metrics = s.call(Method::GET, "/metrics", None, Body::None).await.text;
+    assert!(
+        metrics.contains(r#"caio_executions_total{outcome="succeeded"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("caio_upstream_attempts_total 1"));
+}
+
+#[tokio::test]
+async fn failures_fall_back_and_total_failure_is_a_502_with_the_attempts() {
+    let mock = MockUpstream::start().await.unwrap();
+    let (s, key) = setup(&mock).await;
+    mock.script(
+        PATH_A,
+        [Behavior::Status {
+            status: 500,
+            retry_after_s: None,
+        }],
+    );
+    let r = s.post("/api/v1/execute", &key, body()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["execution"]["service_id"], "chat-b");
+    assert_eq!(
+        r.json["execution"]["fallbacks"][0]["reason"],
+        "upstream_5xx"
+    );
+
+    for p in [PATH_A, PATH_B] {
+        mock.set_default(
+            p,
+            Behavior::Status {
+                status: 503,
+                retry_after_s: None,
+            },
+        );
+    }
+    let r = s.post("/api/v1/execute", &key, body()).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text);
+    assert_eq!(r.code(), "UPSTREAM_FAILED");
+    let details = &r.json["error"]["details"];
+    assert_eq!(details["reason"], "upstream_5xx");
+    assert_eq!(details["execution"]["status"], "failed");
+    assert!(details["execution"]["attempts"].as_array().unwrap().len() >= 2);
+    let id = details["decision_id"].as_str().unwrap();
+    let t = s.get(&format!("/api/v1/traces/{id}"), &key).await;
+    assert_eq!(t.header("x-caio-trace-outcome"), Some("execution_failed"));
+
+    // The board shows what the gateway saw.
+    let h = s.get("/api/v1/gateway/health", ADMIN_KEY).await;
+    assert_eq!(h.status, StatusCode::OK);
+    let a = h.json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["service_id"] == "chat-a")
+        .unwrap()
+        .clone();
+    assert!(a["failures"].as_u64().unwrap() >= 2, "{a}");
+    // Clients may not read it.
+    assert_eq!(
+        s.get("/api/v1/gateway/health", &key).await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn dry_runs_and_bad_bodies() {
+    let mock = MockUpstream::start().await.unwrap();
+    let (s, key) = setup(&mock).await;
+    let mut b = body();
+    b["dry_run"] = json!(true);
+    let r = s.post("/api/v1/execute", &key, b).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["execution"]["status"], "dry_run");
+    assert_eq!(mock.hits(PATH_A), 0);
+
+    for (bad, code) in [
+        (json!({"requirements": {}}), "INVALID_REQUEST"),
+        (
+            json!({"request": {"requirements": {"capabilities": "x"}}}),
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"request": body()["request"], "dry_run": "yes"}),
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"request": body()["request"], "retries": 9}),
+            "INVALID_REQUEST",
+        ),
+    ] {
+        let r = s.post("/api/v1/execute", &key, bad.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+        assert_eq!(r.code(), code, "{bad}");
+    }
+    let r = s
+        .call(
+            Method::POST,
+            "/api/v1/execute",
+            Some(&key),
+            Body::Raw("application/json", "{\"request\": "),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    // Unauthenticated: 401 before anything else.
+    let r = s
+        .call(Method::POST, "/api/v1/execute", None, Body::Json(body()))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // No feasible service: the routing error, nothing called.
+    let mut b = body();
+    b["request"]["requirements"]["capabilities"] = json!(["image_generation"]);
+    let r = s.post("/api/v1/execute", &key, b).await;
+    assert_eq!(r.code(), "NO_MATCHING_SERVICE");
+    assert_eq!(mock.hits(PATH_A) + mock.hits(PATH_B), 0);
+}
+
+#[tokio::test]
+async fn the_emergency_stop_is_admin_only_audited_and_leaves_routing_on() {
+    let mock = MockUpstream::start().await.unwrap();
+    let (s, key) = setup(&mock).await;
+    let stop = |on: bool| json!({"stopped": on, "reason": "incident 42"});
+    let r = s
+        .call(
+            Method::PUT,
+            "/api/v1/gateway/emergency-stop",
+            Some(&key),
+            Body::Json(stop(true)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = s
+        .call(
+            Method::PUT,
+            "/api/v1/gateway/emergency-stop",
+            Some(ADMIN_KEY),
+            Body::Json(stop(true)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["stopped"], true);
+
+    let r = s.post("/api/v1/execute", &key, body()).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.code(), "EMERGENCY_STOP");
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("incident 42")
+    );
+    assert_eq!(mock.hits(PATH_A), 0);
+    // Routing keeps working.
+    let r = s
+        .post("/api/v1/route", &key, body()["request"].clone())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    let g = s.get("/api/v1/gateway/emergency-stop", ADMIN_KEY).await;
+    assert_eq!(g.json["stopped"], true);
+    assert_eq!(g.json["reason"], "incident 42");
+    let r = s
+        .call(
+            Method::PUT,
+            "/api/v1/gateway/emergency-stop",
+            Some(ADMIN_KEY),
+            Body::Json(stop(false)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = s.post("/api/v1/execute", &key, body()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    // Both changes are in the audit log.
+    let audit = s.get("/api/v1/audit", ADMIN_KEY).await;
+    let actions: Vec<_> = audit.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .filter(|a| a.starts_with("gateway."))
+        .collect();
+    assert_eq!(
+        actions.len(),
+        2,
+        "{}",
+        serde_json::to_string(&audit.json).unwrap()
+    );
+    for bad in [json!({"stopped": "yes"}), json!({"stop": true}), json!([])] {
+        let r = s
+            .call(
+                Method::PUT,
+                "/api/v1/gateway/emergency-stop",
+                Some(ADMIN_KEY),
+                Body::Json(bad),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    }
+}
+
+#[tokio::test]
+async fn the_emergency_stop_can_start_on_from_configuration() {
+    let s = Server::start_with(|c| c.gateway.emergency_stop = true).await;
+    let key = s.client_key("acme", &["chat"], 2).await;
+    let r = s.post("/api/v1/execute", &key, body()).await;
+    assert_eq!(r.code(), "EMERGENCY_STOP");
+    let g = s.get("/api/v1/gateway/emergency-stop", ADMIN_KEY).await;
+    assert_eq!(g.json["changed_by"], "configuration");
+}

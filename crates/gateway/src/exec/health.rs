@@ -1,0 +1,521 @@
+//! What the gateway has seen of each service: a circuit breaker, the recent success rate and an
+//! EWMA of latency, published as the [`History`] routing reads (and every decision's proof
+//! records, so a decision replays with the health it was made under).
+//!
+//! Breaker states:
+//! - **closed**: calls flow. It opens after `consecutive_failures` failures in a row, or when at
+//!   least `min_calls` of the last `window` calls were made and their failure rate reaches
+//!   `failure_rate`.
+//! - **open**: routing leaves the service out (`circuit_open`, step `health`) and the gateway
+//!   refuses calls to it, until `cooldown` has passed.
+//! - **half-open**: routing may choose the service again (the failures that opened the circuit
+//!   leave the success-rate window); one call at a time is let through as a trial. Its success
+//!   closes the circuit, its failure opens it for another cooldown.
+//!
+//! Guarantee violations count as failures for the success rate (the service's reliability term)
+//! but not toward the consecutive-failure trip: a slow answer is still an answer.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use caio_calculus::{History, ServiceHistory};
+use serde::Serialize;
+
+/// The history routers read, as the health board publishes it.
+pub type SharedHistory = Arc<ArcSwap<History>>;
+
+/// Breaker and history settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    /// Failures in a row that open the circuit.
+    pub consecutive_failures: u32,
+    /// Failure rate over the window that opens the circuit.
+    pub failure_rate: f64,
+    /// Calls in the window before the failure rate counts.
+    pub min_calls: u32,
+    /// Calls the success rate is computed over.
+    pub window: usize,
+    /// How long an open circuit stays open.
+    pub cooldown: Duration,
+    /// Weight of the newest latency in the EWMA.
+    pub ewma_alpha: f64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> BreakerConfig {
+        BreakerConfig {
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            min_calls: 20,
+            window: 100,
+            cooldown: Duration::from_secs(30),
+            ewma_alpha: 0.2,
+        }
+    }
+}
+
+/// A breaker state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    /// Calls flow.
+    Closed,
+    /// Calls are refused until the cooldown ends.
+    Open,
+    /// One trial call at a time.
+    HalfOpen,
+}
+
+/// Whether a call may go to a service now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The circuit is closed.
+    Allowed,
+    /// The circuit is half-open and this call is its trial.
+    Trial,
+    /// The circuit is open, or half-open with a trial in flight.
+    Refused,
+}
+
+/// What one call did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CallResult {
+    /// The service answered and kept its guarantees.
+    Success {
+        /// Measured latency.
+        latency_ms: f64,
+    },
+    /// The service answered but broke a guarantee.
+    Violation {
+        /// Measured latency.
+        latency_ms: f64,
+    },
+    /// The call failed (connect error, timeout, 5xx, malformed answer).
+    Failure,
+}
+
+#[derive(Debug)]
+struct ServiceHealth {
+    state: CircuitState,
+    opened_at: Option<Instant>,
+    trial_in_flight: bool,
+    consecutive_failures: u32,
+    /// The last `window` outcomes, true = success.
+    recent: VecDeque<bool>,
+    ewma_latency_ms: Option<f64>,
+    calls: u64,
+    failures: u64,
+    violations: u64,
+    opened: u64,
+}
+
+impl ServiceHealth {
+    fn new() -> ServiceHealth {
+        ServiceHealth {
+            state: CircuitState::Closed,
+            opened_at: None,
+            trial_in_flight: false,
+            consecutive_failures: 0,
+            recent: VecDeque::new(),
+            ewma_latency_ms: None,
+            calls: 0,
+            failures: 0,
+            violations: 0,
+            opened: 0,
+        }
+    }
+
+    fn success_rate(&self) -> f64 {
+        if self.recent.is_empty() {
+            return 1.0;
+        }
+        self.recent.iter().filter(|ok| **ok).count() as f64 / self.recent.len() as f64
+    }
+
+    /// The cooldown is over. The failures that opened the circuit leave the window, so the
+    /// service's reliability does not keep routing from ever choosing it for its trial.
+    fn half_open(&mut self) {
+        self.state = CircuitState::HalfOpen;
+        self.trial_in_flight = false;
+        self.recent.clear();
+    }
+
+    fn open(&mut self, now: Instant) {
+        self.state = CircuitState::Open;
+        self.opened_at = Some(now);
+        self.trial_in_flight = false;
+        self.opened += 1;
+    }
+}
+
+/// One service's health, as reported by [`HealthBoard::report`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthReport {
+    /// The service.
+    pub service_id: String,
+    /// The breaker state.
+    pub circuit: CircuitState,
+    /// Share of successes over the recent window.
+    pub success_rate: f64,
+    /// EWMA latency, once a call succeeded.
+    pub ewma_latency_ms: Option<f64>,
+    /// Calls recorded since start.
+    pub calls: u64,
+    /// Failed calls since start.
+    pub failures: u64,
+    /// Calls that broke a guarantee since start.
+    pub violations: u64,
+    /// Failures in a row now.
+    pub consecutive_failures: u32,
+    /// Times the circuit opened since start.
+    pub times_opened: u64,
+}
+
+/// The health of every service the gateway has called.
+#[derive(Debug)]
+pub struct HealthBoard {
+    config: BreakerConfig,
+    services: Mutex<HashMap<String, ServiceHealth>>,
+    published: Arc<ArcSwap<History>>,
+    started: Instant,
+    /// Milliseconds since `started` when the next open circuit's cooldown ends (u64::MAX: none).
+    next_transition_ms: AtomicU64,
+}
+
+impl HealthBoard {
+    /// An empty board.
+    pub fn new(config: BreakerConfig) -> HealthBoard {
+        HealthBoard {
+            config,
+            services: Mutex::new(HashMap::new()),
+            published: Arc::new(ArcSwap::from_pointee(History::new())),
+            started: Instant::now(),
+            next_transition_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &BreakerConfig {
+        &self.config
+    }
+
+    /// The history routers read (see [`crate::Router::share_history`]).
+    pub fn history(&self) -> SharedHistory {
+        Arc::clone(&self.published)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, ServiceHealth>> {
+        self.services.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn since_start_ms(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Moves open circuits whose cooldown has ended to half-open and publishes the change. Cheap
+    /// when nothing is due (one atomic load); call it before routing.
+    pub fn refresh(&self) {
+        self.refresh_at(Instant::now());
+    }
+
+    fn refresh_at(&self, now: Instant) {
+        if self.since_start_ms(now) < self.next_transition_ms.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut services = self.lock();
+        for h in services.values_mut() {
+            if h.state == CircuitState::Open
+                && h.opened_at
+                    .is_some_and(|t| now.saturating_duration_since(t) >= self.config.cooldown)
+            {
+                h.half_open();
+            }
+        }
+        self.publish(&services);
+    }
+
+    /// Whether a call to `service` may start now. A `Trial` admission must be followed by a
+    /// [`record`](Self::record) (or [`cancel_trial`](Self::cancel_trial)).
+    pub fn admit(&self, service: &str) -> Admission {
+        self.admit_at(service, Instant::now())
+    }
+
+    fn admit_at(&self, service: &str, now: Instant) -> Admission {
+        let mut services = self.lock();
+        let Some(h) = services.get_mut(service) else {
+            return Admission::Allowed;
+        };
+        if h.state == CircuitState::Open
+            && h.opened_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.config.cooldown)
+        {
+            h.half_open();
+        }
+        match h.state {
+            CircuitState::Closed => Admission::Allowed,
+            CircuitState::Open => Admission::Refused,
+            CircuitState::HalfOpen if h.trial_in_flight => Admission::Refused,
+            CircuitState::HalfOpen => {
+                h.trial_in_flight = true;
+                Admission::Trial
+            }
+        }
+    }
+
+    /// Releases a trial admission whose call never started (the request ended first).
+    pub fn cancel_trial(&self, service: &str) {
+        if let Some(h) = self.lock().get_mut(service) {
+            h.trial_in_flight = false;
+        }
+    }
+
+    /// Records what a call did.
+    pub fn record(&self, service: &str, result: CallResult) {
+        self.record_at(service, result, Instant::now());
+    }
+
+    fn record_at(&self, service: &str, result: CallResult, now: Instant) {
+        let mut services = self.lock();
+        let h = services
+            .entry(service.to_owned())
+            .or_insert_with(ServiceHealth::new);
+        let before = h.state;
+        h.calls += 1;
+        let (ok, latency) = match result {
+            CallResult::Success { latency_ms } => (true, Some(latency_ms)),
+            CallResult::Violation { latency_ms } => {
+                h.violations += 1;
+                (false, Some(latency_ms))
+            }
+            CallResult::Failure => {
+                h.failures += 1;
+                (false, None)
+            }
+        };
+        if let Some(l) = latency.filter(|l| l.is_finite() && *l >= 0.0) {
+            let a = self.config.ewma_alpha;
+            h.ewma_latency_ms = Some(h.ewma_latency_ms.map_or(l, |e| a * l + (1.0 - a) * e));
+        }
+        h.recent.push_back(ok);
+        while h.recent.len() > self.config.window.max(1) {
+            h.recent.pop_front();
+        }
+        let answered = !matches!(result, CallResult::Failure);
+        if answered {
+            h.consecutive_failures = 0;
+        } else {
+            h.consecutive_failures = h.consecutive_failures.saturating_add(1);
+        }
+        match h.state {
+            CircuitState::HalfOpen => {
+                if answered {
+                    h.state = CircuitState::Closed;
+                    h.opened_at = None;
+                    h.trial_in_flight = false;
+                    h.consecutive_failures = 0;
+                    h.recent.clear();
+                    h.recent.push_back(ok);
+                } else {
+                    h.open(now);
+                }
+            }
+            CircuitState::Closed => {
+                let failed = h.recent.iter().filter(|ok| !**ok).count();
+                let rate_trip = h.recent.len() >= self.config.min_calls as usize
+                    && failed as f64 / h.recent.len() as f64 >= self.config.failure_rate;
+                if h.consecutive_failures >= self.config.consecutive_failures || rate_trip {
+                    h.open(now);
+                }
+            }
+            // A call admitted before the circuit opened finishes while it is open.
+            CircuitState::Open => {}
+        }
+        if h.state == CircuitState::Open && before != CircuitState::Open {
+            tracing::warn!(service, "circuit breaker opened");
+        } else if h.state == CircuitState::Closed && before != CircuitState::Closed {
+            tracing::info!(service, "circuit breaker closed");
+        }
+        self.publish(&services);
+    }
+
+    /// Builds and publishes the history routing reads, and when the next cooldown ends.
+    fn publish(&self, services: &HashMap<String, ServiceHealth>) {
+        let mut next = u64::MAX;
+        let history: History = services
+            .iter()
+            .map(|(id, h)| {
+                if h.state == CircuitState::Open
+                    && let Some(t) = h.opened_at
+                {
+                    next = next.min(self.since_start_ms(t + self.config.cooldown));
+                }
+                (
+                    id.clone(),
+                    ServiceHistory {
+                        success_rate: h.success_rate(),
+                        ewma_latency_ms: h.ewma_latency_ms.unwrap_or(0.0),
+                        samples: h.recent.len() as u64,
+                        circuit_open: h.state == CircuitState::Open,
+                    },
+                )
+            })
+            .collect();
+        self.next_transition_ms.store(next, Ordering::Relaxed);
+        self.published.store(Arc::new(history));
+    }
+
+    /// Every service's health, by id.
+    pub fn report(&self) -> Vec<HealthReport> {
+        let services = self.lock();
+        let mut out: Vec<HealthReport> = services
+            .iter()
+            .map(|(id, h)| HealthReport {
+                service_id: id.clone(),
+                circuit: h.state,
+                success_rate: h.success_rate(),
+                ewma_latency_ms: h.ewma_latency_ms,
+                calls: h.calls,
+                failures: h.failures,
+                violations: h.violations,
+                consecutive_failures: h.consecutive_failures,
+                times_opened: h.opened,
+            })
+            .collect();
+        out.sort_by(|a, b| a.service_id.cmp(&b.service_id));
+        out
+    }
+
+    /// The breaker state of one service (closed when never called).
+    pub fn state(&self, service: &str) -> CircuitState {
+        self.lock()
+            .get(service)
+            .map_or(CircuitState::Closed, |h| h.state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn board() -> HealthBoard {
+        HealthBoard::new(BreakerConfig {
+            consecutive_failures: 3,
+            failure_rate: 0.5,
+            min_calls: 6,
+            window: 10,
+            cooldown: Duration::from_secs(10),
+            ewma_alpha: 0.5,
+        })
+    }
+
+    #[test]
+    fn consecutive_failures_open_then_cooldown_half_opens_and_a_trial_decides() {
+        let b = board();
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            b.record_at("s", CallResult::Failure, t0);
+        }
+        assert_eq!(b.state("s"), CircuitState::Closed);
+        assert_eq!(b.admit_at("s", t0), Admission::Allowed);
+        b.record_at("s", CallResult::Failure, t0);
+        assert_eq!(b.state("s"), CircuitState::Open);
+        assert!(b.history().load()["s"].circuit_open);
+        assert_eq!(
+            b.admit_at("s", t0 + Duration::from_secs(9)),
+            Admission::Refused
+        );
+
+        // After the cooldown: one trial at a time.
+        let t1 = t0 + Duration::from_secs(10);
+        b.refresh_at(t1);
+        assert_eq!(b.state("s"), CircuitState::HalfOpen);
+        assert!(!b.history().load()["s"].circuit_open);
+        assert_eq!(b.admit_at("s", t1), Admission::Trial);
+        assert_eq!(b.admit_at("s", t1), Admission::Refused);
+        // The trial fails: open again for another cooldown.
+        b.record_at("s", CallResult::Failure, t1);
+        assert_eq!(b.state("s"), CircuitState::Open);
+        assert_eq!(
+            b.admit_at("s", t1 + Duration::from_secs(5)),
+            Admission::Refused
+        );
+        let t2 = t1 + Duration::from_secs(10);
+        assert_eq!(b.admit_at("s", t2), Admission::Trial);
+        b.record_at("s", CallResult::Success { latency_ms: 10.0 }, t2);
+        assert_eq!(b.state("s"), CircuitState::Closed);
+        assert_eq!(b.admit_at("s", t2), Admission::Allowed);
+        let r = &b.report()[0];
+        assert_eq!(r.times_opened, 2);
+        assert_eq!(r.failures, 4);
+    }
+
+    #[test]
+    fn the_failure_rate_opens_without_a_run_of_failures() {
+        let b = board();
+        let t = Instant::now();
+        // fail, ok, fail, ok, fail, ok: 50 % over 6 calls, never 3 in a row.
+        for i in 0..5 {
+            let r = if i % 2 == 0 {
+                CallResult::Failure
+            } else {
+                CallResult::Success { latency_ms: 5.0 }
+            };
+            b.record_at("s", r, t);
+            assert_eq!(b.state("s"), CircuitState::Closed, "call {i}");
+        }
+        b.record_at("s", CallResult::Failure, t);
+        assert_eq!(b.state("s"), CircuitState::Open);
+    }
+
+    #[test]
+    fn violations_lower_the_success_rate_but_do_not_trip_by_themselves_in_a_row() {
+        let b = board();
+        let t = Instant::now();
+        for _ in 0..5 {
+            b.record_at("s", CallResult::Violation { latency_ms: 100.0 }, t);
+        }
+        // Five violations in a row are not five failures in a row…
+        assert_eq!(b.report()[0].consecutive_failures, 0);
+        let h = b.history().load()["s"];
+        assert_eq!(h.success_rate, 0.0);
+        assert_eq!(h.ewma_latency_ms, 100.0);
+        // …but the window's failure rate does count them once enough calls were made.
+        b.record_at("s", CallResult::Violation { latency_ms: 100.0 }, t);
+        assert_eq!(b.state("s"), CircuitState::Open);
+    }
+
+    #[test]
+    fn ewma_and_window_follow_the_calls() {
+        let b = board();
+        let t = Instant::now();
+        b.record_at("s", CallResult::Success { latency_ms: 100.0 }, t);
+        b.record_at("s", CallResult::Success { latency_ms: 50.0 }, t);
+        let h = b.history().load()["s"];
+        assert_eq!(h.ewma_latency_ms, 75.0);
+        assert_eq!(h.samples, 2);
+        assert_eq!(h.success_rate, 1.0);
+        for _ in 0..20 {
+            b.record_at("s", CallResult::Success { latency_ms: 50.0 }, t);
+        }
+        assert_eq!(b.history().load()["s"].samples, 10);
+        // A service never called is admitted and reported nowhere.
+        assert_eq!(b.admit("other"), Admission::Allowed);
+        assert_eq!(b.report().len(), 1);
+    }
+
+    #[test]
+    fn a_cancelled_trial_lets_the_next_one_through() {
+        let b = board();
+        let t = Instant::now();
+        for _ in 0..3 {
+            b.record_at("s", CallResult::Failure, t);
+        }
+        let later = t + Duration::from_secs(11);
+        assert_eq!(b.admit_at("s", later), Admission::Trial);
+        b.cancel_trial("s");
+        assert_eq!(b.admit_at("s", later), Admission::Trial);
+    }
+}

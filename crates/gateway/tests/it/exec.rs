@@ -1,0 +1,695 @@
+//! Execution against a real HTTP upstream on loopback (caio-mock-upstream) with scripted faults:
+//! every fault has an asserted outcome (retry, fallback, circuit opens, violation recorded).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use caio_contracts::ServiceContract;
+use caio_contracts::decision::Step;
+use caio_contracts::request::RouteRequest;
+use caio_gateway::exec::client::ClientConfig;
+use caio_gateway::exec::guard::AddressGuard;
+use caio_gateway::exec::health::{BreakerConfig, CircuitState};
+use caio_gateway::{
+    ExecuteError, ExecuteOptions, ExecutionStatus, Gateway, GatewayConfig, Router, ViolationPolicy,
+};
+use caio_mock_upstream::{Behavior, MockUpstream};
+use caio_registry::MemoryRegistry;
+use serde_json::json;
+
+use crate::support;
+
+/// A contract for a service at `url`: `accuracy` orders the candidates (higher ranks first).
+fn contract(
+    id: &str,
+    url: &str,
+    adapter: &str,
+    path: &str,
+    accuracy: f64,
+    latency_max: u64,
+) -> ServiceContract {
+    contract_with(id, url, adapter, path, accuracy, latency_max, 1000, "")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn contract_with(
+    id: &str,
+    url: &str,
+    adapter: &str,
+    path: &str,
+    accuracy: f64,
+    latency_max: u64,
+    timeout_ms: u64,
+    extra_api: &str,
+) -> ServiceContract {
+    let yaml = format!(
+        r#"
+apiVersion: caio/v1
+kind: ServiceContract
+service:
+  id: {id}
+  name: {id}
+  version: 1.0.0
+  capabilities: [chat_completion]
+  guarantees:
+    accuracy: {{ min: {accuracy} }}
+    latency_ms: {{ max: {latency_max} }}
+  cost: {{ per_request: 0.001, currency: USD }}
+  privacy: {{ data_locality: local, encryption: true }}
+  api:
+    base_url: {url}
+    adapter: {adapter}
+    endpoints: {{ execute: {{ method: POST, path: {path} }} }}
+    timeout_ms: {timeout_ms}
+{extra_api}"#
+    );
+    caio_contracts::parse_contract(id, &yaml, caio_contracts::Format::Yaml)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn request() -> RouteRequest {
+    support::request_from_yaml(
+        r#"
+requirements:
+  capabilities: [chat_completion]
+payload:
+  messages: [{role: user, content: "hello there"}]
+"#,
+    )
+}
+
+fn config() -> GatewayConfig {
+    GatewayConfig {
+        client: ClientConfig {
+            guard: AddressGuard::new(true, vec![]),
+            max_response_bytes: 64 * 1024,
+            ..ClientConfig::default()
+        },
+        breaker: BreakerConfig {
+            consecutive_failures: 3,
+            cooldown: Duration::from_millis(300),
+            ..BreakerConfig::default()
+        },
+        max_attempts: 3,
+        max_fallbacks: 2,
+        backoff_base: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(40),
+        max_retry_after: Duration::from_secs(2),
+        default_deadline: Duration::from_secs(10),
+        on_violation: ViolationPolicy::Warn,
+        credentials: caio_gateway::exec::Credentials::new(|_| None),
+    }
+}
+
+fn setup(gw: &Gateway, contracts: Vec<ServiceContract>) -> Router {
+    let registry = MemoryRegistry::with_contracts(contracts).unwrap_or_else(|e| panic!("{e}"));
+    Router::new(Arc::new(registry), support::compiled()).share_history(gw.health().history())
+}
+
+async fn run(gw: &Gateway, router: &Router, opts: &ExecuteOptions) -> caio_gateway::Execution {
+    let p = support::principal("acme-analyst");
+    match gw.execute(router, &request(), &p, opts).await {
+        Ok((_, ex)) => ex,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Three OpenAI-compatible services on one mock, ranked a > b > c.
+async fn three(mock: &MockUpstream) -> Vec<ServiceContract> {
+    let u = mock.url();
+    vec![
+        contract("a", &u, "openai_chat", "/a/v1/chat/completions", 0.99, 5000),
+        contract("b", &u, "openai_chat", "/b/v1/chat/completions", 0.95, 5000),
+        contract("c", &u, "openai_chat", "/c/v1/chat/completions", 0.91, 5000),
+    ]
+}
+
+fn chat_on(mock: &MockUpstream, paths: &[&str]) {
+    for p in paths {
+        mock.set_default(p, Behavior::OpenAiChat);
+    }
+}
+
+const A: &str = "/a/v1/chat/completions";
+const B: &str = "/b/v1/chat/completions";
+const C: &str = "/c/v1/chat/completions";
+
+#[tokio::test]
+async fn the_chosen_service_answers_through_its_adapter() {
+    let mock = MockUpstream::start().await.unwrap();
+    chat_on(&mock, &[A, B, C]);
+    let gw = Gateway::new(config());
+    let router = setup(&gw, three(&mock).await);
+    let p = support::principal("acme-analyst");
+    let (decision, ex) = gw
+        .execute(&router, &request(), &p, &ExecuteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(ex.status, ExecutionStatus::Succeeded);
+    assert_eq!(ex.service_id.as_deref(), Some("a"));
+    assert_eq!(decision.service_id.as_ref(), "a");
+    let output = ex.output.unwrap();
+    assert_eq!(
+        output["choices"][0]["message"]["content"],
+        "echo: hello there"
+    );
+    assert_eq!(ex.attempts.len(), 1);
+    assert!(ex.fallbacks.is_empty());
+    assert!(ex.violations.is_empty());
+    // What the service received: the payload with the model filled in, the decision id.
+    let got = &mock.requests(A)[0];
+    assert_eq!(
+        got.header("x-caio-decision-id"),
+        Some(decision.decision_id.as_str())
+    );
+    let body = got.json().unwrap();
+    assert_eq!(body["model"], "a");
+    assert_eq!(body["messages"][0]["content"], "hello there");
+    assert_eq!(mock.hits(B), 0);
+    assert_eq!(gw.health().state("a"), CircuitState::Closed);
+}
+
+#[tokio::test]
+async fn a_burst_of_503_is_retried_with_backoff_on_the_same_service() {
+    let mock = MockUpstream::start().await.unwrap();
+    chat_on(&mock, &[A, B, C]);
+    let s503 = Behavior::Status {
+        status: 503,
+        retry_after_s: None,
+    };
+    mock.script(A, [s503.clone(), s503]);
+    let gw = Gateway::new(config());
+    let router = setup(&gw, three(&mock).await);
+    let ex = run(&gw, &router, &ExecuteOptions::default()).await;
+    assert_eq!(ex.status, ExecutionStatus::Succeeded);
+    assert_eq!(ex.service_id.as_deref(), Some("a"));
+    let outcomes: Vec<_> = ex.attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["upstream_5xx", "upstream_5xx", "ok"]);
+    assert!(ex.attempts[0].backoff_ms.is_some());
+    assert_eq!(ex.attempts[0].status, Some(503));
+    assert_eq!(mock.hits(A), 3);
+    assert_eq!(mock.hits(B), 0);
+}
+
+#[tokio::test]
+async fn a_429_waits_for_retry_after() {
+    let mock = MockUpstream::start().await.unwrap();
+    chat_on(&mock, &[A, B, C]);
+    mock.script(
+        A,
+        [Behavior::Status {
+            status: 429,
+            retry_after_s: Some(1),
+        }],
+    );
+    let gw = Gateway::new(config());
+    let router = setup(&gw, three(&mock).await);
+    let started = Instant::now();
+    let ex = run(&gw, &router, &ExecuteOptions::default()).await;
+    assert_eq!(ex.status, ExecutionStatus::Succeeded);
+    assert_eq!(ex.service_id.as_deref(), Some("a"));
+    assert_eq!(ex.attempts[0].outcome, "rate_limited");
+    assert_eq!(ex.attempts[0].backoff_ms, Some(1000));
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    // A Retry-After beyond the gateway's ceiling is not waited for: the next candidate answers.
+    // (A fresh gateway: the first 429 lowered `a`'s reliability, which could change the ranking.)
+    let gw = Gateway::new(config());
+    let router = setup(&gw, three(&mock).await);
+    mock.script(
+        A,
+        [Behavior::Status {
+            status: 429,
+            retry_after_s: Some(3600),
+        }],
+    );
+    let ex = run(&gw, &router, &ExecuteOptions::default()).await;
+    assert_eq!(ex.service_id.as_deref(), Some("b"));
+    assert_eq!(ex.fallbacks[0].reason, "rate_limited");
+}
+
+#[tokio::test]
+async fn non_retryable_failures_fall_back_to_the_next_candidate() {
+    let mock = MockUpstream::start().await.unwrap();
+    chat_on(&mock, &[A, B, C]);
+    let u = mock.url();
+    let contracts = vec![
+        contract_with("a", &u, "openai_chat", A, 0.99, 5000, 300, ""),
+        contract("b", &u, "openai_chat", B, 0.95, 5000),
+        contract("c", &u, "openai_chat", C, 0.91, 5000),
+    ];
+    for (fault, reason) in [
+        (Behavior::Hang, "timeout"),
+        (Behavior::Malformed, "protocol_error"),
+        (Behavior::Oversized { bytes: 100_000 }, "response_too_large"),
+        (
+            Behavior::Status {
+                status: 500,
+                retry_after_s: None,
+            },
+            "upstream_5xx",
+        ),
+        (
+            Behavior::Json {
+                status: 200,
+                body: json!({"not": "openai"}),
+                headers: vec![],
+            },
+            "protocol_error",
+        ),
+        (
+            Behavior::SlowBody {
+                body: json!({"choices": []}),
+                chunks: 4,
+                interval: Duration::from_millis(200),
+            },
+            "timeout",
+        ),
+    ] {
+        // A fresh gateway per fault: each failure lowers `a`'s reliability, and routing reads it.
+        let gw = Gateway::new(config());
+        let router = setup(&gw, contracts.clone());
+        let before = mock.hits(A);
+        mock.script(A, [fault.clone()]);
+        let ex = run(&gw, &router, &ExecuteOptions::default()).await;
+        assert_eq!(ex.status, ExecutionStatus::Succeeded, "{fault:?}");
+        assert_eq!(ex.service_id.as_deref(), Some("b"), "{fault:?}");
+        assert_eq!(ex.attempts.len(), 2, "{fault:?}: {:?}", ex.attempts);
+        assert_eq!(ex.attempts[0].outcome, reason, "{fault:?}");
+        assert_eq!(mock.hits(A), before + 1, "{fault:?}: retried");
+        assert_eq!(
+            ex.fallbacks,
+            vec![caio_gateway::exec::Fallback {
+                from: "a".into(),
+                to: "b".into(),
+                reason: reason.into()
+            }],
+            "{fault:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn resets_are_retried_and_everything_failing_is_an_upstream_failure() {
+    let mock = MockUpstream::start().await.unwrap();
+    chat_on(&mock, &[A, B, C]);
+    mock.script(A, [Behavior::Reset]);
+    let gw = Gateway::new(GatewayConfig {
+        breaker: BreakerConfig {
+            consecutive_failures: 100,
+            ..config().breaker
+        },
+        ..config()
+    });
+    let router = setup(&gw, three(&mock).await);
+    let ex = run(&gw, &router, &ExecuteOptions::default()).await;
+    assert_eq!(ex.service_id.as_deref(), Some("a"));
+    assert_eq!(ex.attempts[0].outcome, "connection_reset");
+    assert_eq!(ex.attempts[1].outcome, "ok");
+
+    for p in [A, B, C] {
+        mock.set_default(
+            p,
+            Behavior::Status {
+                status: 502,
+                retry_after_s: None,
+            },
+        );
+    }
+    let ex = run(&gw, &router, &ExecuteOptions::default()).await;
+    assert_eq!(ex.status, ExecutionStatus::Failed);
+    assert!(ex.output.is_none());
+    // 3 attempts on each of the 3 candidates, 2 fallbacks.
+    assert_eq!(ex.attempts.len(), 9);
+    assert_eq!(ex.fallbacks.len(), 2);
+    let err = ex.error.unwrap();
+    assert_eq!(err.code, "upstream_5xx");
+    let last = &ex.attempts[8].service_id;
+    assert!(
+        err.message.contains(&format!("`{last}`")),
+        "{}",
+        err.message
+    );
+    let tried: std::collections::BTreeSet<_> =
+        ex.attempts.iter().map(|a| a.service_id.as_str()).collect();
+    assert_eq!(tried.len(), 3);
+}
+
+#[tokio::test]
+async fn consecutive_failures_open_the_circuit_and_routing_leaves_the_service_out() {
+    let mock = MockUpstream::start().await.unwrap();
+    chat_on(&mock, &[B, C]);
+    mock.set_default(
+        A,
+        Behavior::Status {
+            status: 503,
+            retry_after_s: None,
+        },
+    );
+    let gw = Gateway::new(config());
+    let contracts = three(&mock).await;
+    let router = setup(&gw, contracts.clone());
+    // Three attempts, three failures in a row: the circuit opens during the first execution,
+    // which falls back to `b`.
+    let ex = run(&gw, &router, &ExecuteOptions::default()).await;
+    assert_eq!(ex.service_id.as_deref(), Some("b"));
+    assert_eq!(mock.hits(A), 3);
+    assert_eq!(gw.health().state("a"), CircuitState::Open);
+    let hits = mock.hits(A);
+
+    // Open: routing rejects `a` at the health step and the proof records why; the decision
+    // still verifies offline.
+    let p = support::principal("acme-analyst");
+    let (decision, ex) = gw
+        .execute(&router, &request(), &p, &ExecuteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(decision.service_id.as_ref(), "b");
+    assert_eq!(ex.service_id.as_deref(), Some("b"));
+    assert_eq!(mock.hits(A), hits, "an open circuit was called");
+    let rejection = decision
+        .rejected
+        .iter()
+        .find(|r| r.service_id.as_ref() == "a")
+        .unwrap();
+    assert_eq!(rejection.step, Step::Health);
+    assert_eq!(rejection.reason, "circuit_open");
+    assert!(decision.proof.optimize.history["a"].circuit_open);
+    let verified = caio_gateway::verify(&decision, contracts, &support::policy_set());
+    assert!(verified.is_ok(), "{verified:?}");
+
+    // After the cooldown: half-open, one trial; the service recovered, the circuit closes.
+    mock.set_default(A, Behavior::OpenAiChat);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let ex = run(&gw, &router, &ExecuteOptions::default()).await;
+    assert_eq!(ex.service_id.as_deref(), Some("a"));
+    assert_eq!(gw.health().state("a"), CircuitState::Closed);
+    let report = gw.health().report();
+    let a = report.iter().find(|r| r.service_id == "a").unwrap();
+    assert_eq!(a.times_opened, 1);
+}
+
+#[tokio::test]
+async fn a_broken_guarantee_is_recorded_and_handled_by_policy() {
+    let mock = MockUpstream::start().await.unwrap();
+    let u = mock.url();
+    // `a` promises 50 ms and takes 150; `b` reports an accuracy under its promise.
+    let contracts = vec![
+        contract("a", &u, "http_json", "/a", 0.99, 50),
+        contract("b", &u, "http_json", "/b", 0.95, 5000),
+        contract("c", &u, "http_json", "/c", 0.91, 5000),
+    ];
+    mock.set_default(
+        "/a",
+        Behavior::Delayed {
+            delay: Duration::from_millis(150),
+            then: Box::new(Behavior::Echo),
+        },
+    );
+    mock.set_default(
+        "/b",
+        Behavior::Json {
+            status: 200,
+            body: json!({"label": "b"}),
+            headers: vec![("x-caio-metrics".into(), r#"{"accuracy": 0.5}"#.into())],
+        },
+    );
+    mock.set_default("/c", Behavior::Echo);
+    let gw = Gateway::new(GatewayConfig {
+        breaker: BreakerConfig {
+            min_calls: 1000,
+            ..config().breaker
+        },
+        ..config()
+    });
+    let router = setup(&gw, contracts);
+
+    // warn: the answer comes back with the violation and a warning.
+    let ex = run(&gw, &router, &ExecuteOptions::default()).await;
+    assert_eq!(ex.status, ExecutionStatus::Succeeded);
+    assert_eq!(ex.service_id.as_deref(), Some("a"));
+    assert_eq!(ex.violations.len(), 1);
+    assert_eq!(ex.violations[0].property, "latency_ms");
+    assert_eq!(ex.violations[0].bound, 50.0);
+    assert!(ex.violations[0].observed >= 150.0);
+    assert_eq!(ex.warnings.len(), 1);
+    let h = gw.health().history().load_full();
+    assert!(h["a"].success_rate < 1.0, "a violation lowers reliability");
+
+    // failover (a fresh gateway, so `a` still ranks first): a's and b's answers are discarded,
+    // c answers.
+    let gw = Gateway::new(GatewayConfig {
+        breaker: BreakerConfig {
+            min_calls: 1000,
+            ..config().breaker
+        },
+        ..config()
+    });
+    let router = setup(
+        &gw,
+        vec![
+            contract("a", &u, "http_json", "/a", 0.99, 50),
+            contract("b", &u, "http_json", "/b", 0.95, 5000),
+            contract("c", &u, "http_json", "/c", 0.91, 5000),
+        ],
+    );
+    let ex = run(
+        &gw,
+        &router,
+        &ExecuteOptions {
+            on_violation: Some(ViolationPolicy::Failover),
+            ..ExecuteOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(ex.service_id.as_deref(), Some("c"));
+    let props: Vec<_> = ex
+        .violations
+        .iter()
+        .map(|v| (v.service_id.as_str(), v.property.as_str()))
+        .collect();
+    assert_eq!(props, [("a", "latency_ms"), ("b", "accuracy")]);
+    let reasons: Vec<_> = ex.fallbacks.iter().map(|f| f.reason.as_str()).collect();
+    assert_eq!(reasons, ["guarantee_violated", "guarantee_violated"]);
+    assert!(ex.warnings.is_empty());
+    assert_eq!(
+        ex.output.unwrap()["echo"]["messages"][0]["content"],
+        "hello there"
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_prepares_the_call_and_sends_nothing() {
+    let mock = MockUpstream::start().await.unwrap();
+    chat_on(&mock, &[A, B, C]);
+    let gw = Gateway::new(config());
+    let router = setup(&gw, three(&mock).await);
+    let ex = run(
+        &gw,
+        &router,
+        &ExecuteOptions {
+            dry_run: true,
+            ..ExecuteOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(ex.status, ExecutionStatus::DryRun);
+    assert_eq!(ex.service_id.as_deref(), Some("a"));
+    assert!(ex.attempts.is_empty());
+    assert!(
+        ex.warnings[0].contains("/a/v1/chat/completions"),
+        "{:?}",
+        ex.warnings
+    );
+    assert_eq!(mock.hits(A) + mock.hits(B) + mock.hits(C), 0);
+}
+
+#[tokio::test]
+async fn the_deadline_bounds_every_attempt_and_the_whole_run() {
+    let mock = MockUpstream::start().await.unwrap();
+    for p in [A, B, C] {
+        mock.set_default(p, Behavior::Hang);
+    }
+    let gw = Gateway::new(config());
+    let router = setup(&gw, three(&mock).await);
+    let started = Instant::now();
+    let ex = run(
+        &gw,
+        &router,
+        &ExecuteOptions {
+            deadline_ms: Some(400),
+            ..ExecuteOptions::default()
+        },
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(ex.status, ExecutionStatus::Failed);
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    // The contract's 1000 ms timeout was cut to the 400 ms deadline: one attempt, no more.
+    assert_eq!(ex.attempts.len(), 1, "{:?}", ex.attempts);
+    assert_eq!(ex.attempts[0].outcome, "timeout");
+    assert_eq!(ex.error.unwrap().code, "deadline_exceeded");
+}
+
+#[tokio::test]
+async fn every_adapter_speaks_its_protocol() {
+    let mock = MockUpstream::start().await.unwrap();
+    let u = mock.url();
+    let cases = [
+        (
+            "openai_embeddings",
+            "/v1/embeddings",
+            json!({"input": "hello"}),
+        ),
+        (
+            "anthropic_messages",
+            "/v1/messages",
+            json!({"messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        ("caio_sdk", "/caio/v1/execute", json!({"text": "hi"})),
+        ("http_json", "/score", json!({"text": "hi"})),
+    ];
+    for (adapter, path, payload) in cases {
+        let gw = Gateway::new(config());
+        let router = setup(&gw, vec![contract("svc", &u, adapter, path, 0.9, 5000)]);
+        let mut req = request();
+        req.payload = payload.clone();
+        let p = support::principal("acme-analyst");
+        let (_, ex) = gw
+            .execute(&router, &req, &p, &ExecuteOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(ex.status, ExecutionStatus::Succeeded, "{adapter}: {ex:?}");
+        let out = ex.output.unwrap();
+        match adapter {
+            "openai_embeddings" => {
+                assert_eq!(out["data"][0]["embedding"].as_array().unwrap().len(), 8)
+            }
+            "anthropic_messages" => assert_eq!(out["content"][0]["text"], "echo: hi"),
+            "caio_sdk" => {
+                assert_eq!(out, json!({"echo": {"text": "hi"}}));
+                let sent = mock.requests(path)[0].json().unwrap();
+                assert_eq!(sent["protocol"], "caio/v1");
+                assert_eq!(sent["capability"], "chat_completion");
+            }
+            _ => assert_eq!(out, json!({"echo": {"text": "hi"}})),
+        }
+    }
+    let sent = mock.requests("/v1/messages")[0].clone();
+    assert_eq!(sent.header("anthropic-version"), Some("2023-06-01"));
+}
+
+#[tokio::test]
+async fn credentials_come_from_the_environment_and_a_missing_one_falls_back() {
+    let mock = MockUpstream::start().await.unwrap();
+    chat_on(&mock, &[A, B]);
+    let u = mock.url();
+    let var = "CAIO_TEST_EXEC_CREDENTIAL_7F3A";
+    let contracts = vec![
+        contract_with(
+            "a",
+            &u,
+            "openai_chat",
+            A,
+            0.99,
+            5000,
+            1000,
+            &format!("    credential_env: {var}_MISSING\n"),
+        ),
+        contract_with(
+            "b",
+            &u,
+            "openai_chat",
+            B,
+            0.95,
+            5000,
+            1000,
+            &format!("    credential_env: {var}\n"),
+        ),
+    ];
+    let gw = Gateway::new(GatewayConfig {
+        credentials: caio_gateway::exec::Credentials::new(move |name| {
+            (name == var).then(|| "sk-test-123".to_owned())
+        }),
+        ..config()
+    });
+    let router = setup(&gw, contracts);
+    let ex = run(&gw, &router, &ExecuteOptions::default()).await;
+    assert_eq!(ex.service_id.as_deref(), Some("b"));
+    assert_eq!(ex.fallbacks[0].reason, "configuration_error");
+    assert_eq!(mock.hits(A), 0);
+    assert_eq!(
+        mock.requests(B)[0].header("authorization"),
+        Some("Bearer sk-test-123")
+    );
+    // A missing credential is the operator's problem: it does not count against `a`.
+    assert!(gw.health().report().iter().all(|r| r.service_id != "a"));
+    // The credential appears nowhere in what execution returns.
+    assert!(!serde_json::to_string(&ex).unwrap().contains("sk-test-123"));
+}
+
+#[tokio::test]
+async fn the_address_guard_refuses_loopback_in_production_without_blaming_the_service() {
+    let mock = MockUpstream::start().await.unwrap();
+    chat_on(&mock, &[A, B, C]);
+    let gw = Gateway::new(GatewayConfig {
+        client: ClientConfig {
+            guard: AddressGuard::new(false, vec![]),
+            ..config().client
+        },
+        ..config()
+    });
+    let router = setup(&gw, three(&mock).await);
+    let ex = run(&gw, &router, &ExecuteOptions::default()).await;
+    assert_eq!(ex.status, ExecutionStatus::Failed);
+    assert!(ex.attempts.iter().all(|a| a.outcome == "address_refused"));
+    assert_eq!(mock.hits(A) + mock.hits(B) + mock.hits(C), 0);
+    assert!(gw.health().report().is_empty());
+    // Metadata addresses are refused even when private ones are allowed.
+    let gw = Gateway::new(config());
+    let router = setup(
+        &gw,
+        vec![contract(
+            "meta",
+            "http://169.254.169.254",
+            "http_json",
+            "/latest",
+            0.9,
+            5000,
+        )],
+    );
+    let ex = run(&gw, &router, &ExecuteOptions::default()).await;
+    assert_eq!(ex.attempts[0].outcome, "address_refused");
+}
+
+#[tokio::test]
+async fn the_emergency_stop_refuses_execution_and_connections_are_not_leaked() {
+    let mock = MockUpstream::start().await.unwrap();
+    chat_on(&mock, &[A, B, C]);
+    let gw = Gateway::new(config());
+    let router = setup(&gw, three(&mock).await);
+    for _ in 0..20 {
+        run(&gw, &router, &ExecuteOptions::default()).await;
+    }
+    // Keep-alive: twenty sequential calls share one pooled connection.
+    assert_eq!(mock.total_connections(), 1);
+    gw.set_stopped(true);
+    let p = support::principal("acme-analyst");
+    assert!(matches!(
+        gw.execute(&router, &request(), &p, &ExecuteOptions::default())
+            .await,
+        Err(ExecuteError::Stopped)
+    ));
+    gw.set_stopped(false);
+    run(&gw, &router, &ExecuteOptions::default()).await;
+    drop(router);
+    drop(gw);
+    let waited = Instant::now();
+    while mock.open_connections() > 0 && waited.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        mock.open_connections(),
+        0,
+        "connections outlived the gateway"
+    );
+}
