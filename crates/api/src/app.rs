@@ -15,7 +15,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::auth::require_identity;
 use crate::error::ApiError;
 use crate::frame::{REQUEST_ID, frame, measure};
-use crate::handlers::{execute, keys, ops, policies, routing, services, traces, webhooks};
+use crate::handlers::{execute, keys, openai, ops, policies, routing, services, traces, webhooks};
 use crate::state::AppState;
 
 async fn not_found() -> Response {
@@ -65,6 +65,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/v1/discover", post(routing::discover))
         .route("/api/v1/route", post(routing::route))
         .route("/api/v1/execute", post(execute::execute))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/models", get(openai::models))
         .route("/api/v1/gateway/health", get(execute::health))
         .route(
             "/api/v1/gateway/emergency-stop",

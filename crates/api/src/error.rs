@@ -108,6 +108,12 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "The request took longer than the configured timeout.",
     ),
     (
+        "MODEL_NOT_FOUND",
+        404,
+        "The `model` of an OpenAI-compatible request is no alias, capability or visible service \
+         id; GET /v1/models lists them.",
+    ),
+    (
         "UPSTREAM_FAILED",
         502,
         "Every candidate service failed or the execution deadline passed; details.execution lists \

@@ -21,19 +21,22 @@ pub fn visible(service_tenant: &str, tenant: &str) -> bool {
     service_tenant == "public" || service_tenant == tenant
 }
 
-/// A read-only view of a registry restricted to one tenant and `public`.
+/// A read-only view of a registry restricted to one tenant and `public` (and, for a pinned view,
+/// to one service).
 struct TenantView {
     base: Arc<dyn Registry>,
     tenant: String,
+    only: Option<String>,
     /// (base version, filtered snapshot), rebuilt when the base moves on.
     cache: ArcSwap<(String, Arc<Snapshot>)>,
 }
 
 impl TenantView {
-    fn new(base: Arc<dyn Registry>, tenant: &str) -> TenantView {
+    fn new(base: Arc<dyn Registry>, tenant: &str, only: Option<&str>) -> TenantView {
         let view = TenantView {
             base,
             tenant: tenant.to_owned(),
+            only: only.map(str::to_owned),
             cache: ArcSwap::from_pointee((String::new(), Arc::new(Snapshot::empty()))),
         };
         view.refresh();
@@ -50,6 +53,7 @@ impl TenantView {
             .entries()
             .iter()
             .filter(|e| visible(&e.contract.service.tenant, &self.tenant))
+            .filter(|e| self.only.as_deref().is_none_or(|id| *e.id == *id))
             .cloned();
         // Building from entries of a valid snapshot cannot fail (their digests exist); if it
         // ever did, routing against an empty view fails closed.
@@ -90,6 +94,9 @@ pub struct TenantRouters {
     /// The gateway's health board publishes here; every tenant's router reads it.
     history: SharedHistory,
     routers: RwLock<HashMap<String, Arc<Router>>>,
+    /// Routers over one service of a tenant's view (`model: <service id>` on the OpenAI
+    /// endpoints), keyed by (tenant, service id).
+    pinned: RwLock<HashMap<(String, String), Arc<Router>>>,
 }
 
 impl std::fmt::Debug for TenantRouters {
@@ -112,6 +119,7 @@ impl TenantRouters {
             policies: ArcSwap::from_pointee(policies),
             history,
             routers: RwLock::new(HashMap::new()),
+            pinned: RwLock::new(HashMap::new()),
         }
     }
 
@@ -138,7 +146,8 @@ impl TenantRouters {
         let mut routers = self.routers.write().unwrap_or_else(|p| p.into_inner());
         let policies = self.policies.load_full();
         Arc::clone(routers.entry(tenant.to_owned()).or_insert_with(|| {
-            let view: Arc<dyn Registry> = Arc::new(TenantView::new(Arc::clone(&self.base), tenant));
+            let view: Arc<dyn Registry> =
+                Arc::new(TenantView::new(Arc::clone(&self.base), tenant, None));
             Arc::new(
                 Router::with_shared_policies(view, Arc::clone(&policies))
                     .share_history(Arc::clone(&self.history)),
@@ -146,12 +155,43 @@ impl TenantRouters {
         }))
     }
 
+    /// The router of a tenant restricted to one service: a decision picks that service when it
+    /// is visible and feasible, and is a no-route otherwise. Only for ids of registered services
+    /// (the cache holds one router per tenant and service asked for).
+    pub fn for_service(&self, tenant: &str, service_id: &str) -> Arc<Router> {
+        let key = (tenant.to_owned(), service_id.to_owned());
+        if let Some(r) = self
+            .pinned
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Arc::clone(r);
+        }
+        // Lock order: routers, then pinned (as in set_policies).
+        let _routers = self.routers.write().unwrap_or_else(|p| p.into_inner());
+        let mut pinned = self.pinned.write().unwrap_or_else(|p| p.into_inner());
+        let policies = self.policies.load_full();
+        Arc::clone(pinned.entry(key).or_insert_with(|| {
+            let view: Arc<dyn Registry> = Arc::new(TenantView::new(
+                Arc::clone(&self.base),
+                tenant,
+                Some(service_id),
+            ));
+            Arc::new(
+                Router::with_shared_policies(view, policies)
+                    .share_history(Arc::clone(&self.history)),
+            )
+        }))
+    }
+
     /// Activates a new policy set for every tenant.
     pub fn set_policies(&self, policies: CompiledPolicies) {
-        // Hold the write lock so a router created concurrently cannot miss the new set.
+        // Hold the write locks so a router created concurrently cannot miss the new set.
         let routers = self.routers.write().unwrap_or_else(|p| p.into_inner());
+        let pinned = self.pinned.write().unwrap_or_else(|p| p.into_inner());
         let policies = Arc::new(policies);
-        for r in routers.values() {
+        for r in routers.values().chain(pinned.values()) {
             r.set_shared_policies(Arc::clone(&policies));
         }
         self.policies.store(policies);

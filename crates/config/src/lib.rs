@@ -215,6 +215,9 @@ pub struct GatewaySettings {
     pub allowed_private_ranges: Vec<String>,
     /// Start with execution stopped (every execute answers 503 EMERGENCY_STOP).
     pub emergency_stop: bool,
+    /// `model` names the OpenAI-compatible endpoints accept besides service ids: alias →
+    /// capability (`fast-chat: chat_completion`).
+    pub model_aliases: BTreeMap<String, String>,
 }
 
 impl Default for GatewaySettings {
@@ -232,6 +235,7 @@ impl Default for GatewaySettings {
             allow_private_addresses: None,
             allowed_private_ranges: Vec::new(),
             emergency_stop: false,
+            model_aliases: BTreeMap::new(),
         }
     }
 }

@@ -283,6 +283,12 @@ pub struct ApiSpec {
     #[serde(default)]
     #[schemars(extend("maxProperties" = 32))]
     pub endpoints: BTreeMap<String, Endpoint>,
+    /// The model name sent to `openai_*` and `anthropic_messages` services (for example
+    /// `gpt-4o-mini`). It replaces any `model` in the caller's payload; without it the payload's
+    /// `model` is sent, or the service id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub model: Option<String>,
     /// Per-attempt timeout in milliseconds.
     #[serde(default = "default_timeout")]
     #[schemars(range(min = 1, max = 600000))]

@@ -143,6 +143,7 @@ pub fn services(n: usize, vocab: usize) -> Vec<ServiceContract> {
                         .into(),
                         timeout_ms: 1000,
                         credential_env: None,
+                        model: None,
                     },
                 },
             }

@@ -4,6 +4,7 @@
 
 mod auth;
 mod execute;
+mod openai;
 mod ops;
 mod policies;
 mod robustness;

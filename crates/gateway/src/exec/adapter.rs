@@ -140,14 +140,26 @@ fn bearer(h: &mut HeaderMap, credential: Option<&str>) -> Result<(), CallError> 
     Ok(())
 }
 
-/// The payload as an object with `model` filled in when the caller left it out.
-fn with_model(payload: &Value, model: &str) -> Result<serde_json::Map<String, Value>, CallError> {
+/// The payload as an object with its `model`: the contract's `api.model` when set, else the
+/// caller's, else the service id.
+fn with_model(
+    payload: &Value,
+    api: &ApiSpec,
+    service_id: &str,
+) -> Result<serde_json::Map<String, Value>, CallError> {
     let mut body = payload
         .as_object()
         .cloned()
         .ok_or_else(|| CallError::Config("the payload must be a JSON object".into()))?;
-    body.entry("model")
-        .or_insert_with(|| Value::String(model.to_owned()));
+    match &api.model {
+        Some(m) => {
+            body.insert("model".into(), Value::String(m.clone()));
+        }
+        None => {
+            body.entry("model")
+                .or_insert_with(|| Value::String(service_id.to_owned()));
+        }
+    }
     Ok(body)
 }
 
@@ -174,7 +186,7 @@ pub fn build(api: &ApiSpec, ctx: &CallContext<'_>, stream: bool) -> Result<Outbo
         }
         Adapter::OpenaiChat | Adapter::OpenaiEmbeddings => {
             bearer(&mut headers, ctx.credential)?;
-            let mut body = with_model(ctx.payload, ctx.service_id)?;
+            let mut body = with_model(ctx.payload, api, ctx.service_id)?;
             if api.adapter == Adapter::OpenaiChat {
                 if stream {
                     body.insert("stream".into(), Value::Bool(true));
@@ -200,7 +212,7 @@ pub fn build(api: &ApiSpec, ctx: &CallContext<'_>, stream: bool) -> Result<Outbo
                 HeaderName::from_static("anthropic-version"),
                 HeaderValue::from_static(ANTHROPIC_VERSION),
             );
-            let mut body = with_model(ctx.payload, ctx.service_id)?;
+            let mut body = with_model(ctx.payload, api, ctx.service_id)?;
             body.entry("max_tokens").or_insert_with(|| json!(1024));
             body.remove("stream");
             Value::Object(body)
@@ -335,6 +347,7 @@ mod tests {
             base_url: "http://127.0.0.1:9/".into(),
             credential_env: None,
             endpoints,
+            model: None,
             timeout_ms: 1000,
         }
     }
@@ -387,6 +400,18 @@ mod tests {
         assert_eq!(a.headers["anthropic-version"], ANTHROPIC_VERSION);
         assert_eq!(body(&a)["model"], "claude-x");
         assert_eq!(body(&a)["max_tokens"], 1024);
+        // The contract's model wins over the caller's.
+        let pinned = ApiSpec {
+            model: Some("gpt-4o-mini".into()),
+            ..api(Adapter::OpenaiChat, None)
+        };
+        let o = build(
+            &pinned,
+            &ctx(&json!({"model": "alias", "messages": []}), None),
+            false,
+        )
+        .unwrap();
+        assert_eq!(body(&o)["model"], "gpt-4o-mini");
 
         let sdk = build(
             &api(Adapter::CaioSdk, None),

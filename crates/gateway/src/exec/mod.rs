@@ -15,6 +15,7 @@ pub mod adapter;
 pub mod client;
 pub mod guard;
 pub mod health;
+pub mod stream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -128,6 +128,7 @@ fn service(i: usize) -> impl Strategy<Value = ServiceContract> {
                             .into(),
                             timeout_ms: 1000,
                             credential_env: None,
+                            model: None,
                         },
                     },
                 }

@@ -1,0 +1,522 @@
+//! The OpenAI-compatible front door: `POST /v1/chat/completions` (streaming and not),
+//! `POST /v1/embeddings`, `GET /v1/models`.
+//!
+//! `model` is a configured alias (`gateway.model_aliases`: alias → capability), a capability name
+//! (`chat_completion`, `embeddings`), or a service id the caller can see. An alias or capability
+//! routes among every feasible service; a service id routes among that one service only, so the
+//! decision still proves it was feasible. The request body (without `model`) is the payload the
+//! service gets; the decision id comes back in `x-caio-decision-id`, and decision and execution
+//! are recorded like `/api/v1/execute`'s.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use caio_contracts::Format;
+use caio_contracts::decision::Decision;
+use caio_contracts::model::Adapter;
+use caio_contracts::request::RouteRequest;
+use caio_gateway::exec::stream::Streamed;
+use caio_gateway::{ExecuteOptions, Execution, ExecutionStatus, RouteError, Router};
+use caio_security::{Action, Identity};
+use caio_trace::{Outcome, TraceBody, TraceRecord};
+use http_body_util::BodyExt;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::auth::{Caller, require};
+use crate::error::{ApiError, ApiResult};
+use crate::extract;
+use crate::handlers::routing::{count_rejections, outcome, persist, rfc3339};
+use crate::state::AppState;
+use crate::tenancy::visible;
+
+/// The capability behind each endpoint.
+const CHAT: &str = "chat_completion";
+const EMBEDDINGS: &str = "embeddings";
+
+#[derive(Debug, Serialize)]
+struct Executed<'a> {
+    decision: &'a Decision,
+    execution: &'a Execution,
+}
+
+/// The router and capability a `model` names.
+fn resolve(
+    state: &AppState,
+    caller: &Identity,
+    model: &str,
+    capability: &str,
+) -> ApiResult<(Arc<Router>, String)> {
+    let tenant = &caller.principal.tenant;
+    if let Some(cap) = state.config.gateway.model_aliases.get(model) {
+        return Ok((state.routers.for_tenant(tenant), cap.clone()));
+    }
+    if model == capability {
+        return Ok((state.routers.for_tenant(tenant), capability.to_owned()));
+    }
+    let snapshot = state.registry().snapshot();
+    match snapshot.get(model) {
+        Some(e) if visible(&e.contract.service.tenant, tenant) => Ok((
+            state.routers.for_service(tenant, model),
+            capability.to_owned(),
+        )),
+        _ => Err(ApiError::new(
+            "MODEL_NOT_FOUND",
+            format!("no model `{model}`; GET /v1/models lists the ones you can use"),
+        )),
+    }
+}
+
+/// Reads an OpenAI-style body: a JSON object with a string `model`.
+async fn read(state: &AppState, headers: &HeaderMap, body: Body) -> ApiResult<Map<String, Value>> {
+    let text = extract::text(headers, body, state.config.limits.body_bytes).await?;
+    let value: Value = serde_json::from_str(&text.text)
+        .map_err(|e| ApiError::new("INVALID_BODY", format!("the body is not JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(ApiError::new(
+            "INVALID_BODY",
+            "the body must be a JSON object",
+        ));
+    };
+    if !obj.get("model").is_some_and(Value::is_string) {
+        return Err(ApiError::new(
+            "INVALID_REQUEST",
+            "`model` is required: a model alias, a capability or a service id",
+        ));
+    }
+    Ok(obj)
+}
+
+/// The route request for an OpenAI body: the capability, the body without `model` and `stream`
+/// as the payload.
+fn route_request(capability: &str, body: &Map<String, Value>) -> ApiResult<RouteRequest> {
+    let mut payload = body.clone();
+    payload.remove("model");
+    payload.remove("stream");
+    payload.remove("stream_options");
+    let doc = json!({
+        "requirements": {"capabilities": [capability]},
+        "payload": payload,
+    });
+    caio_contracts::parse_request("body", &doc.to_string(), Format::Json)
+        .map_err(|r| ApiError::invalid("INVALID_REQUEST", &r))
+}
+
+/// Routes and records the decision.
+async fn decide(
+    state: &AppState,
+    caller: &Identity,
+    router: &Router,
+    request: &RouteRequest,
+) -> ApiResult<Decision> {
+    let now = caio_trace::now_ms();
+    let mut decision = match router.route(request, &caller.principal) {
+        Ok(d) => d,
+        Err(RouteError::NoMatchingService(no)) => {
+            count_rejections(state, no.rejected.iter());
+            outcome(state, "no_route");
+            let body = RouteError::NoMatchingService(no).to_body();
+            return Err(ApiError::new(
+                "NO_MATCHING_SERVICE",
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap_or("no service satisfies the request")
+                    .to_owned(),
+            )
+            .with_details(body["error"]["details"].clone()));
+        }
+        Err(e @ RouteError::Internal(_)) => {
+            outcome(state, "error");
+            return Err(ApiError::internal("routing", e));
+        }
+    };
+    decision.recorded_at = Some(rfc3339(now));
+    count_rejections(state, decision.rejected.iter());
+    let body = TraceBody::serialize(&decision)
+        .map_err(|e| ApiError::internal("encoding a decision", e))?;
+    persist(
+        state,
+        TraceRecord {
+            decision_id: decision.decision_id.clone(),
+            recorded_at_ms: now,
+            tenant: caller.principal.tenant.clone(),
+            principal_id: caller.principal.id.clone(),
+            service_id: Some(decision.service_id.to_string()),
+            outcome: Outcome::Routed,
+            body,
+        },
+    )
+    .await?;
+    outcome(state, "routed");
+    Ok(decision)
+}
+
+/// Appends the execution to the decision's trace.
+async fn record(
+    state: &AppState,
+    caller: &Identity,
+    decision: &Decision,
+    execution: &Execution,
+) -> ApiResult<()> {
+    let body = TraceBody::serialize(&Executed {
+        decision,
+        execution,
+    })
+    .map_err(|e| ApiError::internal("encoding an execution", e))?;
+    persist(
+        state,
+        TraceRecord {
+            decision_id: decision.decision_id.clone(),
+            recorded_at_ms: caio_trace::now_ms(),
+            tenant: caller.principal.tenant.clone(),
+            principal_id: caller.principal.id.clone(),
+            service_id: execution.service_id.clone(),
+            outcome: if execution.status == ExecutionStatus::Failed {
+                Outcome::ExecutionFailed
+            } else {
+                Outcome::Executed
+            },
+            body,
+        },
+    )
+    .await
+}
+
+fn failed(decision: &Decision, execution: &Execution) -> ApiError {
+    let error = execution.error.clone();
+    ApiError::new(
+        "UPSTREAM_FAILED",
+        error.as_ref().map_or_else(
+            || "no candidate service answered".to_owned(),
+            |e| e.message.clone(),
+        ),
+    )
+    .with_details(json!({
+        "decision_id": decision.decision_id,
+        "reason": error.map(|e| e.code),
+        "execution": execution,
+    }))
+}
+
+fn stopped() -> ApiError {
+    ApiError::new(
+        "EMERGENCY_STOP",
+        "execution is stopped; GET /api/v1/gateway/emergency-stop says why",
+    )
+}
+
+fn with_ids(mut resp: Response, decision: &Decision, service: Option<&str>) -> Response {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&decision.decision_id) {
+        h.insert("x-caio-decision-id", v);
+    }
+    if let Some(v) = service.and_then(|s| HeaderValue::from_str(s).ok()) {
+        h.insert("x-caio-service-id", v);
+    }
+    resp
+}
+
+fn words(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
+}
+
+/// A chat answer in OpenAI's shape, from whatever the answering service's adapter returned.
+fn as_chat_completion(adapter: Adapter, output: &Value, decision: &Decision, model: &str) -> Value {
+    if adapter == Adapter::OpenaiChat {
+        return output.clone();
+    }
+    let (text, finish, usage) = if adapter == Adapter::AnthropicMessages {
+        let text: String = output["content"]
+            .as_array()
+            .map(|blocks| {
+                blocks
+                    .iter()
+                    .filter_map(|b| b["text"].as_str())
+                    .collect::<Vec<_>>()
+                    .join("")
+            })
+            .unwrap_or_default();
+        let finish = match output["stop_reason"].as_str() {
+            Some("max_tokens") => "length",
+            _ => "stop",
+        };
+        let p = output["usage"]["input_tokens"].as_u64().unwrap_or(0);
+        let c = output["usage"]["output_tokens"].as_u64().unwrap_or(0);
+        (text, finish, (p, c))
+    } else {
+        let text = match output {
+            Value::String(s) => s.clone(),
+            v => ["content", "text", "output"]
+                .iter()
+                .find_map(|k| v[*k].as_str().map(str::to_owned))
+                .unwrap_or_else(|| v.to_string()),
+        };
+        let c = words(&text);
+        (text, "stop", (0, c))
+    };
+    json!({
+        "id": format!("chatcmpl-{}", &decision.decision_id["sha256:".len().min(decision.decision_id.len())..].chars().take(24).collect::<String>()),
+        "object": "chat.completion",
+        "created": caio_trace::now_ms() / 1000,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": finish,
+        }],
+        "usage": {"prompt_tokens": usage.0, "completion_tokens": usage.1, "total_tokens": usage.0 + usage.1},
+    })
+}
+
+/// A complete chat answer as server-sent events: role, content, finish, `[DONE]`.
+fn as_events(completion: &Value) -> Bytes {
+    let id = completion["id"].clone();
+    let created = completion["created"].clone();
+    let model = completion["model"].clone();
+    let content = completion["choices"][0]["message"]["content"].clone();
+    let finish = completion["choices"][0]["finish_reason"].clone();
+    let chunk = |delta: Value, finish: Value| {
+        json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        })
+    };
+    let mut out = String::new();
+    for event in [
+        chunk(json!({"role": "assistant"}), Value::Null),
+        chunk(json!({"content": content}), Value::Null),
+        chunk(json!({}), finish),
+    ] {
+        out.push_str("data: ");
+        out.push_str(&event.to_string());
+        out.push_str("\n\n");
+    }
+    out.push_str("data: [DONE]\n\n");
+    Bytes::from(out)
+}
+
+fn sse(resp_body: Body) -> Response {
+    let mut resp = Response::new(resp_body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// POST /v1/chat/completions
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    Extension(Caller(caller)): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    require(&state, &caller, Action::Route)?;
+    if state.gateway.stopped() {
+        return Err(stopped());
+    }
+    let body = read(&state, &headers, body).await?;
+    if !body.get("messages").is_some_and(Value::is_array) {
+        return Err(ApiError::new(
+            "INVALID_REQUEST",
+            "`messages` must be an array of chat messages",
+        ));
+    }
+    let model = body["model"].as_str().unwrap_or_default().to_owned();
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let (router, capability) = resolve(&state, &caller, &model, CHAT)?;
+    let request = route_request(&capability, &body)?;
+    state.gateway.health().refresh();
+    let snapshot = router.registry().snapshot();
+    let decision = decide(&state, &caller, &router, &request).await?;
+    let options = ExecuteOptions::default();
+    if !stream {
+        let execution = state
+            .gateway
+            .run(&snapshot, &decision, &request, &options)
+            .await;
+        record(&state, &caller, &decision, &execution).await?;
+        let Some(output) = execution
+            .output
+            .as_ref()
+            .filter(|_| execution.status == ExecutionStatus::Succeeded)
+        else {
+            return Err(failed(&decision, &execution));
+        };
+        let adapter = execution
+            .service_id
+            .as_deref()
+            .and_then(|id| snapshot.get(id))
+            .map_or(Adapter::HttpJson, |e| e.contract.service.api.adapter);
+        let completion = as_chat_completion(adapter, output, &decision, &model);
+        let resp = axum::Json(completion).into_response();
+        return Ok(with_ids(resp, &decision, execution.service_id.as_deref()));
+    }
+    match state
+        .gateway
+        .run_stream(&snapshot, &decision, &request, &options)
+        .await
+    {
+        Streamed::Done(execution) => {
+            record(&state, &caller, &decision, &execution).await?;
+            Err(failed(&decision, &execution))
+        }
+        Streamed::Complete { adapter, execution } => {
+            record(&state, &caller, &decision, &execution).await?;
+            let output = execution.output.clone().unwrap_or(Value::Null);
+            let completion = as_chat_completion(adapter, &output, &decision, &model);
+            let resp = sse(Body::from(as_events(&completion)));
+            Ok(with_ids(resp, &decision, execution.service_id.as_deref()))
+        }
+        Streamed::Stream {
+            service_id,
+            response,
+            execution,
+            started,
+        } => {
+            // Frames go from the upstream to the client as they arrive; the execution is
+            // recorded when the stream ends (or the client leaves).
+            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+            let mut upstream = response.into_body();
+            let st = Arc::clone(&state);
+            let who = Arc::clone(&caller);
+            let d = decision.clone();
+            let snap = Arc::clone(&snapshot);
+            tokio::spawn(async move {
+                let mut error = None;
+                loop {
+                    match upstream.frame().await {
+                        None => break,
+                        Some(Ok(frame)) => {
+                            if let Ok(data) = frame.into_data()
+                                && tx.send(data).await.is_err()
+                            {
+                                error = Some("the client disconnected".to_owned());
+                                break;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            error = Some(format!("the upstream stream broke: {e}"));
+                            break;
+                        }
+                    }
+                }
+                drop(tx);
+                let execution = st
+                    .gateway
+                    .stream_finished(&snap, &d, execution, started, error);
+                if let Err(e) = record(&st, &who, &d, &execution).await {
+                    tracing::error!(error = %e.message, "streamed execution not recorded");
+                }
+            });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+            });
+            let resp = sse(Body::from_stream(stream));
+            Ok(with_ids(resp, &decision, Some(&service_id)))
+        }
+    }
+}
+
+/// POST /v1/embeddings
+pub async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    Extension(Caller(caller)): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    require(&state, &caller, Action::Route)?;
+    if state.gateway.stopped() {
+        return Err(stopped());
+    }
+    let body = read(&state, &headers, body).await?;
+    if !body
+        .get("input")
+        .is_some_and(|i| i.is_string() || i.is_array())
+    {
+        return Err(ApiError::new(
+            "INVALID_REQUEST",
+            "`input` must be a string or an array",
+        ));
+    }
+    let model = body["model"].as_str().unwrap_or_default().to_owned();
+    let (router, capability) = resolve(&state, &caller, &model, EMBEDDINGS)?;
+    let request = route_request(&capability, &body)?;
+    state.gateway.health().refresh();
+    let snapshot = router.registry().snapshot();
+    let decision = decide(&state, &caller, &router, &request).await?;
+    let execution = state
+        .gateway
+        .run(&snapshot, &decision, &request, &ExecuteOptions::default())
+        .await;
+    record(&state, &caller, &decision, &execution).await?;
+    match execution.output.as_ref() {
+        Some(out)
+            if execution.status == ExecutionStatus::Succeeded
+                && out.get("data").is_some_and(Value::is_array) =>
+        {
+            let resp = axum::Json(out.clone()).into_response();
+            Ok(with_ids(resp, &decision, execution.service_id.as_deref()))
+        }
+        Some(_) if execution.status == ExecutionStatus::Succeeded => Err(ApiError::new(
+            "UPSTREAM_FAILED",
+            "the service answered, but not with embeddings (`data` array)",
+        )
+        .with_details(json!({"decision_id": decision.decision_id}))),
+        _ => Err(failed(&decision, &execution)),
+    }
+}
+
+/// GET /v1/models: aliases, capabilities and the visible chat and embedding services.
+pub async fn models(
+    State(state): State<Arc<AppState>>,
+    Extension(Caller(caller)): Extension<Caller>,
+) -> ApiResult<Response> {
+    require(&state, &caller, Action::Discover)?;
+    let tenant = &caller.principal.tenant;
+    let mut data = Vec::new();
+    let model = |id: &str, owner: &str| json!({"id": id, "object": "model", "created": 0, "owned_by": owner});
+    for alias in state.config.gateway.model_aliases.keys() {
+        data.push(model(alias, "caio"));
+    }
+    data.push(model(CHAT, "caio"));
+    data.push(model(EMBEDDINGS, "caio"));
+    let snapshot = state.registry().snapshot();
+    for e in snapshot.entries() {
+        let s = &e.contract.service;
+        if visible(&s.tenant, tenant) && s.capabilities.iter().any(|c| c == CHAT || c == EMBEDDINGS)
+        {
+            data.push(model(&e.id, &s.tenant));
+        }
+    }
+    Ok(axum::Json(json!({"object": "list", "data": data})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_carry_the_whole_answer_and_end_with_done() {
+        let completion = json!({
+            "id": "chatcmpl-x", "created": 1, "model": "m",
+            "choices": [{"message": {"content": "two words"}, "finish_reason": "stop"}],
+        });
+        let text = String::from_utf8(as_events(&completion).to_vec()).unwrap();
+        let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+        assert_eq!(events.len(), 4);
+        assert_eq!(events[3], "data: [DONE]");
+        let content: Value = serde_json::from_str(&events[1]["data: ".len()..]).unwrap();
+        assert_eq!(content["choices"][0]["delta"]["content"], "two words");
+        let last: Value = serde_json::from_str(&events[2]["data: ".len()..]).unwrap();
+        assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    }
+}
