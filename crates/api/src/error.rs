@@ -108,6 +108,22 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "The request took longer than the configured timeout.",
     ),
     (
+        "APPROVAL_INVALID",
+        403,
+        "The approval token is malformed, forged, expired, already used, another principal's, or \
+         for a different request; details.reason says which.",
+    ),
+    (
+        "IDEMPOTENCY_IN_PROGRESS",
+        409,
+        "A request with this Idempotency-Key is still running; retry after Retry-After seconds.",
+    ),
+    (
+        "IDEMPOTENCY_KEY_REUSED",
+        422,
+        "The Idempotency-Key was used before with a different request.",
+    ),
+    (
         "MODEL_NOT_FOUND",
         404,
         "The `model` of an OpenAI-compatible request is no alias, capability or visible service \

@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod frame;
 pub mod handlers;
+pub mod idempotency;
 pub mod metrics;
 pub mod openapi;
 pub mod secrets;

@@ -242,6 +242,9 @@ pub const ENDPOINTS: &[Endpoint] = &[
             "UPSTREAM_FAILED",
             "EMERGENCY_STOP",
             "UNAVAILABLE",
+            "APPROVAL_INVALID",
+            "IDEMPOTENCY_IN_PROGRESS",
+            "IDEMPOTENCY_KEY_REUSED",
         ],
     ),
     ep(
@@ -625,6 +628,7 @@ fn components() -> Map<String, Value> {
         json!({"type": "object", "required": ["request"], "additionalProperties": false, "properties": {
             "request": {"$ref": "#/components/schemas/RouteRequest"},
             "dry_run": {"type": "boolean", "description": "Do everything but the upstream call."},
+            "approval_token": {"type": "string", "description": "From POST /api/v1/route?approve=true: run exactly that recorded decision."},
             "deadline_ms": {"type": "integer", "minimum": 1, "description": "Time for all attempts and fallbacks."},
             "on_violation": {"type": "string", "enum": ["warn", "failover"]}
         }}),

@@ -13,6 +13,7 @@ use caio_gateway::exec::health::BreakerConfig;
 use caio_gateway::{Gateway, GatewayConfig, ViolationPolicy, loader};
 use caio_registry::{MemoryRegistry, Registry};
 use caio_rules::{FilePolicyStore, MemoryPolicyStore, PolicyStore};
+use caio_security::approval::{ApprovalKey, UsedTokens};
 use caio_security::{
     BootstrapKey, FileKeyStore, JwtConfig, JwtVerifier, KeyStore, MemoryKeyStore,
     MemoryRateLimiter, RateLimit, RateLimiter, ReplayGuard,
@@ -24,6 +25,7 @@ use caio_trace::{
 use serde::Serialize;
 
 use crate::auth::Authenticator;
+use crate::idempotency::{IdempotencyStore, MemoryIdempotency};
 use crate::metrics::Metrics;
 use crate::secrets::{FileSecretStore, SecretStore};
 use crate::tenancy::TenantRouters;
@@ -92,6 +94,12 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     /// Who turned the emergency stop on or off, when and why.
     pub stop: crate::handlers::execute::StopRecord,
+    /// Signs and checks approval tokens.
+    pub approval_key: ApprovalKey,
+    /// Approval tokens already used.
+    pub approvals_used: UsedTokens,
+    /// `Idempotency-Key` outcomes.
+    pub idempotency: Arc<dyn IdempotencyStore>,
     /// Set when shutdown began: readiness turns 503.
     pub draining: AtomicBool,
     /// Process start.
@@ -297,6 +305,20 @@ impl AppState {
         };
         report.policy_version = compiled.version.clone();
         let gateway = Arc::new(gateway_from(&config)?);
+        let approval_key = if file_backed {
+            approval_key_file(&data.join("approval.key"))?
+        } else {
+            ApprovalKey::generate().map_err(|e| anyhow!(e))?
+        };
+        let idempotency: Arc<dyn IdempotencyStore> = Arc::new(MemoryIdempotency::new(
+            config.gateway.idempotency_ttl_s.saturating_mul(1000),
+            config
+                .gateway
+                .deadline_ms
+                .max(config.limits.request_timeout_ms)
+                .saturating_add(60_000),
+            100_000,
+        ));
         let routers = TenantRouters::new(registry, compiled, gateway.health().history());
 
         // Authentication.
@@ -377,6 +399,9 @@ impl AppState {
                     .then(|| "CAIO_EMERGENCY_STOP / gateway.emergency_stop is set".to_owned()),
             }),
             gateway,
+            approval_key,
+            approvals_used: UsedTokens::new(),
+            idempotency,
             draining: AtomicBool::new(false),
             started: Instant::now(),
         };
@@ -428,4 +453,40 @@ fn gateway_from(config: &Config) -> anyhow::Result<Gateway> {
     });
     gateway.set_stopped(g.emergency_stop);
     Ok(gateway)
+}
+
+/// The approval key under the data directory: 32 random bytes, hex, mode 0600, made on first
+/// start. A key that cannot be read is an error, never silently replaced (that would void every
+/// approval issued).
+fn approval_key_file(path: &std::path::Path) -> anyhow::Result<ApprovalKey> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let bytes = hex::decode(text.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{}: not 64 hex digits (an approval key); remove it to make a new one",
+                        path.display()
+                    )
+                })?;
+            Ok(ApprovalKey::from_bytes(bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = ApprovalKey::generate().map_err(|e| anyhow!(e))?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut f = options
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            std::io::Write::write_all(&mut f, hex::encode(key.bytes()).as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            f.sync_all()
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(anyhow!("{}: {e}", path.display())),
+    }
 }

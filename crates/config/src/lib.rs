@@ -215,6 +215,10 @@ pub struct GatewaySettings {
     pub allowed_private_ranges: Vec<String>,
     /// Start with execution stopped (every execute answers 503 EMERGENCY_STOP).
     pub emergency_stop: bool,
+    /// How long an approval token from `POST /api/v1/route?approve=true` stays valid, seconds.
+    pub approval_ttl_s: u64,
+    /// How long the outcome of an `Idempotency-Key` is kept, seconds.
+    pub idempotency_ttl_s: u64,
     /// `model` names the OpenAI-compatible endpoints accept besides service ids: alias →
     /// capability (`fast-chat: chat_completion`).
     pub model_aliases: BTreeMap<String, String>,
@@ -235,6 +239,8 @@ impl Default for GatewaySettings {
             allow_private_addresses: None,
             allowed_private_ranges: Vec::new(),
             emergency_stop: false,
+            approval_ttl_s: 900,
+            idempotency_ttl_s: 86_400,
             model_aliases: BTreeMap::new(),
         }
     }

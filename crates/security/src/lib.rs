@@ -8,6 +8,7 @@
 //! limits (docs/reference/authentication.md). It knows no HTTP: the server passes header values
 //! in and maps the typed errors to responses.
 
+pub mod approval;
 pub mod authn;
 pub mod checks;
 pub mod error;

@@ -9,10 +9,15 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use caio_contracts as parse;
 use caio_contracts::Format;
+use caio_contracts::canonical;
+use caio_contracts::decision::Decision;
+use caio_contracts::request::RouteRequest;
 use caio_gateway::{ExecuteOptions, Execution, ExecutionStatus, RouteError};
-use caio_security::Action;
+use caio_security::approval::ApprovalError;
+use caio_security::{Action, Identity};
 use caio_trace::{Outcome, TraceBody, TraceRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -23,6 +28,7 @@ use crate::extract;
 use crate::frame::RequestId;
 use crate::handlers::routing::{count_rejections, outcome, persist, rfc3339};
 use crate::handlers::services::audit;
+use crate::idempotency::{Begin, Claim, Stored};
 use crate::state::AppState;
 
 /// The body of POST /api/v1/execute: the routing request and how to execute it.
@@ -30,6 +36,9 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 struct ExecuteBody {
     request: Value,
+    /// A token from `POST /api/v1/route?approve=true`: run exactly that decision.
+    #[serde(default)]
+    approval_token: Option<String>,
     #[serde(flatten)]
     options: ExecuteOptions,
 }
@@ -41,11 +50,15 @@ struct Executed<'a> {
     execution: &'a Execution,
 }
 
-async fn read_body(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> ApiResult<(caio_contracts::request::RouteRequest, ExecuteOptions)> {
+struct ExecuteInput {
+    request: RouteRequest,
+    options: ExecuteOptions,
+    approval_token: Option<String>,
+    /// The body as received, for the idempotency fingerprint.
+    raw: String,
+}
+
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> ApiResult<ExecuteInput> {
     let text = extract::text(headers, body, state.config.limits.body_bytes).await?;
     let syntax = match text.format {
         Format::Yaml => parse::yaml::Syntax::Yaml,
@@ -66,7 +79,9 @@ async fn read_body(
     let envelope: ExecuteBody = serde_json::from_value(value).map_err(|e| {
         ApiError::new(
             "INVALID_REQUEST",
-            format!("the execute body is `{{\"request\": {{...}}, \"dry_run\"?, \"deadline_ms\"?, \"on_violation\"?}}`: {e}"),
+            format!(
+                "the execute body is `{{\"request\": {{...}}, \"approval_token\"?, \"dry_run\"?, \"deadline_ms\"?, \"on_violation\"?}}`: {e}"
+            ),
         )
     })?;
     let request_text = envelope.request.to_string();
@@ -75,13 +90,133 @@ async fn read_body(
             outcome(state, "invalid");
             ApiError::invalid("INVALID_REQUEST", &r)
         })?;
-    Ok((request, envelope.options))
+    Ok(ExecuteInput {
+        request,
+        options: envelope.options,
+        approval_token: envelope.approval_token,
+        raw: text.text,
+    })
+}
+
+/// The recorded decision an approval token names, after every check the token implies.
+async fn approved_decision(
+    state: &AppState,
+    caller: &Identity,
+    token: &str,
+    request: &RouteRequest,
+) -> ApiResult<Decision> {
+    let now = caio_trace::now_ms();
+    let refuse = |e: ApprovalError| {
+        ApiError::new("APPROVAL_INVALID", format!("{e}"))
+            .with_details(json!({ "reason": e.reason() }))
+    };
+    let claims = state.approval_key.verify(token, now).map_err(refuse)?;
+    if claims.principal_id != caller.principal.id || claims.tenant != caller.principal.tenant {
+        return Err(refuse(ApprovalError::WrongPrincipal));
+    }
+    let digest =
+        canonical::digest(request).map_err(|e| ApiError::internal("hashing a request", e))?;
+    if digest != claims.request_digest {
+        return Err(refuse(ApprovalError::RequestChanged));
+    }
+    let store = Arc::clone(state.traces.store());
+    let id = claims.decision_id.clone();
+    let found = tokio::task::spawn_blocking(move || store.get(&id))
+        .await
+        .map_err(|e| ApiError::internal("reading a trace", e))?
+        .map_err(|e| ApiError::internal("reading a trace", e))?
+        .ok_or_else(|| {
+            ApiError::new(
+                "APPROVAL_INVALID",
+                "the approved decision is no longer in the trace store",
+            )
+            .with_details(json!({ "reason": "decision_missing" }))
+        })?;
+    let mut value: Value = serde_json::from_slice(&found.body)
+        .map_err(|e| ApiError::internal("reading a recorded decision", e))?;
+    if let Some(d) = value.get_mut("decision") {
+        value = d.take();
+    }
+    let decision: Decision = serde_json::from_value(value)
+        .map_err(|e| ApiError::internal("reading a recorded decision", e))?;
+    // Single use, checked last so a refused attempt does not burn the token.
+    state
+        .approvals_used
+        .use_once(&claims, now)
+        .map_err(refuse)?;
+    Ok(decision)
+}
+
+/// What an idempotency key says to do.
+enum Idem {
+    /// No key.
+    None,
+    /// Run, then record the outcome under the claim.
+    Run(Claim),
+    /// Answer the first outcome again.
+    Replay(Stored),
+}
+
+fn idempotency(
+    state: &AppState,
+    caller: &Identity,
+    headers: &HeaderMap,
+    raw: &str,
+) -> ApiResult<Idem> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(Idem::None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .filter(|k| crate::idempotency::valid_key(k))
+        .ok_or_else(|| {
+            ApiError::new(
+                "INVALID_REQUEST",
+                "Idempotency-Key must be 1–255 visible ASCII characters",
+            )
+        })?;
+    let scoped = crate::idempotency::scoped(&caller.principal.tenant, &caller.principal.id, key);
+    let fp = crate::idempotency::fingerprint("/api/v1/execute", raw.as_bytes());
+    match state.idempotency.begin(&scoped, fp, caio_trace::now_ms()) {
+        Begin::Fresh => Ok(Idem::Run(Claim::new(
+            Arc::clone(&state.idempotency),
+            scoped,
+        ))),
+        Begin::Replay(stored) => Ok(Idem::Replay(stored)),
+        Begin::InProgress => {
+            let mut e = ApiError::new(
+                "IDEMPOTENCY_IN_PROGRESS",
+                "a request with this Idempotency-Key is still running; retry shortly",
+            );
+            e.retry_after_s = Some(1);
+            Err(e)
+        }
+        Begin::Mismatch => Err(ApiError::new(
+            "IDEMPOTENCY_KEY_REUSED",
+            "this Idempotency-Key was used with a different request",
+        )),
+    }
+}
+
+fn json_response(status: StatusCode, body: Bytes, decision_id: &str) -> Response {
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(decision_id) {
+        h.insert("x-caio-decision-id", v);
+    }
+    resp
 }
 
 /// POST /api/v1/execute
 pub async fn execute(
     State(state): State<Arc<AppState>>,
     Extension(Caller(caller)): Extension<Caller>,
+    Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -89,52 +224,42 @@ pub async fn execute(
     if state.gateway.stopped() {
         return Err(stopped_error(&state));
     }
-    let (request, options) = read_body(&state, &headers, body).await?;
+    let input = read_body(&state, &headers, body).await?;
+    let claim = match idempotency(&state, &caller, &headers, &input.raw)? {
+        Idem::Replay(stored) => {
+            audit(
+                &state,
+                &caller,
+                &request_id,
+                "execute.idempotent_replay",
+                &stored.decision_id,
+                None,
+                None,
+            )
+            .await?;
+            let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+            let mut resp = json_response(status, stored.body, &stored.decision_id);
+            resp.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return Ok(resp);
+        }
+        Idem::Run(c) => Some(c),
+        Idem::None => None,
+    };
+    let ExecuteInput {
+        request,
+        options,
+        approval_token,
+        ..
+    } = input;
     state.gateway.health().refresh();
     let router = state.routers.for_tenant(&caller.principal.tenant);
     let snapshot = router.registry().snapshot();
-    let now = caio_trace::now_ms();
-    let mut decision = match router.route(&request, &caller.principal) {
-        Ok(d) => d,
-        Err(RouteError::NoMatchingService(no)) => {
-            count_rejections(&state, no.rejected.iter());
-            outcome(&state, "no_route");
-            let err = RouteError::NoMatchingService(no);
-            let body = err.to_body();
-            return Err(ApiError::new(
-                "NO_MATCHING_SERVICE",
-                body["error"]["message"]
-                    .as_str()
-                    .unwrap_or("no service satisfies the request")
-                    .to_owned(),
-            )
-            .with_details(body["error"]["details"].clone()));
-        }
-        Err(e @ RouteError::Internal(_)) => {
-            outcome(&state, "error");
-            return Err(ApiError::internal("routing", e));
-        }
+    let decision = match &approval_token {
+        Some(token) => approved_decision(&state, &caller, token, &request).await?,
+        None => route_and_record(&state, &caller, &router, &request).await?,
     };
-    decision.recorded_at = Some(rfc3339(now));
-    count_rejections(&state, decision.rejected.iter());
     let id = decision.decision_id.clone();
-    // The decision is on record before any service is called.
-    let routed = TraceBody::serialize(&decision)
-        .map_err(|e| ApiError::internal("encoding a decision", e))?;
-    persist(
-        &state,
-        TraceRecord {
-            decision_id: id.clone(),
-            recorded_at_ms: now,
-            tenant: caller.principal.tenant.clone(),
-            principal_id: caller.principal.id.clone(),
-            service_id: Some(decision.service_id.to_string()),
-            outcome: Outcome::Routed,
-            body: routed,
-        },
-    )
-    .await?;
-    outcome(&state, "routed");
 
     let execution = state
         .gateway
@@ -142,7 +267,7 @@ pub async fn execute(
         .await;
     record_metrics(&state, &execution);
     let answered = execution.status != ExecutionStatus::Failed;
-    let body = TraceBody::serialize(&Executed {
+    let record_body = TraceBody::serialize(&Executed {
         decision: &decision,
         execution: &execution,
     })
@@ -160,15 +285,39 @@ pub async fn execute(
             } else {
                 Outcome::ExecutionFailed
             },
-            body: body.clone(),
+            body: record_body.clone(),
         },
     )
     .await?;
-    let mut resp = if answered {
-        (StatusCode::OK, body.bytes().clone()).into_response()
+    if approval_token.is_some() {
+        audit(
+            &state,
+            &caller,
+            &request_id,
+            "execute.approved",
+            &id,
+            None,
+            None,
+        )
+        .await?;
+    }
+    if options.dry_run {
+        audit(
+            &state,
+            &caller,
+            &request_id,
+            "execute.dry_run",
+            &id,
+            None,
+            None,
+        )
+        .await?;
+    }
+    let (status, body) = if answered {
+        (StatusCode::OK, record_body.bytes().clone())
     } else {
         let error = execution.error.clone();
-        let mut e = ApiError::new(
+        let err = ApiError::new(
             "UPSTREAM_FAILED",
             error.as_ref().map_or_else(
                 || "no candidate service answered".to_owned(),
@@ -179,26 +328,81 @@ pub async fn execute(
             "decision_id": id,
             "reason": error.map(|e| e.code),
             "execution": execution,
-        }))
-        .into_response();
-        e.headers_mut().remove(header::RETRY_AFTER);
-        e
+        }));
+        (err.status, Bytes::from(err.body().to_string()))
     };
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        h.insert("x-caio-decision-id", v);
+    if let Some(claim) = claim {
+        claim.finish(
+            Stored {
+                status: status.as_u16(),
+                body: body.clone(),
+                decision_id: id.clone(),
+            },
+            caio_trace::now_ms(),
+        );
+    }
+    let mut resp = json_response(status, body, &id);
+    if !answered {
+        resp.extensions_mut()
+            .insert(crate::error::ErrorCode("UPSTREAM_FAILED"));
     }
     if !execution.violations.is_empty() {
-        h.insert(
+        resp.headers_mut().insert(
             "x-caio-guarantee-violations",
             HeaderValue::from(execution.violations.len()),
         );
     }
     Ok(resp)
+}
+
+/// Routes `request` and records the decision before anything is called.
+async fn route_and_record(
+    state: &AppState,
+    caller: &Identity,
+    router: &caio_gateway::Router,
+    request: &RouteRequest,
+) -> ApiResult<Decision> {
+    let now = caio_trace::now_ms();
+    let mut decision = match router.route(request, &caller.principal) {
+        Ok(d) => d,
+        Err(RouteError::NoMatchingService(no)) => {
+            count_rejections(state, no.rejected.iter());
+            outcome(state, "no_route");
+            let err = RouteError::NoMatchingService(no);
+            let body = err.to_body();
+            return Err(ApiError::new(
+                "NO_MATCHING_SERVICE",
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap_or("no service satisfies the request")
+                    .to_owned(),
+            )
+            .with_details(body["error"]["details"].clone()));
+        }
+        Err(e @ RouteError::Internal(_)) => {
+            outcome(state, "error");
+            return Err(ApiError::internal("routing", e));
+        }
+    };
+    decision.recorded_at = Some(rfc3339(now));
+    count_rejections(state, decision.rejected.iter());
+    let routed = TraceBody::serialize(&decision)
+        .map_err(|e| ApiError::internal("encoding a decision", e))?;
+    persist(
+        state,
+        TraceRecord {
+            decision_id: decision.decision_id.clone(),
+            recorded_at_ms: now,
+            tenant: caller.principal.tenant.clone(),
+            principal_id: caller.principal.id.clone(),
+            service_id: Some(decision.service_id.to_string()),
+            outcome: Outcome::Routed,
+            body: routed,
+        },
+    )
+    .await?;
+    outcome(state, "routed");
+    Ok(decision)
 }
 
 /// Counts attempts, fallbacks, violations and the final status.

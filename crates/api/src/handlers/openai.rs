@@ -21,7 +21,7 @@ use caio_contracts::Format;
 use caio_contracts::decision::Decision;
 use caio_contracts::model::Adapter;
 use caio_contracts::request::RouteRequest;
-use caio_gateway::exec::stream::Streamed;
+use caio_gateway::exec::stream::{StreamEnd, Streamed};
 use caio_gateway::{ExecuteOptions, Execution, ExecutionStatus, RouteError, Router};
 use caio_security::{Action, Identity};
 use caio_trace::{Outcome, TraceBody, TraceRecord};
@@ -391,28 +391,27 @@ pub async fn chat_completions(
             let d = decision.clone();
             let snap = Arc::clone(&snapshot);
             tokio::spawn(async move {
-                let mut error = None;
-                loop {
+                let end = loop {
                     match upstream.frame().await {
-                        None => break,
+                        None => break StreamEnd::Complete,
                         Some(Ok(frame)) => {
                             if let Ok(data) = frame.into_data()
                                 && tx.send(data).await.is_err()
                             {
-                                error = Some("the client disconnected".to_owned());
-                                break;
+                                break StreamEnd::ClientLeft;
                             }
                         }
                         Some(Err(e)) => {
-                            error = Some(format!("the upstream stream broke: {e}"));
-                            break;
+                            break StreamEnd::UpstreamBroke(format!(
+                                "the upstream stream broke: {e}"
+                            ));
                         }
                     }
-                }
+                };
                 drop(tx);
                 let execution = st
                     .gateway
-                    .stream_finished(&snap, &d, execution, started, error);
+                    .stream_finished(&snap, &d, execution, started, end);
                 if let Err(e) = record(&st, &who, &d, &execution).await {
                     tracing::error!(error = %e.message, "streamed execution not recorded");
                 }

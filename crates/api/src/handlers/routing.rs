@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use caio_contracts as parse;
@@ -16,6 +16,7 @@ use caio_contracts::decision::{Rejection, Step};
 use caio_contracts::request::RouteRequest;
 use caio_gateway::RouteError;
 use caio_security::Action;
+use caio_security::approval::ApprovalClaims;
 use caio_trace::{Outcome, TraceBody, TraceRecord};
 use serde_json::json;
 
@@ -73,16 +74,43 @@ pub(crate) fn count_rejections<'a>(
     }
 }
 
+/// Reads a route request; also returns whether its body carried `approve: true` (a member that
+/// is not part of the request itself, removed before validation).
 async fn read_request(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
-) -> ApiResult<RouteRequest> {
+) -> ApiResult<(RouteRequest, bool)> {
     let text = extract::text(headers, body, state.config.limits.body_bytes).await?;
-    parse::parse_request("body", &text.text, text.format).map_err(|r| {
+    let invalid = |r: parse::ValidationReport| {
         outcome(state, "invalid");
         ApiError::invalid("INVALID_REQUEST", &r)
-    })
+    };
+    // Most requests never mention it: only those pay for the extra parse.
+    if memchr::memmem::find(text.text.as_bytes(), b"approve").is_some() {
+        let syntax = match text.format {
+            caio_contracts::Format::Yaml => parse::yaml::Syntax::Yaml,
+            caio_contracts::Format::Json => parse::yaml::Syntax::Json,
+            caio_contracts::Format::Auto if text.text.trim_start().starts_with('{') => {
+                parse::yaml::Syntax::Json
+            }
+            caio_contracts::Format::Auto => parse::yaml::Syntax::Yaml,
+        };
+        if let Ok(serde_json::Value::Object(mut doc)) = parse::yaml::to_json(&text.text, syntax, 64)
+            && let Some(flag) = doc.remove("approve")
+        {
+            let approve = flag.as_bool().ok_or_else(|| {
+                ApiError::new("INVALID_REQUEST", "`approve` must be true or false")
+            })?;
+            let rest = serde_json::Value::Object(doc).to_string();
+            let request = parse::parse_request("body", &rest, caio_contracts::Format::Json)
+                .map_err(invalid)?;
+            return Ok((request, approve));
+        }
+    }
+    parse::parse_request("body", &text.text, text.format)
+        .map(|r| (r, false))
+        .map_err(invalid)
 }
 
 pub(crate) fn rfc3339(ms: u64) -> String {
@@ -113,16 +141,60 @@ pub(crate) async fn persist(state: &AppState, record: TraceRecord) -> ApiResult<
     })
 }
 
+/// An approval token for a decision just recorded (`?approve=true` or `approve: true`).
+async fn approve(
+    state: &AppState,
+    caller: &caio_security::Identity,
+    request_id: &crate::frame::RequestId,
+    request: &RouteRequest,
+    decision_id: &str,
+    now: u64,
+) -> ApiResult<(String, u64)> {
+    let expires = now.saturating_add(state.config.gateway.approval_ttl_s.saturating_mul(1000));
+    let claims = ApprovalClaims {
+        decision_id: decision_id.to_owned(),
+        request_digest: canonical::digest(request)
+            .map_err(|e| ApiError::internal("hashing a request", e))?,
+        principal_id: caller.principal.id.clone(),
+        tenant: caller.principal.tenant.clone(),
+        issued_at_ms: now,
+        expires_at_ms: expires,
+        nonce: crate::secrets::generate().map_err(|e| ApiError::internal("an approval", e))?,
+    };
+    let token = state
+        .approval_key
+        .issue(&claims)
+        .map_err(|e| ApiError::internal("signing an approval", e))?;
+    crate::handlers::services::audit(
+        state,
+        caller,
+        request_id,
+        "decision.approve",
+        decision_id,
+        None,
+        Some(format!("expires {}", rfc3339(expires))),
+    )
+    .await?;
+    Ok((token, expires))
+}
+
 /// POST /api/v1/route
 pub async fn route(
     State(state): State<Arc<AppState>>,
     Extension(Caller(caller)): Extension<Caller>,
+    Extension(request_id): Extension<crate::frame::RequestId>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     require(&state, &caller, Action::Route)?;
     let started = Instant::now();
-    let request = read_request(&state, &headers, body).await?;
+    let (request, approve_in_body) = read_request(&state, &headers, body).await?;
+    let wants_approval = approve_in_body
+        || query.as_deref().is_some_and(|q| {
+            q.split('&')
+                .any(|p| matches!(p, "approve=true" | "approve=1" | "approve"))
+        });
     let parsed = Instant::now();
     state
         .metrics
@@ -158,8 +230,21 @@ pub async fn route(
             )
             .await?;
             outcome(&state, "routed");
+            let approval = if wants_approval {
+                Some(approve(&state, &caller, &request_id, &request, &id, now).await?)
+            } else {
+                None
+            };
             let mut resp = (StatusCode::OK, body.bytes().clone()).into_response();
             let h = resp.headers_mut();
+            if let Some((token, expires)) = approval {
+                if let Ok(v) = HeaderValue::from_str(&token) {
+                    h.insert("x-caio-approval-token", v);
+                }
+                if let Ok(v) = HeaderValue::from_str(&rfc3339(expires)) {
+                    h.insert("x-caio-approval-expires-at", v);
+                }
+            }
             h.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -222,7 +307,7 @@ pub async fn discover(
     body: Body,
 ) -> ApiResult<Response> {
     require(&state, &caller, Action::Discover)?;
-    let request = read_request(&state, &headers, body).await?;
+    let (request, _) = read_request(&state, &headers, body).await?;
     let router = state.routers.for_tenant(&caller.principal.tenant);
     match router.route(&request, &caller.principal) {
         Ok(d) => Ok(axum::Json(json!({

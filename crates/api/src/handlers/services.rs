@@ -28,9 +28,30 @@ pub fn can_see(caller: &Identity, tenant: &str) -> bool {
     caller.role == Role::Admin || visible(tenant, &caller.principal.tenant)
 }
 
-fn parse_contract(text: &extract::Text) -> ApiResult<ServiceContract> {
-    parse::parse_contract("body", &text.text, text.format)
-        .map_err(|r| ApiError::invalid("INVALID_CONTRACT", &r))
+fn parse_contract(state: &AppState, text: &extract::Text) -> ApiResult<ServiceContract> {
+    let contract = parse::parse_contract("body", &text.text, text.format)
+        .map_err(|r| ApiError::invalid("INVALID_CONTRACT", &r))?;
+    // A base URL that is a literal forbidden address is refused now; host names are checked
+    // each time they resolve, when the gateway connects.
+    let url = &contract.service.api.base_url;
+    if let Some(host) = url
+        .parse::<axum::http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_owned))
+        && let Err(refusal) = state.gateway.client().guard().check_host(&host)
+    {
+        let line = caio_contracts::LineIndex::build(&text.text).line_of("/service/api/base_url");
+        return Err(ApiError::new(
+            "INVALID_CONTRACT",
+            format!("/service/api/base_url: `{host}` is refused: {refusal}"),
+        )
+        .with_details(serde_json::json!({"problems": [{
+            "path": "/service/api/base_url",
+            "line": line,
+            "message": format!("`{host}` is refused: {refusal}"),
+        }]})));
+    }
+    Ok(contract)
 }
 
 /// Checks that `caller` may write `contract`: role, own service id, tenant.
@@ -132,7 +153,7 @@ pub async fn register(
 ) -> ApiResult<Response> {
     require(&state, &caller, Action::ServicesWrite)?;
     let text = extract::text(&headers, body, state.config.limits.body_bytes).await?;
-    let contract = parse_contract(&text)?;
+    let contract = parse_contract(&state, &text)?;
     may_write(&state, &caller, &contract)?;
     let id = contract.service.id.clone();
     let digest = digest(&contract)?;
@@ -290,7 +311,7 @@ pub async fn update(
 ) -> ApiResult<Response> {
     require(&state, &caller, Action::ServicesWrite)?;
     let text = extract::text(&headers, body, state.config.limits.body_bytes).await?;
-    let contract = parse_contract(&text)?;
+    let contract = parse_contract(&state, &text)?;
     if contract.service.id != id {
         return Err(ApiError::new(
             "ID_MISMATCH",

@@ -335,3 +335,247 @@ async fn the_emergency_stop_can_start_on_from_configuration() {
     let g = s.get("/api/v1/gateway/emergency-stop", ADMIN_KEY).await;
     assert_eq!(g.json["changed_by"], "configuration");
 }
+
+#[tokio::test]
+async fn an_approved_decision_runs_exactly_once_and_only_as_approved() {
+    let mock = MockUpstream::start().await.unwrap();
+    let (s, key) = setup(&mock).await;
+    let request = body()["request"].clone();
+    let r = s
+        .post("/api/v1/route?approve=true", &key, request.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let token = r.header("x-caio-approval-token").unwrap().to_owned();
+    assert!(r.header("x-caio-approval-expires-at").is_some());
+    let approved = r.json["decision_id"].as_str().unwrap().to_owned();
+    // The decision body itself is unchanged by the approval.
+    assert!(r.json.get("approval").is_none());
+
+    let exec = |token: &str, request: &Value| json!({"request": request, "approval_token": token});
+    let r = s
+        .post("/api/v1/execute", &key, exec(&token, &request))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["decision"]["decision_id"], approved.as_str());
+    assert_eq!(r.json["execution"]["status"], "succeeded");
+    assert_eq!(mock.hits(PATH_A), 1);
+
+    // Once only.
+    let r = s
+        .post("/api/v1/execute", &key, exec(&token, &request))
+        .await;
+    assert_eq!(r.code(), "APPROVAL_INVALID");
+    assert_eq!(r.json["error"]["details"]["reason"], "already_used");
+
+    // A changed request, another principal, a forged token: refused, and none of them burns a
+    // fresh token.
+    let r = s
+        .post("/api/v1/route", &key, json!({"approve": true, "requirements": request["requirements"], "payload": request["payload"]}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let fresh = r.header("x-caio-approval-token").unwrap().to_owned();
+    let mut changed = request.clone();
+    changed["payload"]["messages"][0]["content"] = json!("something else");
+    let r = s
+        .post("/api/v1/execute", &key, exec(&fresh, &changed))
+        .await;
+    assert_eq!(
+        r.json["error"]["details"]["reason"], "request_changed",
+        "{}",
+        r.text
+    );
+    let other = s.client_key("acme", &["chat"], 2).await;
+    let r = s
+        .post("/api/v1/execute", &other, exec(&fresh, &request))
+        .await;
+    assert_eq!(r.json["error"]["details"]["reason"], "wrong_principal");
+    let mut forged = fresh.clone();
+    forged.pop();
+    forged.push(if fresh.ends_with('A') { 'B' } else { 'A' });
+    let r = s
+        .post("/api/v1/execute", &key, exec(&forged, &request))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    for junk in ["", "caio_approval_", "not-a-token", &"x".repeat(5000)] {
+        let r = s.post("/api/v1/execute", &key, exec(junk, &request)).await;
+        assert_eq!(r.code(), "APPROVAL_INVALID", "{junk:.20}");
+    }
+    let r = s
+        .post("/api/v1/execute", &key, exec(&fresh, &request))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(mock.hits(PATH_A), 2);
+
+    // Issuing and using approvals are audited.
+    let audit = s
+        .get("/api/v1/audit?action=decision.approve", ADMIN_KEY)
+        .await;
+    assert_eq!(audit.json["items"].as_array().unwrap().len(), 2);
+    let audit = s
+        .get("/api/v1/audit?action=execute.approved", ADMIN_KEY)
+        .await;
+    assert_eq!(audit.json["items"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn approvals_expire() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.set_default(PATH_A, Behavior::OpenAiChat);
+    let s = Server::start_with(|c| {
+        c.services_dir = None;
+        c.gateway.approval_ttl_s = 0;
+    })
+    .await;
+    let r = s
+        .yaml(
+            Method::POST,
+            "/api/v1/services",
+            ADMIN_KEY,
+            &contract("chat-a", &mock.url(), PATH_A, 0.99),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let key = s.client_key("acme", &["chat"], 2).await;
+    let request = body()["request"].clone();
+    let r = s.post("/api/v1/route?approve", &key, request.clone()).await;
+    let token = r.header("x-caio-approval-token").unwrap().to_owned();
+    let r = s
+        .post(
+            "/api/v1/execute",
+            &key,
+            json!({"request": request, "approval_token": token}),
+        )
+        .await;
+    assert_eq!(
+        r.json["error"]["details"]["reason"], "expired",
+        "{}",
+        r.text
+    );
+    assert_eq!(mock.hits(PATH_A), 0);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_first_outcome_without_a_second_call() {
+    let mock = MockUpstream::start().await.unwrap();
+    let (s, key) = setup(&mock).await;
+    let send = |k: &str, token: &str, b: Value| {
+        s.http
+            .post(s.url("/api/v1/execute"))
+            .bearer_auth(token)
+            .header("idempotency-key", k)
+            .json(&b)
+    };
+    let first = send("order-1", &key, body()).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first_body = first.text().await.unwrap();
+    let again = send("order-1", &key, body()).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.text().await.unwrap(), first_body);
+    assert_eq!(mock.hits(PATH_A), 1, "the service was called twice");
+
+    // Same key, another body: refused. Another principal's same key: its own.
+    let mut other_body = body();
+    other_body["request"]["payload"]["messages"][0]["content"] = json!("bye");
+    let r = send("order-1", &key, other_body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let other = s.client_key("acme", &["chat"], 2).await;
+    let r = send("order-1", &other, body()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().get("idempotent-replayed").is_none());
+    assert_eq!(mock.hits(PATH_A), 2);
+
+    // A failed execution is an outcome too; a refused request is not.
+    for p in [PATH_A, PATH_B] {
+        mock.set_default(
+            p,
+            Behavior::Status {
+                status: 503,
+                retry_after_s: None,
+            },
+        );
+    }
+    let r = send("order-2", &key, body()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let hits = mock.hits(PATH_A);
+    let r = send("order-2", &key, body()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    assert_eq!(mock.hits(PATH_A), hits);
+    let mut bad = body();
+    bad["request"]["requirements"]["capabilities"] = json!(["image_generation"]);
+    let r = send("order-3", &key, bad).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    mock.set_default(PATH_A, Behavior::OpenAiChat);
+    let r = send("order-3", &key, body()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "a refused request kept its key");
+
+    for bad_key in ["has space", ""] {
+        let r = send(bad_key, &key, body()).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad_key:?}");
+    }
+    let audit = s
+        .get("/api/v1/audit?action=execute.idempotent_replay", ADMIN_KEY)
+        .await;
+    assert_eq!(audit.json["items"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn contracts_pointing_at_metadata_addresses_are_refused_at_registration() {
+    let s = Server::start_with(|c| c.services_dir = None).await;
+    for url in [
+        "http://169.254.169.254",
+        "http://[fe80::1]:8080",
+        "http://[::ffff:169.254.169.254]",
+    ] {
+        let r = s
+            .yaml(
+                Method::POST,
+                "/api/v1/services",
+                ADMIN_KEY,
+                &contract("meta", url, PATH_A, 0.9),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{url}: {}", r.text);
+        assert_eq!(r.code(), "INVALID_CONTRACT");
+        assert_eq!(
+            r.json["error"]["details"]["problems"][0]["path"],
+            "/service/api/base_url"
+        );
+    }
+    // Loopback is fine in development (and refused in production unless allow-listed).
+    let r = s
+        .yaml(
+            Method::POST,
+            "/api/v1/services",
+            ADMIN_KEY,
+            &contract("local", "http://127.0.0.1:9", PATH_A, 0.9),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let prod = Server::start_with(|c| {
+        c.services_dir = None;
+        c.gateway.allow_private_addresses = Some(false);
+        c.gateway.allowed_private_ranges = vec!["10.9.0.0/16".into()];
+    })
+    .await;
+    let r = prod
+        .yaml(
+            Method::POST,
+            "/api/v1/services",
+            ADMIN_KEY,
+            &contract("local", "http://127.0.0.1:9", PATH_A, 0.9),
+        )
+        .await;
+    assert_eq!(r.code(), "INVALID_CONTRACT", "{}", r.text);
+    let r = prod
+        .yaml(
+            Method::POST,
+            "/api/v1/services",
+            ADMIN_KEY,
+            &contract("listed", "http://10.9.1.2:80", PATH_A, 0.9),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}

@@ -124,11 +124,20 @@ fn v4_class(ip: Ipv4Addr) -> Option<Refusal> {
 }
 
 fn v6_class(ip: Ipv6Addr) -> Option<Refusal> {
-    // IPv4-mapped and IPv4-compatible forms are judged as the IPv4 address they carry.
+    // IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible (::a.b.c.d, deprecated) forms are judged
+    // as the IPv4 address they carry.
     if let Some(v4) = ip.to_ipv4_mapped() {
         return v4_class(v4);
     }
     let s = ip.segments();
+    if s[..6] == [0, 0, 0, 0, 0, 0] && !ip.is_loopback() && !ip.is_unspecified() {
+        return v4_class(Ipv4Addr::new(
+            (s[6] >> 8) as u8,
+            s[6] as u8,
+            (s[7] >> 8) as u8,
+            s[7] as u8,
+        ));
+    }
     if ip.is_unspecified() {
         return Some(Refusal::Forbidden("unspecified"));
     }
@@ -223,6 +232,7 @@ mod tests {
                 "169.254.0.1",
                 "fe80::1",
                 "::ffff:169.254.169.254",
+                "::169.254.169.254",
                 "64:ff9b::a9fe:a9fe",
                 "2002:a9fe:a9fe::1",
                 "0.0.0.0",
@@ -252,6 +262,7 @@ mod tests {
             "::1",
             "fd00:ec2::254",
             "::ffff:10.0.0.1",
+            "::10.0.0.1",
         ] {
             assert!(
                 matches!(prod.check(ip(private)), Err(Refusal::Private(_))),

@@ -25,6 +25,17 @@ use super::{
     whole_ms,
 };
 
+/// How a passed-through stream ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The upstream finished its body.
+    Complete,
+    /// The client went away first.
+    ClientLeft,
+    /// The upstream body broke off.
+    UpstreamBroke(String),
+}
+
 /// What a streaming run produced.
 #[derive(Debug)]
 pub enum Streamed {
@@ -297,28 +308,40 @@ impl Gateway {
 
     /// Records how a stream handed out by [`run_stream`](Self::run_stream) ended: its latency
     /// (to the last byte) feeds the service's health and, against the decision's bound, the
-    /// guarantee check. Returns the final execution.
+    /// guarantee check. A client that left mid-stream says nothing about the service. Returns
+    /// the final execution.
     pub fn stream_finished(
         &self,
         snapshot: &Snapshot,
         decision: &Decision,
         mut execution: Execution,
         started: Instant,
-        error: Option<String>,
+        end: StreamEnd,
     ) -> Execution {
         let Some(id) = execution.service_id.clone() else {
             return execution;
         };
         let latency = started.elapsed();
         execution.latency_ms = ms(latency);
-        if let Some(e) = error {
-            self.health.record(&id, CallResult::Failure);
-            execution.status = ExecutionStatus::Failed;
-            execution.error = Some(ExecutionError {
-                code: "stream_broken".into(),
-                message: e,
-            });
-            return execution;
+        match end {
+            StreamEnd::Complete => {}
+            StreamEnd::ClientLeft => {
+                execution.warnings.push(
+                    "the client disconnected before the stream ended; the service was not \
+                     judged on it"
+                        .into(),
+                );
+                return execution;
+            }
+            StreamEnd::UpstreamBroke(e) => {
+                self.health.record(&id, CallResult::Failure);
+                execution.status = ExecutionStatus::Failed;
+                execution.error = Some(ExecutionError {
+                    code: "stream_broken".into(),
+                    message: e,
+                });
+                return execution;
+            }
         }
         let composed = if decision.service_id.as_ref() == id {
             decision.guarantees.clone()

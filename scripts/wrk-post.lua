@@ -1,0 +1,16 @@
+-- wrk script: POST a JSON body, with an API key when one is given.
+-- CAIO_BENCH_BODY: a file holding the JSON body; CAIO_BENCH_KEY (optional): the API key, sent as
+-- `Authorization: Bearer <key>`. Without it no Authorization header is sent (the direct-to-mock
+-- baseline of scripts/bench-gateway.sh).
+local key = os.getenv("CAIO_BENCH_KEY")
+local f = assert(io.open(os.getenv("CAIO_BENCH_BODY"), "rb"))
+local body = f:read("*a")
+f:close()
+wrk.method = "POST"
+wrk.body = body
+wrk.headers["Content-Type"] = "application/json"
+if key and key ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. key
+end
+
+-- wrk reports "Non-2xx or 3xx responses" itself: a run that measured errors says so.
