@@ -124,6 +124,12 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
         "The Idempotency-Key was used before with a different request.",
     ),
     (
+        "CHAIN_INFEASIBLE",
+        422,
+        "The stages of a chain were routed, but their composed guarantees break the chain's \
+         bounds; nothing was called. details.broken lists each bound.",
+    ),
+    (
         "MODEL_NOT_FOUND",
         404,
         "The `model` of an OpenAI-compatible request is no alias, capability or visible service \

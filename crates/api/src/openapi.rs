@@ -245,6 +245,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
             "APPROVAL_INVALID",
             "IDEMPOTENCY_IN_PROGRESS",
             "IDEMPOTENCY_KEY_REUSED",
+            "CHAIN_INFEASIBLE",
         ],
     ),
     ep(
@@ -625,8 +626,16 @@ fn components() -> Map<String, Value> {
     );
     out.insert(
         "ExecuteRequest".into(),
-        json!({"type": "object", "required": ["request"], "additionalProperties": false, "properties": {
+        json!({"type": "object", "additionalProperties": false, "properties": {
             "request": {"$ref": "#/components/schemas/RouteRequest"},
+            "chain": {"type": "object", "required": ["stages"], "additionalProperties": false, "properties": {
+                "stages": {"type": "array", "minItems": 2, "maxItems": 8, "items": {"$ref": "#/components/schemas/RouteRequest"}},
+                "bounds": {"type": "object", "additionalProperties": false, "properties": {
+                    "latency_ms": {"type": "number"}, "accuracy": {"type": "number"},
+                    "cost": {"type": "number"},
+                    "data_locality": {"type": "string", "enum": ["local", "on_device", "region", "external"]}
+                }}
+            }},
             "dry_run": {"type": "boolean", "description": "Do everything but the upstream call."},
             "approval_token": {"type": "string", "description": "From POST /api/v1/route?approve=true: run exactly that recorded decision."},
             "deadline_ms": {"type": "integer", "minimum": 1, "description": "Time for all attempts and fallbacks."},

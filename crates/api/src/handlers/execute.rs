@@ -15,6 +15,7 @@ use caio_contracts::Format;
 use caio_contracts::canonical;
 use caio_contracts::decision::Decision;
 use caio_contracts::request::RouteRequest;
+use caio_gateway::exec::chain::{ChainBounds, ChainError, ChainRun, MAX_STAGES};
 use caio_gateway::{ExecuteOptions, Execution, ExecutionStatus, RouteError};
 use caio_security::approval::ApprovalError;
 use caio_security::{Action, Identity};
@@ -35,12 +36,26 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExecuteBody {
-    request: Value,
+    /// One request; or `chain`.
+    #[serde(default)]
+    request: Option<Value>,
+    /// Several capabilities in a row.
+    #[serde(default)]
+    chain: Option<ChainBody>,
     /// A token from `POST /api/v1/route?approve=true`: run exactly that decision.
     #[serde(default)]
     approval_token: Option<String>,
     #[serde(flatten)]
     options: ExecuteOptions,
+}
+
+/// `{"stages": [<route request>, ...], "bounds": {...}}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChainBody {
+    stages: Vec<Value>,
+    #[serde(default)]
+    bounds: ChainBounds,
 }
 
 /// What an executed decision's trace record holds, and what the endpoint answers.
@@ -50,8 +65,14 @@ struct Executed<'a> {
     execution: &'a Execution,
 }
 
+/// One request, or a chain of them.
+enum Job {
+    Single(Box<RouteRequest>),
+    Chain(Vec<RouteRequest>, ChainBounds),
+}
+
 struct ExecuteInput {
-    request: RouteRequest,
+    request: Job,
     options: ExecuteOptions,
     approval_token: Option<String>,
     /// The body as received, for the idempotency fingerprint.
@@ -84,12 +105,45 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> ApiResu
             ),
         )
     })?;
-    let request_text = envelope.request.to_string();
-    let request =
-        parse::parse_request("body/request", &request_text, Format::Json).map_err(|r| {
+    let parse_one = |source: &str, v: &Value| {
+        parse::parse_request(source, &v.to_string(), Format::Json).map_err(|r| {
             outcome(state, "invalid");
             ApiError::invalid("INVALID_REQUEST", &r)
-        })?;
+        })
+    };
+    let request = match (envelope.request, envelope.chain) {
+        (Some(r), None) => Job::Single(Box::new(parse_one("body/request", &r)?)),
+        (None, Some(chain)) => {
+            if !(2..=MAX_STAGES).contains(&chain.stages.len()) {
+                return Err(ApiError::new(
+                    "INVALID_REQUEST",
+                    format!(
+                        "a chain has 2 to {MAX_STAGES} stages, not {}",
+                        chain.stages.len()
+                    ),
+                ));
+            }
+            if envelope.approval_token.is_some() {
+                return Err(ApiError::new(
+                    "INVALID_REQUEST",
+                    "approval tokens name one decision; a chain cannot carry one",
+                ));
+            }
+            let stages = chain
+                .stages
+                .iter()
+                .enumerate()
+                .map(|(i, v)| parse_one(&format!("body/chain/stages/{i}"), v))
+                .collect::<ApiResult<Vec<_>>>()?;
+            Job::Chain(stages, chain.bounds)
+        }
+        _ => {
+            return Err(ApiError::new(
+                "INVALID_REQUEST",
+                "the execute body needs exactly one of `request` and `chain`",
+            ));
+        }
+    };
     Ok(ExecuteInput {
         request,
         options: envelope.options,
@@ -252,6 +306,13 @@ pub async fn execute(
         approval_token,
         ..
     } = input;
+    let request = match request {
+        Job::Single(r) => *r,
+        Job::Chain(stages, bounds) => {
+            return execute_chain(&state, &caller, &request_id, stages, bounds, options, claim)
+                .await;
+        }
+    };
     state.gateway.health().refresh();
     let router = state.routers.for_tenant(&caller.principal.tenant);
     let snapshot = router.registry().snapshot();
@@ -545,4 +606,191 @@ pub async fn health(
     require(&state, &caller, Action::ServicesRead)?;
     state.gateway.health().refresh();
     Ok(axum::Json(json!({ "services": state.gateway.health().report() })).into_response())
+}
+
+/// The answer and trace record of a chain.
+#[derive(Debug, Serialize)]
+struct ChainExecuted<'a> {
+    decisions: &'a [Decision],
+    run: &'a ChainRun,
+}
+
+async fn record_decision(
+    state: &AppState,
+    caller: &Identity,
+    decision: &mut Decision,
+) -> ApiResult<()> {
+    let now = caio_trace::now_ms();
+    decision.recorded_at = Some(rfc3339(now));
+    count_rejections(state, decision.rejected.iter());
+    let body = TraceBody::serialize(&*decision)
+        .map_err(|e| ApiError::internal("encoding a decision", e))?;
+    persist(
+        state,
+        TraceRecord {
+            decision_id: decision.decision_id.clone(),
+            recorded_at_ms: now,
+            tenant: caller.principal.tenant.clone(),
+            principal_id: caller.principal.id.clone(),
+            service_id: Some(decision.service_id.to_string()),
+            outcome: Outcome::Routed,
+            body,
+        },
+    )
+    .await?;
+    outcome(state, "routed");
+    Ok(())
+}
+
+/// POST /api/v1/execute with `chain`: plan (route every stage, compose, check the bounds), record
+/// the decisions, run stage by stage, record each stage's execution.
+async fn execute_chain(
+    state: &AppState,
+    caller: &Identity,
+    request_id: &RequestId,
+    stages: Vec<RouteRequest>,
+    bounds: ChainBounds,
+    options: ExecuteOptions,
+    claim: Option<Claim>,
+) -> ApiResult<Response> {
+    let router = state.routers.for_tenant(&caller.principal.tenant);
+    let snapshot = router.registry().snapshot();
+    let plan = match state
+        .gateway
+        .plan_chain(&router, &stages, &caller.principal, &bounds)
+    {
+        Ok(p) => p,
+        Err(ChainError::NoRoute { stage, no }) => {
+            count_rejections(state, no.rejected.iter());
+            outcome(state, "no_route");
+            let body = RouteError::NoMatchingService(no).to_body();
+            let mut details = body["error"]["details"].clone();
+            details["stage"] = json!(stage);
+            return Err(ApiError::new(
+                "NO_MATCHING_SERVICE",
+                format!(
+                    "stage {}: {}",
+                    stage + 1,
+                    body["error"]["message"]
+                        .as_str()
+                        .unwrap_or("no feasible service")
+                ),
+            )
+            .with_details(details));
+        }
+        Err(ChainError::Infeasible {
+            mut decisions,
+            composed,
+            broken,
+        }) => {
+            for d in &mut decisions {
+                record_decision(state, caller, d).await?;
+            }
+            return Err(ApiError::new(
+                "CHAIN_INFEASIBLE",
+                format!(
+                    "the chain's composed guarantees break its bounds: {}",
+                    broken
+                        .iter()
+                        .map(|b| b.detail.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            )
+            .with_details(json!({
+                "composed": composed,
+                "broken": broken,
+                "decision_ids": decisions.iter().map(|d| &d.decision_id).collect::<Vec<_>>(),
+            })));
+        }
+        Err(ChainError::Stopped) => return Err(stopped_error(state)),
+        Err(e @ ChainError::Length(_)) => {
+            return Err(ApiError::new("INVALID_REQUEST", e.to_string()));
+        }
+        Err(ChainError::Internal(m)) => return Err(ApiError::internal("routing a chain", m)),
+    };
+    let mut plan = plan;
+    for d in &mut plan.decisions {
+        record_decision(state, caller, d).await?;
+    }
+    let run = state
+        .gateway
+        .run_chain(&snapshot, &plan, &stages, &options)
+        .await;
+    for (stage, decision) in run.stages.iter().zip(&plan.decisions) {
+        record_metrics(state, &stage.execution);
+        let body = TraceBody::serialize(&Executed {
+            decision,
+            execution: &stage.execution,
+        })
+        .map_err(|e| ApiError::internal("encoding an execution", e))?;
+        persist(
+            state,
+            TraceRecord {
+                decision_id: decision.decision_id.clone(),
+                recorded_at_ms: caio_trace::now_ms(),
+                tenant: caller.principal.tenant.clone(),
+                principal_id: caller.principal.id.clone(),
+                service_id: stage.execution.service_id.clone(),
+                outcome: if stage.execution.status == ExecutionStatus::Failed {
+                    Outcome::ExecutionFailed
+                } else {
+                    Outcome::Executed
+                },
+                body,
+            },
+        )
+        .await?;
+    }
+    let first = plan
+        .decisions
+        .first()
+        .map(|d| d.decision_id.clone())
+        .unwrap_or_default();
+    if options.dry_run {
+        audit(
+            state,
+            caller,
+            request_id,
+            "execute.dry_run",
+            &first,
+            None,
+            None,
+        )
+        .await?;
+    }
+    let (status, body) = if run.status == ExecutionStatus::Failed {
+        let err = ApiError::new(
+            "UPSTREAM_FAILED",
+            run.error
+                .as_ref()
+                .map_or_else(|| "a stage failed".to_owned(), |e| e.message.clone()),
+        )
+        .with_details(json!({
+            "decision_id": first,
+            "reason": run.error.as_ref().map(|e| e.code.clone()),
+            "chain": {"decisions": plan.decisions.iter().map(|d| &d.decision_id).collect::<Vec<_>>(), "run": run},
+        }));
+        (err.status, Bytes::from(err.body().to_string()))
+    } else {
+        let body = serde_json::to_vec(&json!({
+            "chain": ChainExecuted {
+                decisions: &plan.decisions,
+                run: &run,
+            }
+        }))
+        .map_err(|e| ApiError::internal("encoding a chain", e))?;
+        (StatusCode::OK, Bytes::from(body))
+    };
+    if let Some(claim) = claim {
+        claim.finish(
+            Stored {
+                status: status.as_u16(),
+                body: body.clone(),
+                decision_id: first.clone(),
+            },
+            caio_trace::now_ms(),
+        );
+    }
+    Ok(json_response(status, body, &first))
 }

@@ -579,3 +579,100 @@ async fn contracts_pointing_at_metadata_addresses_are_refused_at_registration() 
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
 }
+
+#[tokio::test]
+async fn chains_route_every_stage_check_the_composition_and_feed_outputs_forward() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.set_default(PATH_A, Behavior::OpenAiChat);
+    let s = Server::start_with(|c| c.services_dir = None).await;
+    let stage_contract = |id: &str, cap: &str, path: &str, latency: u64| {
+        format!(
+            r#"apiVersion: caio/v1
+kind: ServiceContract
+service:
+  id: {id}
+  name: {id}
+  version: 1.0.0
+  tenant: acme
+  capabilities: [{cap}]
+  guarantees: {{ accuracy: {{ min: 0.9 }}, latency_ms: {{ max: {latency} }} }}
+  cost: {{ per_request: 0.001, currency: USD }}
+  privacy: {{ data_locality: local, encryption: true }}
+  api:
+    base_url: {url}
+    adapter: http_json
+    endpoints: {{ execute: {{ method: POST, path: {path} }} }}
+    timeout_ms: 2000
+"#,
+            url = mock.url()
+        )
+    };
+    for (id, cap, path, lat) in [
+        ("ocr", "ocr", "/ocr", 300),
+        ("sum", "summarization", "/sum", 500),
+    ] {
+        let r = s
+            .yaml(
+                Method::POST,
+                "/api/v1/services",
+                ADMIN_KEY,
+                &stage_contract(id, cap, path, lat),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let key = s.client_key("acme", &["chat"], 2).await;
+    let chain = |max_latency: f64| {
+        json!({"chain": {
+            "stages": [
+                {"requirements": {"capabilities": ["ocr"]}, "payload": {"image": "scan-1"}},
+                {"requirements": {"capabilities": ["summarization"]}}
+            ],
+            "bounds": {"latency_ms": max_latency, "accuracy": 0.9}
+        }})
+    };
+    let r = s.post("/api/v1/execute", &key, chain(800.0)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let c = &r.json["chain"];
+    assert_eq!(c["run"]["status"], "succeeded");
+    assert_eq!(c["run"]["composed"]["latency_ms"], 800.0);
+    assert_eq!(c["decisions"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        c["run"]["output"],
+        json!({"echo": {"echo": {"image": "scan-1"}}})
+    );
+    // Each stage's decision and execution are in the trace log.
+    for d in c["decisions"].as_array().unwrap() {
+        let id = d["decision_id"].as_str().unwrap();
+        let t = s.get(&format!("/api/v1/traces/{id}"), &key).await;
+        assert_eq!(t.header("x-caio-trace-outcome"), Some("executed"), "{id}");
+    }
+
+    // Tighter than the stages can promise: 422, nothing called.
+    let before = mock.hits("/ocr");
+    let r = s.post("/api/v1/execute", &key, chain(799.0)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.code(), "CHAIN_INFEASIBLE");
+    assert_eq!(
+        r.json["error"]["details"]["broken"][0]["property"],
+        "latency_ms"
+    );
+    assert_eq!(mock.hits("/ocr"), before);
+
+    // A stage nobody offers names the stage; bad shapes are 400s.
+    let mut bad = chain(800.0);
+    bad["chain"]["stages"][1]["requirements"]["capabilities"] = json!(["telepathy"]);
+    let r = s.post("/api/v1/execute", &key, bad).await;
+    assert_eq!(r.code(), "NO_MATCHING_SERVICE");
+    assert_eq!(r.json["error"]["details"]["stage"], 1);
+    for bad in [
+        json!({"chain": {"stages": [{"requirements": {"capabilities": ["ocr"]}}]}}),
+        json!({"chain": {"stages": []}}),
+        json!({"request": body()["request"], "chain": chain(1.0)["chain"]}),
+        json!({"chain": {"stages": [1, 2]}}),
+        json!({"chain": {"stages": chain(1.0)["chain"]["stages"], "bounds": {"speed": 1}}}),
+    ] {
+        let r = s.post("/api/v1/execute", &key, bad.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
+}

@@ -12,6 +12,7 @@
 //! with the result or fails over to the next candidate.
 
 pub mod adapter;
+pub mod chain;
 pub mod client;
 pub mod guard;
 pub mod health;

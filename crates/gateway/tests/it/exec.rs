@@ -693,3 +693,141 @@ async fn the_emergency_stop_refuses_execution_and_connections_are_not_leaked() {
         "connections outlived the gateway"
     );
 }
+
+fn stage_request(capability: &str) -> RouteRequest {
+    support::request_from_yaml(&format!(
+        "requirements:\n  capabilities: [{capability}]\npayload: {{text: \"hola\"}}\n"
+    ))
+}
+
+fn chain_contract(
+    id: &str,
+    capability: &str,
+    url: &str,
+    adapter: &str,
+    path: &str,
+    latency: u64,
+    accuracy: f64,
+) -> ServiceContract {
+    let yaml = format!(
+        r#"
+apiVersion: caio/v1
+kind: ServiceContract
+service:
+  id: {id}
+  name: {id}
+  version: 1.0.0
+  capabilities: [{capability}]
+  guarantees:
+    accuracy: {{ min: {accuracy} }}
+    latency_ms: {{ max: {latency} }}
+  cost: {{ per_request: 0.002, currency: USD }}
+  privacy: {{ data_locality: local, encryption: true }}
+  api:
+    base_url: {url}
+    adapter: {adapter}
+    endpoints: {{ execute: {{ method: POST, path: {path} }} }}
+    timeout_ms: 1000
+"#
+    );
+    caio_contracts::parse_contract(id, &yaml, caio_contracts::Format::Yaml)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn a_chain_is_planned_checked_and_run_stage_by_stage() {
+    use caio_gateway::exec::chain::{ChainBounds, ChainError};
+    let mock = MockUpstream::start().await.unwrap();
+    mock.set_default("/stt", Behavior::CaioSdk);
+    let u = mock.url();
+    let gw = Gateway::new(config());
+    let router = setup(
+        &gw,
+        vec![
+            chain_contract("stt", "speech_to_text", &u, "caio_sdk", "/stt", 400, 0.9),
+            chain_contract("mt", "translation", &u, "http_json", "/mt", 600, 0.85),
+        ],
+    );
+    let stages = vec![
+        stage_request("speech_to_text"),
+        stage_request("translation"),
+    ];
+    let p = support::principal("acme-analyst");
+
+    // Bounds the composition cannot meet: nothing is called.
+    let tight = ChainBounds {
+        latency_ms: Some(900.0),
+        accuracy: Some(0.88),
+        ..ChainBounds::default()
+    };
+    match gw.plan_chain(&router, &stages, &p, &tight) {
+        Err(ChainError::Infeasible {
+            composed,
+            broken,
+            decisions,
+        }) => {
+            assert_eq!(composed.latency_ms, Some(1000.0));
+            assert_eq!(composed.accuracy, Some(0.85));
+            assert!((composed.cost - 0.004).abs() < 1e-12);
+            let props: Vec<_> = broken.iter().map(|b| b.property.as_str()).collect();
+            assert_eq!(props, ["latency_ms", "accuracy"]);
+            assert_eq!(decisions.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(mock.hits("/stt") + mock.hits("/mt"), 0);
+
+    // Bounds it meets: stage 1's output is stage 2's payload.
+    let fits = ChainBounds {
+        latency_ms: Some(1000.0),
+        accuracy: Some(0.85),
+        cost: Some(0.01),
+        ..ChainBounds::default()
+    };
+    let plan = gw.plan_chain(&router, &stages, &p, &fits).unwrap();
+    let snapshot = router.registry().snapshot();
+    let run = gw
+        .run_chain(&snapshot, &plan, &stages, &ExecuteOptions::default())
+        .await;
+    assert_eq!(run.status, ExecutionStatus::Succeeded, "{run:?}");
+    assert_eq!(run.stages.len(), 2);
+    assert_eq!(run.stages[0].execution.service_id.as_deref(), Some("stt"));
+    assert_eq!(run.stages[1].execution.service_id.as_deref(), Some("mt"));
+    // caio_sdk answers {"output": {"echo": payload}}; its output goes to /mt, which echoes it.
+    assert_eq!(
+        mock.requests("/mt")[0].json().unwrap(),
+        json!({"echo": {"text": "hola"}})
+    );
+    assert_eq!(
+        run.output,
+        Some(json!({"echo": {"echo": {"text": "hola"}}}))
+    );
+    assert!(run.violations.is_empty());
+
+    // A failing stage stops the chain there.
+    mock.set_default(
+        "/stt",
+        Behavior::Status {
+            status: 400,
+            retry_after_s: None,
+        },
+    );
+    let run = gw
+        .run_chain(&snapshot, &plan, &stages, &ExecuteOptions::default())
+        .await;
+    assert_eq!(run.status, ExecutionStatus::Failed);
+    assert_eq!(run.stages.len(), 1);
+    assert!(
+        run.error
+            .unwrap()
+            .message
+            .starts_with("stage 1 (stt) failed")
+    );
+    assert_eq!(mock.hits("/mt"), 1);
+
+    // Length limits.
+    assert!(matches!(
+        gw.plan_chain(&router, &stages[..1], &p, &fits),
+        Err(ChainError::Length(1))
+    ));
+}
