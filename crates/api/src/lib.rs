@@ -56,6 +56,28 @@ pub async fn serve(
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
     });
+    // Active health probes of every contract's health endpoint, until the server stops.
+    let interval = state.config.gateway.probe_interval_s;
+    let prober = (interval > 0).then(|| {
+        let st = Arc::clone(&state);
+        tokio::spawn(async move {
+            let period = Duration::from_secs(interval);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let snapshot = st.registry().snapshot();
+                let results = st.gateway.probe_once(&snapshot).await;
+                let failed = results
+                    .iter()
+                    .filter(|r| r.outcome != "ok" && r.outcome != "skipped")
+                    .count();
+                if failed > 0 {
+                    tracing::warn!(probed = results.len(), failed, "health probes failed");
+                }
+            }
+        })
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -68,6 +90,7 @@ pub async fn serve(
             Err(_) => std::future::pending::<()>().await,
         }
     };
+    let _stop_prober = AbortOnDrop(prober);
     tokio::select! {
         r = server.into_future() => r,
         () = deadline => {
@@ -155,4 +178,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     serve(listener, state, shutdown_signal()).await?;
     tracing::info!("caio-server stopped");
     Ok(())
+}
+
+/// Aborts a background task when the server stops.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.abort();
+        }
+    }
 }

@@ -215,6 +215,8 @@ pub struct GatewaySettings {
     pub allowed_private_ranges: Vec<String>,
     /// Start with execution stopped (every execute answers 503 EMERGENCY_STOP).
     pub emergency_stop: bool,
+    /// Seconds between active probes of every contract's `health` endpoint (0: no probes).
+    pub probe_interval_s: u64,
     /// How long an approval token from `POST /api/v1/route?approve=true` stays valid, seconds.
     pub approval_ttl_s: u64,
     /// How long the outcome of an `Idempotency-Key` is kept, seconds.
@@ -239,6 +241,7 @@ impl Default for GatewaySettings {
             allow_private_addresses: None,
             allowed_private_ranges: Vec::new(),
             emergency_stop: false,
+            probe_interval_s: 10,
             approval_ttl_s: 900,
             idempotency_ttl_s: 86_400,
             model_aliases: BTreeMap::new(),

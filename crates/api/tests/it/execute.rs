@@ -2,6 +2,8 @@
 //! the trace (decision + execution, accepted by `caio verify`), failures as 502, the emergency
 //! stop, the gateway health board.
 
+use std::time::Duration;
+
 use caio_mock_upstream::{Behavior, MockUpstream};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -675,4 +677,46 @@ service:
         let r = s.post("/api/v1/execute", &key, bad.clone()).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
     }
+}
+
+#[tokio::test]
+async fn the_server_probes_health_endpoints_in_the_background() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.set_default(
+        "/down/health",
+        Behavior::Status {
+            status: 503,
+            retry_after_s: None,
+        },
+    );
+    let s = Server::start_with(|c| {
+        c.services_dir = None;
+        c.gateway.probe_interval_s = 1;
+    })
+    .await;
+    let contract = contract("down", &mock.url(), PATH_A, 0.9).replace(
+        &format!("endpoints: {{ execute: {{ method: POST, path: {PATH_A} }} }}"),
+        &format!(
+            "endpoints: {{ execute: {{ method: POST, path: {PATH_A} }}, health: {{ method: GET, path: /down/health }} }}"
+        ),
+    );
+    let r = s
+        .yaml(Method::POST, "/api/v1/services", ADMIN_KEY, &contract)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let mut seen = None;
+    for _ in 0..100 {
+        let h = s.get("/api/v1/gateway/health", ADMIN_KEY).await;
+        if let Some(d) = h.json["services"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["service_id"] == "down"))
+        {
+            seen = Some(d.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let d = seen.expect("no probe reached the service within 10 s");
+    assert!(d["failures"].as_u64().unwrap() >= 1, "{d}");
+    assert!(mock.hits("/down/health") >= 1);
 }

@@ -95,6 +95,8 @@ pub enum CallResult {
     },
     /// The call failed (connect error, timeout, 5xx, malformed answer).
     Failure,
+    /// An active health probe passed: a success without a latency sample.
+    Probe,
 }
 
 #[derive(Debug)]
@@ -283,7 +285,9 @@ impl HealthBoard {
             .entry(service.to_owned())
             .or_insert_with(ServiceHealth::new);
         let before = h.state;
-        h.calls += 1;
+        if result != CallResult::Probe {
+            h.calls += 1;
+        }
         let (ok, latency) = match result {
             CallResult::Success { latency_ms } => (true, Some(latency_ms)),
             CallResult::Violation { latency_ms } => {
@@ -294,6 +298,7 @@ impl HealthBoard {
                 h.failures += 1;
                 (false, None)
             }
+            CallResult::Probe => (true, None),
         };
         if let Some(l) = latency.filter(|l| l.is_finite() && *l >= 0.0) {
             let a = self.config.ewma_alpha;

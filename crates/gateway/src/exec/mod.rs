@@ -16,6 +16,7 @@ pub mod chain;
 pub mod client;
 pub mod guard;
 pub mod health;
+pub mod probe;
 pub mod stream;
 
 use std::sync::Arc;

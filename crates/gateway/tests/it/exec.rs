@@ -831,3 +831,86 @@ async fn a_chain_is_planned_checked_and_run_stage_by_stage() {
         Err(ChainError::Length(1))
     ));
 }
+
+#[tokio::test]
+async fn health_probes_open_the_circuit_of_a_service_that_is_down() {
+    let mock = MockUpstream::start().await.unwrap();
+    chat_on(&mock, &[A, B]);
+    let u = mock.url();
+    let health = "    endpoints: { execute: { method: POST, path: PATH }, health: { method: GET, path: /HEALTH } }\n";
+    let with_health = |id: &str, path: &str, hp: &str, acc: f64| {
+        let yaml = format!(
+            r#"
+apiVersion: caio/v1
+kind: ServiceContract
+service:
+  id: {id}
+  name: {id}
+  version: 1.0.0
+  capabilities: [chat_completion]
+  guarantees: {{ accuracy: {{ min: {acc} }}, latency_ms: {{ max: 5000 }} }}
+  cost: {{ per_request: 0.001, currency: USD }}
+  privacy: {{ data_locality: local, encryption: true }}
+  api:
+    base_url: {u}
+    adapter: openai_chat
+{}    timeout_ms: 1000
+"#,
+            health.replace("PATH", path).replace("/HEALTH", hp)
+        );
+        caio_contracts::parse_contract(id, &yaml, caio_contracts::Format::Yaml)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    mock.set_default(
+        "/a/health",
+        Behavior::Status {
+            status: 503,
+            retry_after_s: None,
+        },
+    );
+    mock.set_default(
+        "/b/health",
+        Behavior::Json {
+            status: 200,
+            body: json!({"ok": true}),
+            headers: vec![],
+        },
+    );
+    let gw = Gateway::new(config());
+    let router = setup(
+        &gw,
+        vec![
+            with_health("a", A, "/a/health", 0.99),
+            with_health("b", B, "/b/health", 0.95),
+        ],
+    );
+    let snapshot = router.registry().snapshot();
+    for round in 0..3 {
+        let results = gw.probe_once(&snapshot).await;
+        let a = results.iter().find(|r| r.service_id == "a").unwrap();
+        assert_eq!(a.outcome, "upstream_5xx", "round {round}");
+        let b = results.iter().find(|r| r.service_id == "b").unwrap();
+        assert_eq!(b.outcome, "ok");
+    }
+    assert_eq!(gw.health().state("a"), CircuitState::Open);
+    assert_eq!(gw.health().state("b"), CircuitState::Closed);
+    // Probes carry no latency sample and are not counted as calls.
+    let report = gw.health().report();
+    let b = report.iter().find(|r| r.service_id == "b").unwrap();
+    assert_eq!(b.calls, 0);
+    assert_eq!(b.ewma_latency_ms, None);
+    // An open circuit is not probed; routing leaves `a` out before anyone called it.
+    let results = gw.probe_once(&snapshot).await;
+    assert_eq!(
+        results
+            .iter()
+            .find(|r| r.service_id == "a")
+            .unwrap()
+            .outcome,
+        "skipped"
+    );
+    assert_eq!(mock.hits("/a/health"), 3);
+    let ex = run(&gw, &router, &ExecuteOptions::default()).await;
+    assert_eq!(ex.service_id.as_deref(), Some("b"));
+    assert_eq!(mock.hits(A), 0);
+}
