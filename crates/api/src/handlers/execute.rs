@@ -328,28 +328,7 @@ pub async fn execute(
         .await;
     record_metrics(&state, &execution);
     let answered = execution.status != ExecutionStatus::Failed;
-    let record_body = TraceBody::serialize(&Executed {
-        decision: &decision,
-        execution: &execution,
-    })
-    .map_err(|e| ApiError::internal("encoding an execution", e))?;
-    persist(
-        &state,
-        TraceRecord {
-            decision_id: id.clone(),
-            recorded_at_ms: caio_trace::now_ms(),
-            tenant: caller.principal.tenant.clone(),
-            principal_id: caller.principal.id.clone(),
-            service_id: execution.service_id.clone(),
-            outcome: if answered {
-                Outcome::Executed
-            } else {
-                Outcome::ExecutionFailed
-            },
-            body: record_body.clone(),
-        },
-    )
-    .await?;
+    let record_body = record_execution(&state, &caller, &decision, &execution).await?;
     if approval_token.is_some() {
         audit(
             &state,
@@ -377,19 +356,7 @@ pub async fn execute(
     let (status, body) = if answered {
         (StatusCode::OK, record_body.bytes().clone())
     } else {
-        let error = execution.error.clone();
-        let err = ApiError::new(
-            "UPSTREAM_FAILED",
-            error.as_ref().map_or_else(
-                || "no candidate service answered".to_owned(),
-                |e| e.message.clone(),
-            ),
-        )
-        .with_details(json!({
-            "decision_id": id,
-            "reason": error.map(|e| e.code),
-            "execution": execution,
-        }));
+        let err = upstream_failed(&id, &execution);
         (err.status, Bytes::from(err.body().to_string()))
     };
     if let Some(claim) = claim {
@@ -417,20 +384,18 @@ pub async fn execute(
 }
 
 /// Routes `request` and records the decision before anything is called.
-async fn route_and_record(
+pub(crate) async fn route_and_record(
     state: &AppState,
     caller: &Identity,
     router: &caio_gateway::Router,
     request: &RouteRequest,
 ) -> ApiResult<Decision> {
-    let now = caio_trace::now_ms();
     let mut decision = match router.route(request, &caller.principal) {
         Ok(d) => d,
         Err(RouteError::NoMatchingService(no)) => {
             count_rejections(state, no.rejected.iter());
             outcome(state, "no_route");
-            let err = RouteError::NoMatchingService(no);
-            let body = err.to_body();
+            let body = RouteError::NoMatchingService(no).to_body();
             return Err(ApiError::new(
                 "NO_MATCHING_SERVICE",
                 body["error"]["message"]
@@ -445,29 +410,62 @@ async fn route_and_record(
             return Err(ApiError::internal("routing", e));
         }
     };
-    decision.recorded_at = Some(rfc3339(now));
-    count_rejections(state, decision.rejected.iter());
-    let routed = TraceBody::serialize(&decision)
-        .map_err(|e| ApiError::internal("encoding a decision", e))?;
+    record_decision(state, caller, &mut decision).await?;
+    Ok(decision)
+}
+
+/// Appends an execution to its decision's trace: `{"decision", "execution"}`, outcome
+/// `executed` or `execution_failed`. Returns the record's body (the answer of a single execute).
+pub(crate) async fn record_execution(
+    state: &AppState,
+    caller: &Identity,
+    decision: &Decision,
+    execution: &Execution,
+) -> ApiResult<TraceBody> {
+    let body = TraceBody::serialize(&Executed {
+        decision,
+        execution,
+    })
+    .map_err(|e| ApiError::internal("encoding an execution", e))?;
     persist(
         state,
         TraceRecord {
             decision_id: decision.decision_id.clone(),
-            recorded_at_ms: now,
+            recorded_at_ms: caio_trace::now_ms(),
             tenant: caller.principal.tenant.clone(),
             principal_id: caller.principal.id.clone(),
-            service_id: Some(decision.service_id.to_string()),
-            outcome: Outcome::Routed,
-            body: routed,
+            service_id: execution.service_id.clone(),
+            outcome: if execution.status == ExecutionStatus::Failed {
+                Outcome::ExecutionFailed
+            } else {
+                Outcome::Executed
+            },
+            body: body.clone(),
         },
     )
     .await?;
-    outcome(state, "routed");
-    Ok(decision)
+    Ok(body)
+}
+
+/// `502 UPSTREAM_FAILED` for an execution no candidate answered.
+pub(crate) fn upstream_failed(decision_id: &str, execution: &Execution) -> ApiError {
+    let error = execution.error.clone();
+    ApiError::new(
+        "UPSTREAM_FAILED",
+        error.as_ref().map_or_else(
+            || "no candidate service answered".to_owned(),
+            |e| e.message.clone(),
+        ),
+    )
+    .with_details(json!({
+        "decision_id": decision_id,
+        "reason": error.map(|e| e.code),
+        "execution": execution,
+    }))
 }
 
 /// Counts attempts, fallbacks, violations and the final status.
-fn record_metrics(state: &AppState, ex: &Execution) {
+pub(crate) fn record_metrics(state: &AppState, ex: &Execution) {
     let m = &state.metrics;
     m.executions
         .get_or_create(&crate::metrics::OutcomeLabels {
@@ -511,7 +509,7 @@ pub struct StopState {
 /// The emergency stop's record, shared by the endpoints.
 pub type StopRecord = RwLock<StopState>;
 
-fn stopped_error(state: &AppState) -> ApiError {
+pub(crate) fn stopped_error(state: &AppState) -> ApiError {
     let s = state.stop.read().unwrap_or_else(|p| p.into_inner()).clone();
     ApiError::new(
         "EMERGENCY_STOP",
@@ -615,7 +613,7 @@ struct ChainExecuted<'a> {
     run: &'a ChainRun,
 }
 
-async fn record_decision(
+pub(crate) async fn record_decision(
     state: &AppState,
     caller: &Identity,
     decision: &mut Decision,
@@ -719,28 +717,7 @@ async fn execute_chain(
         .await;
     for (stage, decision) in run.stages.iter().zip(&plan.decisions) {
         record_metrics(state, &stage.execution);
-        let body = TraceBody::serialize(&Executed {
-            decision,
-            execution: &stage.execution,
-        })
-        .map_err(|e| ApiError::internal("encoding an execution", e))?;
-        persist(
-            state,
-            TraceRecord {
-                decision_id: decision.decision_id.clone(),
-                recorded_at_ms: caio_trace::now_ms(),
-                tenant: caller.principal.tenant.clone(),
-                principal_id: caller.principal.id.clone(),
-                service_id: stage.execution.service_id.clone(),
-                outcome: if stage.execution.status == ExecutionStatus::Failed {
-                    Outcome::ExecutionFailed
-                } else {
-                    Outcome::Executed
-                },
-                body,
-            },
-        )
-        .await?;
+        record_execution(state, caller, decision, &stage.execution).await?;
     }
     let first = plan
         .decisions

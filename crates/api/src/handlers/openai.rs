@@ -22,29 +22,23 @@ use caio_contracts::decision::Decision;
 use caio_contracts::model::Adapter;
 use caio_contracts::request::RouteRequest;
 use caio_gateway::exec::stream::{StreamEnd, Streamed};
-use caio_gateway::{ExecuteOptions, Execution, ExecutionStatus, RouteError, Router};
+use caio_gateway::{ExecuteOptions, ExecutionStatus, Router};
 use caio_security::{Action, Identity};
-use caio_trace::{Outcome, TraceBody, TraceRecord};
 use http_body_util::BodyExt;
-use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::auth::{Caller, require};
 use crate::error::{ApiError, ApiResult};
 use crate::extract;
-use crate::handlers::routing::{count_rejections, outcome, persist, rfc3339};
+use crate::handlers::execute::{
+    record_execution, record_metrics, route_and_record, stopped_error, upstream_failed,
+};
 use crate::state::AppState;
 use crate::tenancy::visible;
 
 /// The capability behind each endpoint.
 const CHAT: &str = "chat_completion";
 const EMBEDDINGS: &str = "embeddings";
-
-#[derive(Debug, Serialize)]
-struct Executed<'a> {
-    decision: &'a Decision,
-    execution: &'a Execution,
-}
 
 /// The router and capability a `model` names.
 fn resolve(
@@ -106,109 +100,6 @@ fn route_request(capability: &str, body: &Map<String, Value>) -> ApiResult<Route
     });
     caio_contracts::parse_request("body", &doc.to_string(), Format::Json)
         .map_err(|r| ApiError::invalid("INVALID_REQUEST", &r))
-}
-
-/// Routes and records the decision.
-async fn decide(
-    state: &AppState,
-    caller: &Identity,
-    router: &Router,
-    request: &RouteRequest,
-) -> ApiResult<Decision> {
-    let now = caio_trace::now_ms();
-    let mut decision = match router.route(request, &caller.principal) {
-        Ok(d) => d,
-        Err(RouteError::NoMatchingService(no)) => {
-            count_rejections(state, no.rejected.iter());
-            outcome(state, "no_route");
-            let body = RouteError::NoMatchingService(no).to_body();
-            return Err(ApiError::new(
-                "NO_MATCHING_SERVICE",
-                body["error"]["message"]
-                    .as_str()
-                    .unwrap_or("no service satisfies the request")
-                    .to_owned(),
-            )
-            .with_details(body["error"]["details"].clone()));
-        }
-        Err(e @ RouteError::Internal(_)) => {
-            outcome(state, "error");
-            return Err(ApiError::internal("routing", e));
-        }
-    };
-    decision.recorded_at = Some(rfc3339(now));
-    count_rejections(state, decision.rejected.iter());
-    let body = TraceBody::serialize(&decision)
-        .map_err(|e| ApiError::internal("encoding a decision", e))?;
-    persist(
-        state,
-        TraceRecord {
-            decision_id: decision.decision_id.clone(),
-            recorded_at_ms: now,
-            tenant: caller.principal.tenant.clone(),
-            principal_id: caller.principal.id.clone(),
-            service_id: Some(decision.service_id.to_string()),
-            outcome: Outcome::Routed,
-            body,
-        },
-    )
-    .await?;
-    outcome(state, "routed");
-    Ok(decision)
-}
-
-/// Appends the execution to the decision's trace.
-async fn record(
-    state: &AppState,
-    caller: &Identity,
-    decision: &Decision,
-    execution: &Execution,
-) -> ApiResult<()> {
-    let body = TraceBody::serialize(&Executed {
-        decision,
-        execution,
-    })
-    .map_err(|e| ApiError::internal("encoding an execution", e))?;
-    persist(
-        state,
-        TraceRecord {
-            decision_id: decision.decision_id.clone(),
-            recorded_at_ms: caio_trace::now_ms(),
-            tenant: caller.principal.tenant.clone(),
-            principal_id: caller.principal.id.clone(),
-            service_id: execution.service_id.clone(),
-            outcome: if execution.status == ExecutionStatus::Failed {
-                Outcome::ExecutionFailed
-            } else {
-                Outcome::Executed
-            },
-            body,
-        },
-    )
-    .await
-}
-
-fn failed(decision: &Decision, execution: &Execution) -> ApiError {
-    let error = execution.error.clone();
-    ApiError::new(
-        "UPSTREAM_FAILED",
-        error.as_ref().map_or_else(
-            || "no candidate service answered".to_owned(),
-            |e| e.message.clone(),
-        ),
-    )
-    .with_details(json!({
-        "decision_id": decision.decision_id,
-        "reason": error.map(|e| e.code),
-        "execution": execution,
-    }))
-}
-
-fn stopped() -> ApiError {
-    ApiError::new(
-        "EMERGENCY_STOP",
-        "execution is stopped; GET /api/v1/gateway/emergency-stop says why",
-    )
 }
 
 fn with_ids(mut resp: Response, decision: &Decision, service: Option<&str>) -> Response {
@@ -321,7 +212,7 @@ pub async fn chat_completions(
 ) -> ApiResult<Response> {
     require(&state, &caller, Action::Route)?;
     if state.gateway.stopped() {
-        return Err(stopped());
+        return Err(stopped_error(&state));
     }
     let body = read(&state, &headers, body).await?;
     if !body.get("messages").is_some_and(Value::is_array) {
@@ -336,20 +227,21 @@ pub async fn chat_completions(
     let request = route_request(&capability, &body)?;
     state.gateway.health().refresh();
     let snapshot = router.registry().snapshot();
-    let decision = decide(&state, &caller, &router, &request).await?;
+    let decision = route_and_record(&state, &caller, &router, &request).await?;
     let options = ExecuteOptions::default();
     if !stream {
         let execution = state
             .gateway
             .run(&snapshot, &decision, &request, &options)
             .await;
-        record(&state, &caller, &decision, &execution).await?;
+        record_execution(&state, &caller, &decision, &execution).await?;
+        record_metrics(&state, &execution);
         let Some(output) = execution
             .output
             .as_ref()
             .filter(|_| execution.status == ExecutionStatus::Succeeded)
         else {
-            return Err(failed(&decision, &execution));
+            return Err(upstream_failed(&decision.decision_id, &execution));
         };
         let adapter = execution
             .service_id
@@ -366,11 +258,13 @@ pub async fn chat_completions(
         .await
     {
         Streamed::Done(execution) => {
-            record(&state, &caller, &decision, &execution).await?;
-            Err(failed(&decision, &execution))
+            record_execution(&state, &caller, &decision, &execution).await?;
+            record_metrics(&state, &execution);
+            Err(upstream_failed(&decision.decision_id, &execution))
         }
         Streamed::Complete { adapter, execution } => {
-            record(&state, &caller, &decision, &execution).await?;
+            record_execution(&state, &caller, &decision, &execution).await?;
+            record_metrics(&state, &execution);
             let output = execution.output.clone().unwrap_or(Value::Null);
             let completion = as_chat_completion(adapter, &output, &decision, &model);
             let resp = sse(Body::from(as_events(&completion)));
@@ -412,7 +306,8 @@ pub async fn chat_completions(
                 let execution = st
                     .gateway
                     .stream_finished(&snap, &d, execution, started, end);
-                if let Err(e) = record(&st, &who, &d, &execution).await {
+                record_metrics(&st, &execution);
+                if let Err(e) = record_execution(&st, &who, &d, &execution).await {
                     tracing::error!(error = %e.message, "streamed execution not recorded");
                 }
             });
@@ -434,7 +329,7 @@ pub async fn embeddings(
 ) -> ApiResult<Response> {
     require(&state, &caller, Action::Route)?;
     if state.gateway.stopped() {
-        return Err(stopped());
+        return Err(stopped_error(&state));
     }
     let body = read(&state, &headers, body).await?;
     if !body
@@ -451,12 +346,13 @@ pub async fn embeddings(
     let request = route_request(&capability, &body)?;
     state.gateway.health().refresh();
     let snapshot = router.registry().snapshot();
-    let decision = decide(&state, &caller, &router, &request).await?;
+    let decision = route_and_record(&state, &caller, &router, &request).await?;
     let execution = state
         .gateway
         .run(&snapshot, &decision, &request, &ExecuteOptions::default())
         .await;
-    record(&state, &caller, &decision, &execution).await?;
+    record_execution(&state, &caller, &decision, &execution).await?;
+    record_metrics(&state, &execution);
     match execution.output.as_ref() {
         Some(out)
             if execution.status == ExecutionStatus::Succeeded
@@ -470,7 +366,7 @@ pub async fn embeddings(
             "the service answered, but not with embeddings (`data` array)",
         )
         .with_details(json!({"decision_id": decision.decision_id}))),
-        _ => Err(failed(&decision, &execution)),
+        _ => Err(upstream_failed(&decision.decision_id, &execution)),
     }
 }
 

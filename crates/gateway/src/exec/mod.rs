@@ -237,6 +237,34 @@ pub struct Execution {
     pub error: Option<ExecutionError>,
 }
 
+impl Execution {
+    /// An execution with nothing done yet (status `failed` until something answers).
+    pub(crate) fn failed() -> Execution {
+        Execution {
+            status: ExecutionStatus::Failed,
+            service_id: None,
+            output: None,
+            attempts: Vec::new(),
+            fallbacks: Vec::new(),
+            latency_ms: 0.0,
+            violations: Vec::new(),
+            warnings: Vec::new(),
+            error: None,
+        }
+    }
+}
+
+/// Records a move from candidate `from` to the next one, when there is a next one.
+pub(crate) fn fallback(ex: &mut Execution, from: &str, next: Option<&str>, reason: &str) {
+    if let Some(to) = next {
+        ex.fallbacks.push(Fallback {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+}
+
 /// Why `execute` produced no execution.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError {
@@ -362,17 +390,7 @@ impl Gateway {
             .map_or(self.config.default_deadline, Duration::from_millis);
         let deadline = started + budget;
         let policy = options.on_violation.unwrap_or(self.config.on_violation);
-        let mut ex = Execution {
-            status: ExecutionStatus::Failed,
-            service_id: None,
-            output: None,
-            attempts: Vec::new(),
-            fallbacks: Vec::new(),
-            latency_ms: 0.0,
-            violations: Vec::new(),
-            warnings: Vec::new(),
-            error: None,
-        };
+        let mut ex = Execution::failed();
         let limit = 1 + self.config.max_fallbacks as usize;
         let candidates: Vec<_> = decision.ranking.iter().take(limit).collect();
         let capability = request
@@ -387,35 +405,20 @@ impl Gateway {
         for (i, candidate) in candidates.iter().enumerate() {
             let id = candidate.service_id.as_ref();
             let next = candidates.get(i + 1).map(|c| c.service_id.to_string());
-            let fall = |ex: &mut Execution, reason: &str| {
-                if let Some(to) = &next {
-                    ex.fallbacks.push(Fallback {
-                        from: id.to_owned(),
-                        to: to.clone(),
-                        reason: reason.to_owned(),
-                    });
-                }
-            };
+            let fall = |ex: &mut Execution, reason: &str| fallback(ex, id, next.as_deref(), reason);
             let Some(entry) = snapshot.get(id) else {
                 last_error = Some(("service_gone".into(), format!("`{id}` left the registry")));
                 fall(&mut ex, "service_gone");
                 continue;
             };
             let api = &entry.contract.service.api;
-            let credential = match &api.credential_env {
-                Some(var) => match self.config.credentials.get(var) {
-                    Some(v) => Some(v),
-                    None => {
-                        let msg = format!(
-                            "the credential variable `{var}` named by `{id}`'s contract is not set"
-                        );
-                        tracing::warn!(service = id, variable = %var, "upstream credential missing");
-                        last_error = Some(("configuration_error".into(), msg));
-                        fall(&mut ex, "configuration_error");
-                        continue;
-                    }
-                },
-                None => None,
+            let credential = match self.credential(id, api) {
+                Ok(c) => c,
+                Err(e) => {
+                    last_error = Some((e.code().into(), e.to_string()));
+                    fall(&mut ex, e.code());
+                    continue;
+                }
             };
             if options.dry_run {
                 let ctx = CallContext {
@@ -565,6 +568,26 @@ impl Gateway {
             .unwrap_or_else(|| ("no_candidate".into(), "no candidate could be called".into()));
         ex.error = Some(ExecutionError { code, message });
         ex
+    }
+
+    /// The upstream credential a contract names, if it names one.
+    pub(crate) fn credential(
+        &self,
+        id: &str,
+        api: &caio_contracts::model::ApiSpec,
+    ) -> Result<Option<String>, CallError> {
+        let Some(var) = &api.credential_env else {
+            return Ok(None);
+        };
+        match self.config.credentials.get(var) {
+            Some(v) => Ok(Some(v)),
+            None => {
+                tracing::warn!(service = id, variable = %var, "upstream credential missing");
+                Err(CallError::Config(format!(
+                    "the credential variable `{var}` named by `{id}`'s contract is not set"
+                )))
+            }
+        }
     }
 
     /// Attempts one service until it answers, fails for good, or the deadline comes.

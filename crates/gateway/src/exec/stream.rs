@@ -21,7 +21,7 @@ use super::adapter::{self, CallContext};
 use super::client::CallError;
 use super::health::{Admission, CallResult};
 use super::{
-    Attempt, ExecuteOptions, Execution, ExecutionError, ExecutionStatus, Fallback, Gateway, ms,
+    Attempt, ExecuteOptions, Execution, ExecutionError, ExecutionStatus, Gateway, fallback, ms,
     whole_ms,
 };
 
@@ -96,17 +96,7 @@ impl Gateway {
             .deadline_ms
             .map_or(self.config.default_deadline, Duration::from_millis);
         let deadline = started + budget;
-        let mut ex = Execution {
-            status: ExecutionStatus::Failed,
-            service_id: None,
-            output: None,
-            attempts: Vec::new(),
-            fallbacks: Vec::new(),
-            latency_ms: 0.0,
-            violations: Vec::new(),
-            warnings: Vec::new(),
-            error: None,
-        };
+        let mut ex = Execution::failed();
         let capability = request
             .requirements
             .capabilities
@@ -121,15 +111,7 @@ impl Gateway {
         'candidates: for (i, candidate) in candidates.iter().enumerate() {
             let id = candidate.service_id.as_ref();
             let next = candidates.get(i + 1).map(|c| c.service_id.to_string());
-            let fall = |ex: &mut Execution, reason: &str| {
-                if let Some(to) = &next {
-                    ex.fallbacks.push(Fallback {
-                        from: id.to_owned(),
-                        to: to.clone(),
-                        reason: reason.to_owned(),
-                    });
-                }
-            };
+            let fall = |ex: &mut Execution, reason: &str| fallback(ex, id, next.as_deref(), reason);
             let Some(entry) = snapshot.get(id) else {
                 fall(&mut ex, "service_gone");
                 continue;
@@ -161,18 +143,13 @@ impl Gateway {
                 fall(&mut ex, &reason);
                 continue;
             }
-            let credential = match &api.credential_env {
-                Some(var) => match self.config.credentials.get(var) {
-                    Some(v) => Some(v),
-                    None => {
-                        last = Some(CallError::Config(format!(
-                            "the credential variable `{var}` named by `{id}`'s contract is not set"
-                        )));
-                        fall(&mut ex, "configuration_error");
-                        continue;
-                    }
-                },
-                None => None,
+            let credential = match self.credential(id, api) {
+                Ok(c) => c,
+                Err(e) => {
+                    fall(&mut ex, e.code());
+                    last = Some(e);
+                    continue;
+                }
             };
             if self.health.admit(id) == Admission::Refused {
                 last = Some(CallError::Config(format!(
