@@ -100,6 +100,8 @@ pub struct AppState {
     pub approvals_used: UsedTokens,
     /// `Idempotency-Key` outcomes.
     pub idempotency: Arc<dyn IdempotencyStore>,
+    /// Whether the last audit append succeeded (readiness reports it).
+    pub audit_healthy: AtomicBool,
     /// Set when shutdown began: readiness turns 503.
     pub draining: AtomicBool,
     /// Process start.
@@ -402,6 +404,7 @@ impl AppState {
             approval_key,
             approvals_used: UsedTokens::new(),
             idempotency,
+            audit_healthy: AtomicBool::new(true),
             draining: AtomicBool::new(false),
             started: Instant::now(),
         };

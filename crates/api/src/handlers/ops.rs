@@ -131,6 +131,9 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if !state.traces.healthy() {
         reasons.push("trace_store: the last write failed".to_owned());
     }
+    if !state.audit_healthy.load(Ordering::Relaxed) {
+        reasons.push("audit_log: the last write failed".to_owned());
+    }
     if reasons.is_empty() {
         axum::Json(json!({ "status": "ready" })).into_response()
     } else {

@@ -106,11 +106,15 @@ pub(crate) async fn audit(
         after,
         request_id: Some(request_id.0.to_string()),
     };
-    tokio::task::spawn_blocking(move || log.append(event))
+    let result = tokio::task::spawn_blocking(move || log.append(event))
         .await
         .map_err(|e| ApiError::internal("writing the audit log", e))?
         .map(|_| ())
-        .map_err(|e| ApiError::internal("writing the audit log", e))
+        .map_err(|e| ApiError::internal("writing the audit log", e));
+    state
+        .audit_healthy
+        .store(result.is_ok(), std::sync::atomic::Ordering::Relaxed);
+    result
 }
 
 fn registry_error(e: RegistryError) -> ApiError {

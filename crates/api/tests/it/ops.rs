@@ -56,6 +56,21 @@ async fn readiness_turns_503_while_draining() {
 }
 
 #[tokio::test]
+async fn readiness_reports_a_failed_audit_write_until_one_succeeds() {
+    let s = Server::start().await;
+    s.state
+        .audit_healthy
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = s.call(Method::GET, "/health/ready", None, Body::None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.text.contains("audit_log"), "{}", r.text);
+    // The next audited change that is written clears it.
+    s.client_key("acme", &["classify"], 2).await;
+    let r = s.call(Method::GET, "/health/ready", None, Body::None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+#[tokio::test]
 async fn metrics_count_what_happened() {
     let s = Server::start().await;
     let key = s.client_key("acme", &["classify"], 2).await;
