@@ -15,7 +15,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::auth::require_identity;
 use crate::error::ApiError;
 use crate::frame::{REQUEST_ID, frame, measure};
-use crate::handlers::{execute, keys, openai, ops, policies, routing, services, traces, webhooks};
+use crate::handlers::{
+    execute, keys, licensing, openai, ops, policies, routing, services, traces, webhooks,
+};
 use crate::state::AppState;
 
 async fn not_found() -> Response {
@@ -69,6 +71,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
         .route("/api/v1/gateway/health", get(execute::health))
+        .route("/api/v1/licensing/status", get(licensing::status))
+        .route("/api/v1/licensing/activate", post(licensing::activate))
         .route(
             "/api/v1/gateway/emergency-stop",
             get(execute::stop_state).put(execute::set_stop),

@@ -130,6 +130,18 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
          bounds; nothing was called. details.broken lists each bound.",
     ),
     (
+        "LICENSE_INVALID",
+        403,
+        "License enforcement is on and there is no valid license (missing, malformed, forged, \
+         expired past its grace period, not yet valid, revoked); details.reason says which.",
+    ),
+    (
+        "LICENSE_LIMIT",
+        403,
+        "The license's limit is reached (max_services, max_requests_per_day); details.limit \
+         names it.",
+    ),
+    (
         "MODEL_NOT_FOUND",
         404,
         "The `model` of an OpenAI-compatible request is no alias, capability or visible service \

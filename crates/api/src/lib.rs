@@ -12,6 +12,7 @@ pub mod extract;
 pub mod frame;
 pub mod handlers;
 pub mod idempotency;
+pub mod licensing;
 pub mod metrics;
 pub mod openapi;
 pub mod secrets;

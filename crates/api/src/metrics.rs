@@ -112,6 +112,8 @@ pub struct Metrics {
     pub guarantee_violations: Family<PropertyLabels, Counter>,
     /// Time of whole executions (all attempts and fallbacks).
     pub execution_seconds: Histogram,
+    /// Requests let through without a valid license (permissive mode, grace period, limits).
+    pub license_warnings: Counter,
     stage_handles: Vec<Histogram>,
 }
 
@@ -256,6 +258,12 @@ impl Metrics {
             "Time of whole executions, all attempts and fallbacks",
             execution_seconds.clone(),
         );
+        let license_warnings = Counter::default();
+        registry.register(
+            "license_warnings",
+            "Requests let through with a license warning",
+            license_warnings.clone(),
+        );
         let stage_handles = STAGES
             .iter()
             .map(|stage| {
@@ -286,6 +294,7 @@ impl Metrics {
             fallbacks,
             guarantee_violations,
             execution_seconds,
+            license_warnings,
         }
     }
 

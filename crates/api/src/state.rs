@@ -100,6 +100,8 @@ pub struct AppState {
     pub approvals_used: UsedTokens,
     /// `Idempotency-Key` outcomes.
     pub idempotency: Arc<dyn IdempotencyStore>,
+    /// The license and its enforcement.
+    pub licensing: crate::licensing::Licensing,
     /// Whether the last audit append succeeded (readiness reports it).
     pub audit_healthy: AtomicBool,
     /// Set when shutdown began: readiness turns 503.
@@ -307,6 +309,7 @@ impl AppState {
         };
         report.policy_version = compiled.version.clone();
         let gateway = Arc::new(gateway_from(&config)?);
+        let licensing = crate::licensing::Licensing::new(&config.license)?;
         let approval_key = if file_backed {
             approval_key_file(&data.join("approval.key"))?
         } else {
@@ -404,6 +407,7 @@ impl AppState {
             approval_key,
             approvals_used: UsedTokens::new(),
             idempotency,
+            licensing,
             audit_healthy: AtomicBool::new(true),
             draining: AtomicBool::new(false),
             started: Instant::now(),

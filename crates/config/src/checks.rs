@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::{Config, Mode};
+use crate::{Config, LicenseEnforcement, Mode};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -456,6 +456,20 @@ pub fn check(config: &Config) -> Vec<Check> {
             "ON: every execute answers 503 EMERGENCY_STOP until an admin turns it off",
         ));
     }
+
+    let lic = &config.license;
+    out.push(match (lic.enforcement, &lic.public_key, &lic.key) {
+        (LicenseEnforcement::Off, _, _) => Check::pass("license", "not enforced"),
+        (_, None, _) => Check::fail(
+            "license",
+            "license enforcement needs the vendor's public key (CAIO_LICENSE_PUBLIC_KEY)",
+        ),
+        (_, Some(_), None) => Check::pass(
+            "license",
+            "no key yet: activate one with POST /api/v1/licensing/activate",
+        ),
+        (_, Some(_), Some(_)) => Check::pass("license", "key and public key set"),
+    });
 
     out.push(if config.shutdown_grace_s <= 3600 {
         Check::pass("shutdown_grace_s", config.shutdown_grace_s.to_string())

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::{
-    Config, ConfigError, LogFormat, Mode, OnViolation, Secret, TraceBackend, TraceDurability,
+    Config, ConfigError, LicenseEnforcement, LogFormat, Mode, OnViolation, Secret, TraceBackend,
+    TraceDurability,
 };
 
 /// One environment variable the server reads.
@@ -60,6 +61,11 @@ pub const ENV_VARS: &[EnvVar] = &[
     var("CAIO_RATE_LIMIT_BURST", "rate_limit.burst"),
     var("CAIO_TRACE_BACKEND", "traces.backend"),
     var("CAIO_EMERGENCY_STOP", "gateway.emergency_stop"),
+    secret("CAIO_LICENSE_KEY", "license.key"),
+    var("CAIO_LICENSE_PUBLIC_KEY", "license.public_key"),
+    var("CAIO_LICENSE_REVOCATIONS", "license.revocations"),
+    var("CAIO_LICENSE_ENFORCEMENT", "license.enforcement"),
+    var("CAIO_LICENSE_GRACE_DAYS", "license.grace_days"),
     var("CAIO_GATEWAY_MAX_ATTEMPTS", "gateway.max_attempts"),
     var("CAIO_GATEWAY_MAX_FALLBACKS", "gateway.max_fallbacks"),
     var("CAIO_GATEWAY_DEADLINE_MS", "gateway.deadline_ms"),
@@ -178,6 +184,18 @@ pub(crate) fn apply(
                 config.rate_limit.burst = parse(n, &value, "a whole number of requests")?
             }
             "CAIO_EMERGENCY_STOP" => config.gateway.emergency_stop = boolean(n, &value)?,
+            "CAIO_LICENSE_KEY" => config.license.key = non_empty(&value).map(Secret::new),
+            "CAIO_LICENSE_PUBLIC_KEY" => config.license.public_key = non_empty(&value),
+            "CAIO_LICENSE_REVOCATIONS" => {
+                config.license.revocations = non_empty(&value).map(PathBuf::from)
+            }
+            "CAIO_LICENSE_ENFORCEMENT" => {
+                config.license.enforcement =
+                    choice::<LicenseEnforcement>(n, &value, "off, permissive, enforced")?
+            }
+            "CAIO_LICENSE_GRACE_DAYS" => {
+                config.license.grace_days = parse(n, &value, "a whole number of days")?
+            }
             "CAIO_GATEWAY_MAX_ATTEMPTS" => {
                 config.gateway.max_attempts = parse(n, &value, "a whole number of attempts")?
             }

@@ -122,6 +122,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Execution: retries, fallbacks, circuit breakers, the outbound address guard.
     pub gateway: GatewaySettings,
+    /// The license key and how strictly it is enforced.
+    pub license: LicenseSettings,
     /// Seconds to drain in-flight requests after SIGTERM/SIGINT.
     pub shutdown_grace_s: u64,
 }
@@ -143,7 +145,50 @@ impl Default for Config {
             redis: RedisConfig::default(),
             log: LogConfig::default(),
             gateway: GatewaySettings::default(),
+            license: LicenseSettings::default(),
             shutdown_grace_s: 30,
+        }
+    }
+}
+
+/// How a missing or invalid license is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LicenseEnforcement {
+    /// No license checks.
+    #[default]
+    Off,
+    /// Everything works; each request without a valid license carries a warning header, a log
+    /// line and a metric.
+    Permissive,
+    /// Routing and execution answer 403 LICENSE_INVALID without a valid license.
+    Enforced,
+}
+
+/// The license.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LicenseSettings {
+    /// The key (`CAIO-v2-…`).
+    pub key: Option<Secret>,
+    /// The vendor's Ed25519 public key: SPKI PEM text, or a path to a PEM file.
+    pub public_key: Option<String>,
+    /// A path to the vendor's signed revocation list.
+    pub revocations: Option<PathBuf>,
+    /// off, permissive or enforced.
+    pub enforcement: LicenseEnforcement,
+    /// Days an expired license keeps working (with warnings) before enforcement.
+    pub grace_days: u64,
+}
+
+impl Default for LicenseSettings {
+    fn default() -> LicenseSettings {
+        LicenseSettings {
+            key: None,
+            public_key: None,
+            revocations: None,
+            enforcement: LicenseEnforcement::Off,
+            grace_days: 7,
         }
     }
 }

@@ -278,6 +278,7 @@ pub async fn execute(
     if state.gateway.stopped() {
         return Err(stopped_error(&state));
     }
+    let license_warning = crate::handlers::licensing::gate(&state)?;
     let input = read_body(&state, &headers, body).await?;
     let claim = match idempotency(&state, &caller, &headers, &input.raw)? {
         Idem::Replay(stored) => {
@@ -310,7 +311,8 @@ pub async fn execute(
         Job::Single(r) => *r,
         Job::Chain(stages, bounds) => {
             return execute_chain(&state, &caller, &request_id, stages, bounds, options, claim)
-                .await;
+                .await
+                .map(|r| crate::handlers::licensing::warn(r, license_warning));
         }
     };
     state.gateway.health().refresh();
@@ -380,7 +382,7 @@ pub async fn execute(
             HeaderValue::from(execution.violations.len()),
         );
     }
-    Ok(resp)
+    Ok(crate::handlers::licensing::warn(resp, license_warning))
 }
 
 /// Routes `request` and records the decision before anything is called.

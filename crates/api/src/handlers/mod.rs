@@ -3,6 +3,7 @@
 
 pub mod execute;
 pub mod keys;
+pub mod licensing;
 pub mod openai;
 pub mod ops;
 pub mod policies;

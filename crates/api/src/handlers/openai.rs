@@ -102,8 +102,16 @@ fn route_request(capability: &str, body: &Map<String, Value>) -> ApiResult<Route
         .map_err(|r| ApiError::invalid("INVALID_REQUEST", &r))
 }
 
-fn with_ids(mut resp: Response, decision: &Decision, service: Option<&str>) -> Response {
+fn with_ids(
+    mut resp: Response,
+    decision: &Decision,
+    service: Option<&str>,
+    license_warning: &Option<HeaderValue>,
+) -> Response {
     let h = resp.headers_mut();
+    if let Some(w) = license_warning {
+        h.insert("x-caio-license-warning", w.clone());
+    }
     if let Ok(v) = HeaderValue::from_str(&decision.decision_id) {
         h.insert("x-caio-decision-id", v);
     }
@@ -214,6 +222,7 @@ pub async fn chat_completions(
     if state.gateway.stopped() {
         return Err(stopped_error(&state));
     }
+    let license_warning = crate::handlers::licensing::gate(&state)?;
     let body = read(&state, &headers, body).await?;
     if !body.get("messages").is_some_and(Value::is_array) {
         return Err(ApiError::new(
@@ -250,7 +259,12 @@ pub async fn chat_completions(
             .map_or(Adapter::HttpJson, |e| e.contract.service.api.adapter);
         let completion = as_chat_completion(adapter, output, &decision, &model);
         let resp = axum::Json(completion).into_response();
-        return Ok(with_ids(resp, &decision, execution.service_id.as_deref()));
+        return Ok(with_ids(
+            resp,
+            &decision,
+            execution.service_id.as_deref(),
+            &license_warning,
+        ));
     }
     match state
         .gateway
@@ -268,7 +282,12 @@ pub async fn chat_completions(
             let output = execution.output.clone().unwrap_or(Value::Null);
             let completion = as_chat_completion(adapter, &output, &decision, &model);
             let resp = sse(Body::from(as_events(&completion)));
-            Ok(with_ids(resp, &decision, execution.service_id.as_deref()))
+            Ok(with_ids(
+                resp,
+                &decision,
+                execution.service_id.as_deref(),
+                &license_warning,
+            ))
         }
         Streamed::Stream {
             service_id,
@@ -315,7 +334,12 @@ pub async fn chat_completions(
                 rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
             });
             let resp = sse(Body::from_stream(stream));
-            Ok(with_ids(resp, &decision, Some(&service_id)))
+            Ok(with_ids(
+                resp,
+                &decision,
+                Some(&service_id),
+                &license_warning,
+            ))
         }
     }
 }
@@ -331,6 +355,7 @@ pub async fn embeddings(
     if state.gateway.stopped() {
         return Err(stopped_error(&state));
     }
+    let license_warning = crate::handlers::licensing::gate(&state)?;
     let body = read(&state, &headers, body).await?;
     if !body
         .get("input")
@@ -359,7 +384,12 @@ pub async fn embeddings(
                 && out.get("data").is_some_and(Value::is_array) =>
         {
             let resp = axum::Json(out.clone()).into_response();
-            Ok(with_ids(resp, &decision, execution.service_id.as_deref()))
+            Ok(with_ids(
+                resp,
+                &decision,
+                execution.service_id.as_deref(),
+                &license_warning,
+            ))
         }
         Some(_) if execution.status == ExecutionStatus::Succeeded => Err(ApiError::new(
             "UPSTREAM_FAILED",

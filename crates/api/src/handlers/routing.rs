@@ -188,6 +188,7 @@ pub async fn route(
     body: Body,
 ) -> ApiResult<Response> {
     require(&state, &caller, Action::Route)?;
+    let license_warning = crate::handlers::licensing::gate(&state)?;
     let started = Instant::now();
     let (request, approve_in_body) = read_request(&state, &headers, body).await?;
     let wants_approval = approve_in_body
@@ -252,7 +253,7 @@ pub async fn route(
             if let Ok(v) = HeaderValue::from_str(&id) {
                 h.insert("x-caio-decision-id", v);
             }
-            Ok(resp)
+            Ok(crate::handlers::licensing::warn(resp, license_warning))
         }
         Err(RouteError::NoMatchingService(no)) => {
             count_rejections(&state, no.rejected.iter());

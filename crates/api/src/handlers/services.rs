@@ -159,6 +159,7 @@ pub async fn register(
     let text = extract::text(&headers, body, state.config.limits.body_bytes).await?;
     let contract = parse_contract(&state, &text)?;
     may_write(&state, &caller, &contract)?;
+    let license_warning = crate::handlers::licensing::gate_services(&state)?;
     let id = contract.service.id.clone();
     let digest = digest(&contract)?;
     // Ids are global: a clash with another tenant's service is a 409 that does not say whose.
@@ -204,7 +205,10 @@ pub async fn register(
         body["webhook_secret_note"] =
             Value::String("shown once: sign webhook calls with it (docs/reference/api.md)".into());
     }
-    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+    Ok(crate::handlers::licensing::warn(
+        (StatusCode::CREATED, axum::Json(body)).into_response(),
+        license_warning,
+    ))
 }
 
 /// Filters of GET /api/v1/services.

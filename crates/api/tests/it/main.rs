@@ -4,6 +4,7 @@
 
 mod auth;
 mod execute;
+mod licensing;
 mod openai;
 mod ops;
 mod policies;
