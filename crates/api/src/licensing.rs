@@ -39,6 +39,32 @@ pub enum Verdict {
     Warn(String),
 }
 
+/// Why a key was not activated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The key itself: malformed, forged, expired, revoked, …
+    #[error("{0}")]
+    License(#[from] LicenseError),
+    /// The key is valid but already active on as many instances as it allows.
+    #[error("the license allows {max} server instances and {active} have activated it")]
+    Instances {
+        /// The limit.
+        max: u64,
+        /// Instances that activated it.
+        active: usize,
+    },
+}
+
+impl Refused {
+    /// A stable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refused::License(e) => e.code(),
+            Refused::Instances { .. } => "max_instances",
+        }
+    }
+}
+
 /// The server's license state.
 #[derive(Debug)]
 pub struct Licensing {
@@ -133,7 +159,7 @@ impl Licensing {
 
     /// Verifies `key` and, when it is usable (valid, or expired within grace), makes it the
     /// license in force for this instance. A refused key leaves the current license as it was.
-    pub fn activate(&self, key: &str) -> Result<Arc<License>, LicenseError> {
+    pub fn activate(&self, key: &str) -> Result<Arc<License>, Refused> {
         let key = key.trim();
         let license = caio_licensing::decode_verified(key, &self.keys)?;
         if let Some(entry) = self
@@ -144,28 +170,42 @@ impl Licensing {
             return Err(LicenseError::Revoked {
                 key_id: license.key_id.clone(),
                 reason: entry.reason.clone(),
-            });
+            }
+            .into());
         }
         match license.status_at(now_s(), self.grace_s) {
             LicenseStatus::NotYetValid => {
                 return Err(LicenseError::NotYetValid {
                     not_before: license.not_before,
-                });
+                }
+                .into());
             }
             LicenseStatus::Expired => {
                 return Err(LicenseError::Expired {
                     expires_at: license.expires_at,
-                });
+                }
+                .into());
             }
             LicenseStatus::Valid | LicenseStatus::ExpiredInGrace { .. } => {}
         }
         let license = Arc::new(license);
-        self.activations
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(license.key_id.clone())
-            .or_default()
-            .insert(self.instance_id.clone());
+        {
+            let mut activations = self
+                .activations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let instances = activations.entry(license.key_id.clone()).or_default();
+            let with_this = instances.len() + usize::from(!instances.contains(&self.instance_id));
+            if let Some(max) = license.limits.max_instances
+                && with_this as u64 > max
+            {
+                return Err(Refused::Instances {
+                    max,
+                    active: instances.len(),
+                });
+            }
+            instances.insert(self.instance_id.clone());
+        }
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Current {
             license: Some(Arc::clone(&license)),
             problem: None,
@@ -174,7 +214,7 @@ impl Licensing {
     }
 
     /// Records why the configured key was refused (for status).
-    pub fn refused(&self, e: &LicenseError) {
+    pub fn refused(&self, e: &Refused) {
         let mut c = self.current.write().unwrap_or_else(PoisonError::into_inner);
         if c.license.is_none() {
             c.problem = Some((e.code().to_owned(), e.to_string()));
@@ -283,6 +323,27 @@ impl Licensing {
             }
         }
         Ok(verdict)
+    }
+
+    /// Whether the license grants an optional capability (`execution`: calling services through
+    /// `/api/v1/execute` and the `/v1` front door). Only a valid license is asked; without one,
+    /// [`check_request`](Self::check_request) has already decided.
+    pub fn check_feature(&self, feature: &str) -> Result<Verdict, ApiError> {
+        if self.mode == LicenseEnforcement::Off {
+            return Ok(Verdict::Allow);
+        }
+        let Some(license) = self.usable() else {
+            return Ok(Verdict::Allow);
+        };
+        if license.has_feature(feature) {
+            return Ok(Verdict::Allow);
+        }
+        let message = format!("the license does not include the `{feature}` feature");
+        match self.mode {
+            LicenseEnforcement::Enforced => Err(ApiError::new("LICENSE_LIMIT", message)
+                .with_details(json!({"limit": "features", "feature": feature}))),
+            _ => Ok(self.warn(message)),
+        }
     }
 
     /// Whether one more service may be registered when `registered` are.

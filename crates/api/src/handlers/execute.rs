@@ -279,6 +279,7 @@ pub async fn execute(
         return Err(stopped_error(&state));
     }
     let license_warning = crate::handlers::licensing::gate(&state)?;
+    let license_warning = crate::handlers::licensing::gate_execution(&state, license_warning)?;
     let input = read_body(&state, &headers, body).await?;
     let claim = match idempotency(&state, &caller, &headers, &input.raw)? {
         Idem::Replay(stored) => {

@@ -31,6 +31,20 @@ pub(crate) fn gate(state: &AppState) -> ApiResult<Option<HeaderValue>> {
     }
 }
 
+/// The license's `execution` feature, for the endpoints that call services.
+pub(crate) fn gate_execution(
+    state: &AppState,
+    warning: Option<HeaderValue>,
+) -> ApiResult<Option<HeaderValue>> {
+    match state.licensing.check_feature("execution")? {
+        Verdict::Allow => Ok(warning),
+        Verdict::Warn(message) => {
+            state.metrics.license_warnings.inc();
+            Ok(HeaderValue::from_str(&message).ok().or(warning))
+        }
+    }
+}
+
 /// The license's cap on registered services, before a registration.
 pub(crate) fn gate_services(state: &AppState) -> ApiResult<Option<HeaderValue>> {
     match state

@@ -223,6 +223,7 @@ pub async fn chat_completions(
         return Err(stopped_error(&state));
     }
     let license_warning = crate::handlers::licensing::gate(&state)?;
+    let license_warning = crate::handlers::licensing::gate_execution(&state, license_warning)?;
     let body = read(&state, &headers, body).await?;
     if !body.get("messages").is_some_and(Value::is_array) {
         return Err(ApiError::new(
@@ -356,6 +357,7 @@ pub async fn embeddings(
         return Err(stopped_error(&state));
     }
     let license_warning = crate::handlers::licensing::gate(&state)?;
+    let license_warning = crate::handlers::licensing::gate_execution(&state, license_warning)?;
     let body = read(&state, &headers, body).await?;
     if !body
         .get("input")

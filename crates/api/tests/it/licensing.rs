@@ -295,3 +295,74 @@ async fn off_checks_nothing_and_a_bad_public_key_refuses_to_start() {
     let err = caio_api::AppState::build(c).unwrap_err().to_string();
     assert!(err.contains("CAIO_LICENSE_PUBLIC_KEY"), "{err}");
 }
+
+#[tokio::test]
+async fn features_switch_execution_on_and_instances_are_counted() {
+    let vendor = issuer();
+    let routing_only = vendor
+        .issue(
+            &IssueRequest {
+                customer_id: "small-co".into(),
+                tier: "routing".into(),
+                not_before: now() - 10,
+                expires_at: now() + 86_400,
+                features: vec![],
+                limits: Limits::default(),
+            },
+            now(),
+        )
+        .unwrap()
+        .0;
+    let s = server(
+        &vendor,
+        LicenseEnforcement::Enforced,
+        Some(routing_only),
+        |_| {},
+    )
+    .await;
+    let client = s.client_key("acme", &["classify"], 2).await;
+    assert_eq!(route(&s, &client).await.status, StatusCode::OK);
+    let r = s
+        .post(
+            "/api/v1/execute",
+            &client,
+            json!({"request": request("sentiment-de.yaml")}),
+        )
+        .await;
+    assert_eq!(r.code(), "LICENSE_LIMIT", "{}", r.text);
+    assert_eq!(r.json["error"]["details"]["feature"], "execution");
+    let r = s
+        .post(
+            "/v1/chat/completions",
+            &client,
+            json!({"model": "chat_completion", "messages": []}),
+        )
+        .await;
+    assert_eq!(r.code(), "LICENSE_LIMIT");
+
+    // A key allowing no instance at all cannot be activated here.
+    let none = key(
+        &vendor,
+        now() - 10,
+        now() + 86_400,
+        Limits {
+            max_instances: Some(0),
+            ..Limits::default()
+        },
+    );
+    let r = s
+        .post(
+            "/api/v1/licensing/activate",
+            ADMIN_KEY,
+            json!({"key": none}),
+        )
+        .await;
+    assert_eq!(
+        r.json["error"]["details"]["reason"], "max_instances",
+        "{}",
+        r.text
+    );
+    // The license in force is unchanged.
+    let st = s.get("/api/v1/licensing/status", ADMIN_KEY).await;
+    assert_eq!(st.json["license"]["tier"], "routing");
+}
