@@ -43,4 +43,4 @@ ci:
 
 # Fuzz every parser of untrusted input for SECONDS each (needs `cargo install cargo-fuzz`).
 fuzz SECONDS="60":
-    for t in contract request policies decision; do RUSTC_BOOTSTRAP=1 cargo fuzz run $t -- -max_total_time={{SECONDS}}; done
+    for t in contract request policies decision license_key; do RUSTC_BOOTSTRAP=1 cargo fuzz run $t -- -max_total_time={{SECONDS}}; done
