@@ -456,7 +456,20 @@ fn gateway_from(config: &Config) -> anyhow::Result<Gateway> {
             OnViolation::Warn => ViolationPolicy::Warn,
             OnViolation::Failover => ViolationPolicy::Failover,
         },
-        credentials: caio_gateway::exec::Credentials::environment(),
+        credentials: {
+            let settings = g.clone();
+            caio_gateway::exec::Credentials::new(move |name| {
+                if settings.credential_env_allowed(name) {
+                    std::env::var(name).ok()
+                } else {
+                    tracing::warn!(
+                        variable = name,
+                        "credential_env not allowed by gateway.credential_envs"
+                    );
+                    None
+                }
+            })
+        },
     });
     gateway.set_stopped(g.emergency_stop);
     Ok(gateway)

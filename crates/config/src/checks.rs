@@ -418,6 +418,34 @@ pub fn check(config: &Config) -> Vec<Check> {
             )
         },
     );
+    out.push(
+        if gw.deadline_ms.saturating_add(500) <= config.limits.request_timeout_ms {
+            Check::pass(
+                "gateway.deadline_ms",
+                format!(
+                    "{} ms, under the {} ms request timeout",
+                    gw.deadline_ms, config.limits.request_timeout_ms
+                ),
+            )
+        } else {
+            Check::fail(
+                "gateway.deadline_ms",
+                format!(
+                    "{} ms leaves less than 500 ms under limits.request_timeout_ms ({} ms): an \
+                     execution would be cut off after calling the service, before it is recorded; \
+                     raise the request timeout or lower the deadline",
+                    gw.deadline_ms, config.limits.request_timeout_ms
+                ),
+            )
+        },
+    );
+    if lic_grace_too_long(config) {
+        out.push(Check::production_only(
+            "license.grace_days",
+            mode,
+            format!("{} days is more than 30", config.license.grace_days),
+        ));
+    }
     let bad_ranges: Vec<&str> = gw
         .allowed_private_ranges
         .iter()
@@ -559,4 +587,8 @@ fn ping_redis(url: &str) -> Result<Duration, String> {
         return Err("PING did not answer PONG".to_owned());
     }
     Ok(start.elapsed())
+}
+
+fn lic_grace_too_long(config: &Config) -> bool {
+    config.license.grace_days > 30
 }

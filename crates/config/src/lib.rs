@@ -260,6 +260,10 @@ pub struct GatewaySettings {
     pub allowed_private_ranges: Vec<String>,
     /// Start with execution stopped (every execute answers 503 EMERGENCY_STOP).
     pub emergency_stop: bool,
+    /// Environment variables contracts may name as `credential_env` besides `CAIO_UPSTREAM_*`
+    /// (for example `OPENAI_API_KEY`). Any other name is refused: whoever registers a contract
+    /// must not be able to have the server send them an arbitrary variable.
+    pub credential_envs: Vec<String>,
     /// Seconds between active probes of every contract's `health` endpoint (0: no probes).
     pub probe_interval_s: u64,
     /// How long an approval token from `POST /api/v1/route?approve=true` stays valid, seconds.
@@ -276,7 +280,7 @@ impl Default for GatewaySettings {
         GatewaySettings {
             max_attempts: 3,
             max_fallbacks: 2,
-            deadline_ms: 30_000,
+            deadline_ms: 9_000,
             backoff_base_ms: 50,
             backoff_max_ms: 2_000,
             max_retry_after_s: 10,
@@ -286,6 +290,7 @@ impl Default for GatewaySettings {
             allow_private_addresses: None,
             allowed_private_ranges: Vec::new(),
             emergency_stop: false,
+            credential_envs: Vec::new(),
             probe_interval_s: 10,
             approval_ttl_s: 900,
             idempotency_ttl_s: 86_400,
@@ -295,6 +300,13 @@ impl Default for GatewaySettings {
 }
 
 impl GatewaySettings {
+    /// Whether a contract may name `name` as its `credential_env`: `CAIO_UPSTREAM_*`, or a name
+    /// the operator listed that is not another `CAIO_*` setting.
+    pub fn credential_env_allowed(&self, name: &str) -> bool {
+        name.starts_with("CAIO_UPSTREAM_")
+            || (!name.starts_with("CAIO_") && self.credential_envs.iter().any(|n| n == name))
+    }
+
     /// Whether private addresses may be called in `mode`.
     pub fn private_allowed(&self, mode: Mode) -> bool {
         self.allow_private_addresses

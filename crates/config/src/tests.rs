@@ -395,3 +395,31 @@ fn gateway_settings_are_checked() {
             .any(|k| k.name == "gateway.allow_private_addresses" && !k.passed())
     );
 }
+
+#[test]
+fn the_execution_deadline_must_fit_under_the_request_timeout() {
+    let mut c = Config::default();
+    assert!(
+        check(&c)
+            .iter()
+            .all(|k| k.name != "gateway.deadline_ms" || k.passed())
+    );
+    c.gateway.deadline_ms = c.limits.request_timeout_ms;
+    assert!(
+        check(&c)
+            .iter()
+            .any(|k| k.name == "gateway.deadline_ms" && !k.passed())
+    );
+    let mut c = Config {
+        mode: Mode::Production,
+        ..Config::default()
+    };
+    c.license.grace_days = 365;
+    assert!(
+        check(&c)
+            .iter()
+            .any(|k| k.name == "license.grace_days" && !k.passed())
+    );
+    assert!(c.gateway.credential_env_allowed("CAIO_UPSTREAM_X"));
+    assert!(!c.gateway.credential_env_allowed("HOME"));
+}

@@ -105,6 +105,12 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> ApiResu
             ),
         )
     })?;
+    if envelope.options.deadline_ms == Some(0) {
+        return Err(ApiError::new(
+            "INVALID_REQUEST",
+            "`deadline_ms` must be at least 1 (it can only shorten gateway.deadline_ms)",
+        ));
+    }
     let parse_one = |source: &str, v: &Value| {
         parse::parse_request(source, &v.to_string(), Format::Json).map_err(|r| {
             outcome(state, "invalid");
@@ -158,6 +164,7 @@ async fn approved_decision(
     caller: &Identity,
     token: &str,
     request: &RouteRequest,
+    dry_run: bool,
 ) -> ApiResult<Decision> {
     let now = caio_trace::now_ms();
     let refuse = |e: ApprovalError| {
@@ -193,11 +200,28 @@ async fn approved_decision(
     }
     let decision: Decision = serde_json::from_value(value)
         .map_err(|e| ApiError::internal("reading a recorded decision", e))?;
-    // Single use, checked last so a refused attempt does not burn the token.
-    state
-        .approvals_used
-        .use_once(&claims, now)
-        .map_err(refuse)?;
+    // The services approved are the services called: a registry that changed since (a contract
+    // updated, added or removed in the caller's view) voids the approval.
+    let current = state
+        .routers
+        .for_tenant(&caller.principal.tenant)
+        .registry()
+        .snapshot();
+    if current.version() != decision.registry_version {
+        return Err(ApiError::new(
+            "APPROVAL_INVALID",
+            "the registry changed since the decision was approved; route and approve again",
+        )
+        .with_details(json!({ "reason": "registry_changed" })));
+    }
+    // Single use, checked last so a refused attempt does not burn the token; a dry run does not
+    // use it either.
+    if !dry_run {
+        state
+            .approvals_used
+            .use_once(&claims, now)
+            .map_err(refuse)?;
+    }
     Ok(decision)
 }
 
@@ -320,7 +344,7 @@ pub async fn execute(
     let router = state.routers.for_tenant(&caller.principal.tenant);
     let snapshot = router.registry().snapshot();
     let decision = match &approval_token {
-        Some(token) => approved_decision(&state, &caller, token, &request).await?,
+        Some(token) => approved_decision(&state, &caller, token, &request, options.dry_run).await?,
         None => route_and_record(&state, &caller, &router, &request).await?,
     };
     let id = decision.decision_id.clone();

@@ -304,9 +304,25 @@ pub async fn chat_completions(
             let who = Arc::clone(&caller);
             let d = decision.clone();
             let snap = Arc::clone(&snapshot);
+            // A stream that goes silent for the service's attempt time is broken off.
+            let idle = std::time::Duration::from_millis(
+                snapshot
+                    .get(&service_id)
+                    .map_or(30_000, |e| e.contract.service.api.timeout_ms),
+            );
             tokio::spawn(async move {
                 let end = loop {
-                    match upstream.frame().await {
+                    let next = tokio::select! {
+                        frame = tokio::time::timeout(idle, upstream.frame()) => frame,
+                        () = tx.closed() => break StreamEnd::ClientLeft,
+                    };
+                    let Ok(next) = next else {
+                        break StreamEnd::UpstreamBroke(format!(
+                            "the upstream sent nothing for {} ms",
+                            idle.as_millis()
+                        ));
+                    };
+                    match next {
                         None => break StreamEnd::Complete,
                         Some(Ok(frame)) => {
                             if let Ok(data) = frame.into_data()

@@ -31,6 +31,25 @@ pub fn can_see(caller: &Identity, tenant: &str) -> bool {
 fn parse_contract(state: &AppState, text: &extract::Text) -> ApiResult<ServiceContract> {
     let contract = parse::parse_contract("body", &text.text, text.format)
         .map_err(|r| ApiError::invalid("INVALID_CONTRACT", &r))?;
+    if let Some(var) = &contract.service.api.credential_env
+        && !state.config.gateway.credential_env_allowed(var)
+    {
+        let line =
+            caio_contracts::LineIndex::build(&text.text).line_of("/service/api/credential_env");
+        let message = format!(
+            "`{var}` may not be used: credentials come from CAIO_UPSTREAM_* variables or the \
+             names the operator lists in gateway.credential_envs"
+        );
+        return Err(ApiError::new(
+            "INVALID_CONTRACT",
+            format!("/service/api/credential_env: {message}"),
+        )
+        .with_details(serde_json::json!({"problems": [{
+            "path": "/service/api/credential_env",
+            "line": line,
+            "message": message,
+        }]})));
+    }
     // A base URL that is a literal forbidden address is refused now; host names are checked
     // each time they resolve, when the gateway connects.
     let url = &contract.service.api.base_url;

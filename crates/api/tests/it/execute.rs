@@ -720,3 +720,97 @@ async fn the_server_probes_health_endpoints_in_the_background() {
     assert!(d["failures"].as_u64().unwrap() >= 1, "{d}");
     assert!(mock.hits("/down/health") >= 1);
 }
+
+#[tokio::test]
+async fn contracts_may_only_name_allowed_credential_variables() {
+    let s = Server::start_with(|c| {
+        c.services_dir = None;
+        c.gateway.credential_envs =
+            vec!["OPENAI_API_KEY".into(), "CAIO_BOOTSTRAP_ADMIN_KEY".into()];
+    })
+    .await;
+    let with_cred = |id: &str, var: &str| {
+        contract(id, "http://127.0.0.1:9", PATH_A, 0.9).replace(
+            "    timeout_ms: 2000\n",
+            &format!("    timeout_ms: 2000\n    credential_env: {var}\n"),
+        )
+    };
+    for (var, ok) in [
+        ("CAIO_UPSTREAM_OPENAI", true),
+        ("OPENAI_API_KEY", true),
+        // Listed, but a CAIO setting: never.
+        ("CAIO_BOOTSTRAP_ADMIN_KEY", false),
+        ("AWS_SECRET_ACCESS_KEY", false),
+        ("CAIO_LICENSE_KEY", false),
+    ] {
+        let id = format!("svc-{}", var.to_lowercase().replace('_', "-"));
+        let r = s
+            .yaml(
+                Method::POST,
+                "/api/v1/services",
+                ADMIN_KEY,
+                &with_cred(&id, var),
+            )
+            .await;
+        if ok {
+            assert_eq!(r.status, StatusCode::CREATED, "{var}: {}", r.text);
+        } else {
+            assert_eq!(r.code(), "INVALID_CONTRACT", "{var}: {}", r.text);
+            assert_eq!(
+                r.json["error"]["details"]["problems"][0]["path"],
+                "/service/api/credential_env"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_approval_is_void_once_the_registry_changed_and_deadlines_only_shorten() {
+    let mock = MockUpstream::start().await.unwrap();
+    let (s, key) = setup(&mock).await;
+    let request = body()["request"].clone();
+    let r = s
+        .post("/api/v1/route?approve=true", &key, request.clone())
+        .await;
+    let token = r.header("x-caio-approval-token").unwrap().to_owned();
+    // A dry run with the token does not use it.
+    let r = s
+        .post(
+            "/api/v1/execute",
+            &key,
+            json!({"request": request, "approval_token": token, "dry_run": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // The registry changes: the approval is void.
+    let r = s
+        .yaml(
+            Method::POST,
+            "/api/v1/services",
+            ADMIN_KEY,
+            &contract("chat-c", &mock.url(), PATH_B, 0.9),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = s
+        .post(
+            "/api/v1/execute",
+            &key,
+            json!({"request": request, "approval_token": token}),
+        )
+        .await;
+    assert_eq!(
+        r.json["error"]["details"]["reason"], "registry_changed",
+        "{}",
+        r.text
+    );
+    assert_eq!(mock.hits(PATH_A), 0);
+    let r = s
+        .post(
+            "/api/v1/execute",
+            &key,
+            json!({"request": request, "deadline_ms": 0}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}

@@ -262,13 +262,30 @@ fn protocol(adapter: Adapter, reason: impl Into<String>) -> CallError {
     }
 }
 
-/// Turns a non-success status into its error.
+/// Turns a non-success status into its error. The body's free text is not kept — upstreams
+/// echo request details (even masked keys) in error messages, and this error reaches callers and
+/// traces — only the `error.type`/`error.code` of a JSON error body; the whole body goes to the
+/// debug log.
 pub fn status_error(status: u16, headers: &HeaderMap, body: &[u8]) -> CallError {
-    let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+    tracing::debug!(status, body = %String::from_utf8_lossy(&body[..body.len().min(2048)]), "upstream error body");
+    let kind = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+        let e = v.get("error")?;
+        ["type", "code"]
+            .iter()
+            .filter_map(|k| match e.get(*k)? {
+                Value::String(s) if s.len() <= 64 => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .next()
+    });
     CallError::Status {
         status,
         retry_after: retry_after(headers),
-        message: text,
+        message: match kind {
+            Some(k) => format!("error type `{k}`"),
+            None => "no error type given".to_owned(),
+        },
     }
 }
 
@@ -546,9 +563,24 @@ mod tests {
             CallError::Status {
                 status: 429,
                 retry_after: Some(Duration::from_secs(3)),
-                message: r#"{"error":"slow down"}"#.into()
+                message: "no error type given".into()
             }
         );
+        assert!(e.retryable());
+        // Free text of an error body never reaches the error (it could echo a key).
+        let e401 = parse(
+            Adapter::OpenaiChat,
+            &answer(
+                401,
+                &[],
+                r#"{"error":{"message":"Incorrect API key provided: sk-abc123","type":"invalid_request_error"}}"#,
+            ),
+        )
+        .unwrap_err();
+        assert!(!e401.to_string().contains("sk-abc123"), "{e401}");
+        assert!(e401.to_string().contains("invalid_request_error"), "{e401}");
+        assert!(!e401.counts_against_service());
+        assert!(!e401.retryable());
         assert!(e.retryable());
         for (s, retry) in [
             (500, false),

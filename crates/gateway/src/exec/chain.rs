@@ -246,9 +246,12 @@ impl Gateway {
         options: &ExecuteOptions,
     ) -> ChainRun {
         let started = Instant::now();
+        // A request may shorten the deadline, never lengthen it past the configured one.
         let budget = options
             .deadline_ms
-            .map_or(self.config.default_deadline, Duration::from_millis);
+            .map_or(self.config.default_deadline, |ms| {
+                Duration::from_millis(ms).min(self.config.default_deadline)
+            });
         let deadline = started + budget;
         let mut run = ChainRun {
             status: ExecutionStatus::Succeeded,

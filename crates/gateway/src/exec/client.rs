@@ -116,10 +116,30 @@ impl CallError {
         }
     }
 
-    /// Whether the failure says something about the service's health (a refused address or a
-    /// missing credential is the operator's problem, not the service's).
+    /// Whether the failure says something about the service's health. Not: a refused address
+    /// or a missing credential (the operator's problem), a request the service rejected as
+    /// invalid or a rejected credential (the caller's or the operator's) — or any client could
+    /// open every candidate's circuit with a few bad payloads.
     pub fn counts_against_service(&self) -> bool {
-        !matches!(self, CallError::Refused(_) | CallError::Config(_))
+        match self {
+            CallError::Refused(_) | CallError::Config(_) => false,
+            CallError::Status { status, .. } => {
+                !(400..500).contains(status) || *status == 408 || *status == 429
+            }
+            _ => true,
+        }
+    }
+
+    /// Whether the request itself was refused as invalid (400, 413, 415, 422): another candidate
+    /// would refuse the same payload, so execution stops instead of falling back.
+    pub fn is_caller_error(&self) -> bool {
+        matches!(
+            self,
+            CallError::Status {
+                status: 400 | 413 | 415 | 422,
+                ..
+            }
+        )
     }
 }
 

@@ -296,7 +296,9 @@ fn whole_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Releases a half-open trial whose call did not finish (the request was dropped).
+/// Releases a half-open trial whose call did not record an outcome (the request was dropped, the
+/// deadline came first, the call could not be made). Releasing after an outcome was recorded is
+/// harmless: recording already ended the trial.
 struct Trial<'a> {
     health: &'a HealthBoard,
     service: &'a str,
@@ -385,9 +387,12 @@ impl Gateway {
         options: &ExecuteOptions,
     ) -> Execution {
         let started = Instant::now();
+        // A request may shorten the deadline, never lengthen it past the configured one.
         let budget = options
             .deadline_ms
-            .map_or(self.config.default_deadline, Duration::from_millis);
+            .map_or(self.config.default_deadline, |ms| {
+                Duration::from_millis(ms).min(self.config.default_deadline)
+            });
         let deadline = started + budget;
         let policy = options.on_violation.unwrap_or(self.config.on_violation);
         let mut ex = Execution::failed();
@@ -460,7 +465,10 @@ impl Gateway {
                 fall(&mut ex, "circuit_open");
                 continue;
             }
-            let mut trial = Trial {
+            // A half-open trial stays claimed until this candidate is done with; every way out
+            // that did not record an outcome (deadline, configuration, refused address) releases
+            // it when the guard drops at the end of the iteration.
+            let _trial = Trial {
                 health: &self.health,
                 service: id,
                 armed: admission == Admission::Trial,
@@ -477,7 +485,6 @@ impl Gateway {
                     &mut ex.attempts,
                 )
                 .await;
-            trial.armed = false;
             match outcome {
                 ServiceOutcome::Answered { reply, latency } => {
                     let composed = if i == 0 {
@@ -536,6 +543,10 @@ impl Gateway {
                 }
                 ServiceOutcome::Failed(e) => {
                     last_error = Some((e.code().into(), format!("`{id}`: {e}")));
+                    if e.is_caller_error() {
+                        // The payload, not the service: the next candidate would refuse it too.
+                        break;
+                    }
                     fall(&mut ex, e.code());
                 }
                 ServiceOutcome::DeadlinePassed => {

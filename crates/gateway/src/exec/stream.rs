@@ -92,9 +92,12 @@ impl Gateway {
             };
         }
         let started = Instant::now();
+        // A request may shorten the deadline, never lengthen it past the configured one.
         let budget = options
             .deadline_ms
-            .map_or(self.config.default_deadline, Duration::from_millis);
+            .map_or(self.config.default_deadline, |ms| {
+                Duration::from_millis(ms).min(self.config.default_deadline)
+            });
         let deadline = started + budget;
         let mut ex = Execution::failed();
         let capability = request
@@ -151,13 +154,21 @@ impl Gateway {
                     continue;
                 }
             };
-            if self.health.admit(id) == Admission::Refused {
+            let admission = self.health.admit(id);
+            if admission == Admission::Refused {
                 last = Some(CallError::Config(format!(
                     "`{id}`'s circuit breaker is open"
                 )));
                 fall(&mut ex, "circuit_open");
                 continue;
             }
+            // Released on every way out but a stream handed to the caller, whose end
+            // (`stream_finished`) records or releases it.
+            let mut trial = super::Trial {
+                health: &self.health,
+                service: id,
+                armed: admission == Admission::Trial,
+            };
             let max = self.config.max_attempts.max(1);
             let mut n = 0;
             loop {
@@ -215,6 +226,7 @@ impl Gateway {
                         });
                         ex.status = ExecutionStatus::Succeeded;
                         ex.service_id = Some(id.to_owned());
+                        trial.armed = false;
                         ex.warnings.push(
                             "streamed: the output went to the client, not to the trace".into(),
                         );
@@ -303,6 +315,8 @@ impl Gateway {
         match end {
             StreamEnd::Complete => {}
             StreamEnd::ClientLeft => {
+                // Nothing was learned about the service; a half-open trial is released.
+                self.health.cancel_trial(&id);
                 execution.warnings.push(
                     "the client disconnected before the stream ended; the service was not \
                      judged on it"

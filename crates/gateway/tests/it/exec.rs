@@ -914,3 +914,68 @@ service:
     assert_eq!(ex.service_id.as_deref(), Some("b"));
     assert_eq!(mock.hits(A), 0);
 }
+
+#[tokio::test]
+async fn a_half_open_trial_that_records_nothing_is_released() {
+    let mock = MockUpstream::start().await.unwrap();
+    chat_on(&mock, &[B, C]);
+    mock.set_default(
+        A,
+        Behavior::Status {
+            status: 503,
+            retry_after_s: None,
+        },
+    );
+    let gw = Gateway::new(config());
+    let router = setup(&gw, three(&mock).await);
+    run(&gw, &router, &ExecuteOptions::default()).await;
+    assert_eq!(gw.health().state("a"), CircuitState::Open);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    gw.health().refresh();
+    // The trial's call cannot be made (a payload the openai adapter refuses): nothing is
+    // recorded, and the trial must be free again afterwards.
+    let mut req = request();
+    req.payload = json!("not an object");
+    let p = support::principal("acme-analyst");
+    let (_, ex) = gw
+        .execute(&router, &req, &p, &ExecuteOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        ex.attempts
+            .iter()
+            .filter(|a| a.service_id == "a")
+            .all(|a| a.outcome == "configuration_error"),
+        "{:?}",
+        ex.attempts
+    );
+    assert_eq!(
+        gw.health().admit("a"),
+        caio_gateway::exec::health::Admission::Trial,
+        "the trial leaked"
+    );
+}
+
+#[tokio::test]
+async fn a_request_the_service_rejects_as_invalid_neither_falls_back_nor_trips_the_breaker() {
+    let mock = MockUpstream::start().await.unwrap();
+    chat_on(&mock, &[B, C]);
+    mock.set_default(
+        A,
+        Behavior::Json {
+            status: 400,
+            body: json!({"error": {"type": "invalid_request_error", "message": "bad messages"}}),
+            headers: vec![],
+        },
+    );
+    let gw = Gateway::new(config());
+    let router = setup(&gw, three(&mock).await);
+    for _ in 0..5 {
+        let ex = run(&gw, &router, &ExecuteOptions::default()).await;
+        assert_eq!(ex.status, ExecutionStatus::Failed);
+        assert!(ex.fallbacks.is_empty());
+        assert_eq!(ex.error.unwrap().code, "upstream_4xx");
+    }
+    assert_eq!(mock.hits(B) + mock.hits(C), 0);
+    assert_eq!(gw.health().state("a"), CircuitState::Closed);
+}
