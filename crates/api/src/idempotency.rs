@@ -114,14 +114,31 @@ impl IdempotencyStore for MemoryIdempotency {
             }
             _ => {}
         }
-        // New, expired or stale: claim it.
+        // New, expired or stale: claim it. When full, expired outcomes go first; then the
+        // oldest finished ones. A running claim is never evicted (its request would run twice).
+        if slots.len() >= self.max_entries {
+            let (ttl, stale) = (self.ttl_ms, self.stale_ms);
+            slots.retain(|_, slot| match slot {
+                Slot::Done { at_ms, .. } => now_ms.saturating_sub(*at_ms) < ttl,
+                Slot::Running { since_ms, .. } => now_ms.saturating_sub(*since_ms) < stale,
+            });
+            order.retain(|k| slots.contains_key(k));
+        }
+        let mut kept = VecDeque::new();
         while slots.len() >= self.max_entries {
-            match order.pop_front() {
-                Some(old) => {
-                    slots.remove(&old);
-                }
-                None => break,
+            let Some(old) = order.pop_front() else { break };
+            if matches!(slots.get(&old), Some(Slot::Running { .. })) {
+                kept.push_back(old);
+            } else {
+                slots.remove(&old);
             }
+        }
+        while let Some(k) = kept.pop_back() {
+            order.push_front(k);
+        }
+        if slots.len() >= self.max_entries {
+            // Every entry is a running request: refuse to track more rather than forget one.
+            return Begin::InProgress;
         }
         if slots
             .insert(
@@ -256,6 +273,24 @@ mod tests {
         let c = Claim::new(Arc::clone(&store), "k".into());
         c.finish(stored(2), 102);
         assert_eq!(store.begin("k", f, 103), Begin::Replay(stored(2)));
+    }
+
+    #[test]
+    fn running_claims_are_never_evicted_and_expired_ones_go_first() {
+        let s = MemoryIdempotency::new(100, 1_000_000, 2);
+        let f = fingerprint("/x", b"b");
+        assert_eq!(s.begin("run", f, 0), Begin::Fresh);
+        assert_eq!(s.begin("done", f, 0), Begin::Fresh);
+        s.finish("done", stored(1), 0);
+        // Full: the finished one goes, the running one stays.
+        assert_eq!(s.begin("new", f, 1), Begin::Fresh);
+        assert_eq!(s.begin("run", f, 2), Begin::InProgress);
+        // Full of running claims: a new key is refused rather than evicting one.
+        assert_eq!(s.begin("another", f, 3), Begin::InProgress);
+        s.finish("new", stored(2), 4);
+        // After the TTL the finished entry is purged first.
+        assert_eq!(s.begin("later", f, 500), Begin::Fresh);
+        assert_eq!(s.begin("run", f, 501), Begin::InProgress);
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //!   closes the circuit, its failure opens it for another cooldown.
 //!
 //! Guarantee violations count as failures for the success rate (the service's reliability term)
-//! but not toward the consecutive-failure trip: a slow answer is still an answer.
+//! but not toward the consecutive-failure trip: a slow answer is still an answer. Active probes
+//! count when they fail; a passing probe adds a success to the window but neither clears a run of
+//! failed calls nor closes a half-open circuit.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -309,6 +311,14 @@ impl HealthBoard {
             h.recent.pop_front();
         }
         let answered = !matches!(result, CallResult::Failure);
+        if result == CallResult::Probe {
+            // A passing health probe says the service is up, not that its real endpoint works:
+            // it neither clears a run of failed calls nor closes a half-open circuit (only a
+            // real call does); it releases a trial it was admitted as.
+            h.trial_in_flight = false;
+            self.publish(&services);
+            return;
+        }
         if answered {
             h.consecutive_failures = 0;
         } else {
@@ -509,6 +519,30 @@ mod tests {
         // A service never called is admitted and reported nowhere.
         assert_eq!(b.admit("other"), Admission::Allowed);
         assert_eq!(b.report().len(), 1);
+    }
+
+    #[test]
+    fn passing_probes_neither_clear_failed_calls_nor_close_a_half_open_circuit() {
+        let b = board();
+        let t = Instant::now();
+        b.record_at("s", CallResult::Failure, t);
+        b.record_at("s", CallResult::Failure, t);
+        b.record_at("s", CallResult::Probe, t);
+        // The run of failed calls continues: the third failure opens the circuit.
+        b.record_at("s", CallResult::Failure, t);
+        assert_eq!(b.state("s"), CircuitState::Open);
+        let later = t + Duration::from_secs(11);
+        assert_eq!(b.admit_at("s", later), Admission::Trial);
+        b.record_at("s", CallResult::Probe, later);
+        assert_eq!(
+            b.state("s"),
+            CircuitState::HalfOpen,
+            "a probe closed the circuit"
+        );
+        // The probe released its trial: a real call gets it and decides.
+        assert_eq!(b.admit_at("s", later), Admission::Trial);
+        b.record_at("s", CallResult::Success { latency_ms: 3.0 }, later);
+        assert_eq!(b.state("s"), CircuitState::Closed);
     }
 
     #[test]

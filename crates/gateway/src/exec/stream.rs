@@ -128,6 +128,12 @@ impl Gateway {
                 };
                 let mut sub = decision.clone();
                 sub.ranking = vec![(*candidate).clone()];
+                // Judged against its own guarantees, not the chosen service's.
+                sub.guarantees = caio_guarantees::compose_one(
+                    Arc::clone(&candidate.service_id),
+                    &entry.contract.service,
+                    candidate.terms.estimated_cost,
+                );
                 let rest = self.run(snapshot, &sub, request, &one).await;
                 ex.attempts.extend(rest.attempts);
                 ex.violations.extend(rest.violations);
