@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use caio_contracts::decision::{ComposedGuarantees, Decision};
 use caio_contracts::model::DataLocality;
 use caio_contracts::request::{Principal, RouteRequest};
-use caio_guarantees::{Observed, compose_chain, enforce};
+use std::sync::Arc;
+
+use caio_guarantees::{Observed, compose_chain, compose_one, enforce};
 use caio_registry::Snapshot;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -94,6 +96,8 @@ pub struct ChainPlan {
     pub decisions: Vec<Decision>,
     /// Their composed guarantees.
     pub composed: ComposedGuarantees,
+    /// The bounds the composition was checked against (fallbacks must keep them too).
+    pub bounds: ChainBounds,
 }
 
 /// One executed stage.
@@ -234,6 +238,7 @@ impl Gateway {
         Ok(ChainPlan {
             decisions,
             composed,
+            bounds: *bounds,
         })
     }
 
@@ -273,7 +278,41 @@ impl Gateway {
                 deadline_ms: Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1)),
                 ..options.clone()
             };
-            let ex = self.run(snapshot, decision, &request, &stage_options).await;
+            let stage_decision = match self.stage_candidates(snapshot, plan, i, &request.payload) {
+                Ok(d) => d,
+                Err(reason) => {
+                    let mut ex = Execution::failed();
+                    ex.error = Some(ExecutionError {
+                        code: "chain_constraint".into(),
+                        message: reason,
+                    });
+                    ex.warnings
+                        .push("no candidate of this stage keeps the chain's bounds".into());
+                    run.stages.push(StageRun {
+                        decision_id: decision.decision_id.clone(),
+                        execution: ex,
+                    });
+                    run.status = ExecutionStatus::Failed;
+                    run.error = run.stages[i]
+                        .execution
+                        .error
+                        .clone()
+                        .map(|e| ExecutionError {
+                            code: e.code,
+                            message: format!(
+                                "stage {} ({}): {}",
+                                i + 1,
+                                decision.service_id,
+                                e.message
+                            ),
+                        });
+                    run.latency_ms = ms(started.elapsed());
+                    return run;
+                }
+            };
+            let ex = self
+                .run(snapshot, &stage_decision, &request, &stage_options)
+                .await;
             let status = ex.status;
             let output = ex.output.clone();
             run.stages.push(StageRun {
@@ -330,6 +369,65 @@ impl Gateway {
                 );
         }
         run
+    }
+}
+
+impl Gateway {
+    /// The candidates stage `i` may run: those of its ranking that keep the chain within its
+    /// bounds when they stand in for the stage's chosen service, and, when the stage's actual
+    /// input holds personal data (found only now: the previous stage produced it), those the
+    /// security step admits for sensitive data. The decision comes back with that ranking and,
+    /// when its first candidate is not the chosen one, that candidate's own guarantees.
+    fn stage_candidates(
+        &self,
+        snapshot: &Snapshot,
+        plan: &ChainPlan,
+        i: usize,
+        input: &Value,
+    ) -> Result<Decision, String> {
+        let decision = &plan.decisions[i];
+        let sensitive = i > 0 && !caio_security::scan(input).is_empty();
+        let mut allowed = Vec::new();
+        for c in &decision.ranking {
+            let Some(entry) = snapshot.get(&c.service_id) else {
+                continue;
+            };
+            let spec = &entry.contract.service;
+            if sensitive && caio_security::deny(&decision.principal, spec, true).is_some() {
+                continue;
+            }
+            let own = compose_one(Arc::clone(&c.service_id), spec, c.terms.estimated_cost);
+            let parts: Vec<ComposedGuarantees> = plan
+                .decisions
+                .iter()
+                .enumerate()
+                .map(|(j, d)| {
+                    if j == i {
+                        own.clone()
+                    } else {
+                        d.guarantees.clone()
+                    }
+                })
+                .collect();
+            let fits = compose_chain(&parts)
+                .is_some_and(|all| check_bounds(&all, &plan.bounds).is_empty());
+            if fits {
+                allowed.push((c.clone(), own));
+            }
+        }
+        let Some((first, first_guarantees)) = allowed.first().cloned() else {
+            return Err(if sensitive {
+                "the stage's input holds personal data and no candidate may receive it within the chain's bounds".into()
+            } else {
+                "no candidate keeps the chain within its bounds".into()
+            });
+        };
+        let mut d = decision.clone();
+        if first.service_id != decision.service_id {
+            d.guarantees = first_guarantees;
+        }
+        d.ranking = allowed.into_iter().map(|(c, _)| c).collect();
+        Ok(d)
     }
 }
 

@@ -979,3 +979,118 @@ async fn a_request_the_service_rejects_as_invalid_neither_falls_back_nor_trips_t
     assert_eq!(mock.hits(B) + mock.hits(C), 0);
     assert_eq!(gw.health().state("a"), CircuitState::Closed);
 }
+
+fn external(c: ServiceContract) -> ServiceContract {
+    let mut c = c;
+    c.service.privacy.data_locality = caio_contracts::model::DataLocality::External;
+    c.service.privacy.encryption = false;
+    c
+}
+
+#[tokio::test]
+async fn chain_fallbacks_keep_the_bounds_and_personal_data_found_midway_stays_local() {
+    use caio_gateway::exec::chain::ChainBounds;
+    let mock = MockUpstream::start().await.unwrap();
+    let u = mock.url();
+    mock.set_default("/ext", Behavior::Echo);
+    mock.set_default("/loc", Behavior::Echo);
+    mock.set_default("/src", Behavior::Echo);
+    let gw = Gateway::new(config());
+    let router = setup(
+        &gw,
+        vec![
+            chain_contract("src", "speech_to_text", &u, "http_json", "/src", 100, 0.9),
+            chain_contract(
+                "mt-local",
+                "translation",
+                &u,
+                "http_json",
+                "/loc",
+                100,
+                0.95,
+            ),
+            external(chain_contract(
+                "mt-ext",
+                "translation",
+                &u,
+                "http_json",
+                "/ext",
+                100,
+                0.9,
+            )),
+        ],
+    );
+    let stages = vec![
+        stage_request("speech_to_text"),
+        stage_request("translation"),
+    ];
+    let p = support::principal("acme-analyst");
+    let snapshot = router.registry().snapshot();
+
+    // Local only: the external fallback would break the bound, so a failing local service
+    // fails the stage instead of sending the data out.
+    let local_only = ChainBounds {
+        data_locality: Some(caio_contracts::model::DataLocality::Local),
+        ..ChainBounds::default()
+    };
+    let plan = gw.plan_chain(&router, &stages, &p, &local_only).unwrap();
+    assert_eq!(plan.decisions[1].service_id.as_ref(), "mt-local");
+    mock.script(
+        "/loc",
+        [Behavior::Status {
+            status: 500,
+            retry_after_s: None,
+        }],
+    );
+    let run = gw
+        .run_chain(&snapshot, &plan, &stages, &ExecuteOptions::default())
+        .await;
+    assert_eq!(run.status, ExecutionStatus::Failed, "{run:?}");
+    assert_eq!(mock.hits("/ext"), 0, "data left for an external service");
+
+    // No bound: the fallback is allowed…
+    let plan = gw
+        .plan_chain(&router, &stages, &p, &ChainBounds::default())
+        .unwrap();
+    mock.script(
+        "/loc",
+        [Behavior::Status {
+            status: 500,
+            retry_after_s: None,
+        }],
+    );
+    let run = gw
+        .run_chain(&snapshot, &plan, &stages, &ExecuteOptions::default())
+        .await;
+    assert_eq!(
+        run.stages[1].execution.service_id.as_deref(),
+        Some("mt-ext")
+    );
+    // …unless stage 1's output holds personal data: then only services admitted for sensitive
+    // data may get it.
+    mock.script(
+        "/src",
+        [Behavior::Json {
+            status: 200,
+            body: json!({"transcript": "call me at alice@example.com"}),
+            headers: vec![],
+        }],
+    );
+    mock.script(
+        "/loc",
+        [Behavior::Status {
+            status: 500,
+            retry_after_s: None,
+        }],
+    );
+    let ext_before = mock.hits("/ext");
+    let run = gw
+        .run_chain(&snapshot, &plan, &stages, &ExecuteOptions::default())
+        .await;
+    assert_eq!(run.status, ExecutionStatus::Failed, "{run:?}");
+    assert_eq!(
+        mock.hits("/ext"),
+        ext_before,
+        "personal data went to an external service"
+    );
+}
