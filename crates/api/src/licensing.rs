@@ -78,8 +78,7 @@ pub struct Licensing {
     /// Instances that activated each license id (memory now; Redis in cluster mode).
     activations: Mutex<BTreeMap<String, BTreeSet<String>>>,
     /// (UTC day number, requests routed that day).
-    day: AtomicU64,
-    requests_today: AtomicU64,
+    meter: Mutex<(u64, u64)>,
     last_warning_log_s: AtomicU64,
     warnings: AtomicU64,
 }
@@ -133,8 +132,7 @@ impl Licensing {
                 .take(16)
                 .collect(),
             activations: Mutex::new(BTreeMap::new()),
-            day: AtomicU64::new(0),
-            requests_today: AtomicU64::new(0),
+            meter: Mutex::new((0, 0)),
             last_warning_log_s: AtomicU64::new(0),
             warnings: AtomicU64::new(0),
         };
@@ -302,10 +300,14 @@ impl Licensing {
             }
             if let Some(max) = l.limits.max_requests_per_day {
                 let today = u64::try_from(now / 86_400).unwrap_or(0);
-                if self.day.swap(today, Ordering::Relaxed) != today {
-                    self.requests_today.store(0, Ordering::Relaxed);
-                }
-                let n = self.requests_today.fetch_add(1, Ordering::Relaxed) + 1;
+                let n = {
+                    let mut m = self.meter.lock().unwrap_or_else(PoisonError::into_inner);
+                    if m.0 != today {
+                        *m = (today, 0);
+                    }
+                    m.1 += 1;
+                    m.1
+                };
                 if n > max {
                     let message = format!(
                         "the license allows {max} routed requests per UTC day; this is request {n}"
@@ -401,7 +403,7 @@ impl Licensing {
                 "limits": l.limits,
                 "usage": {
                     "instances": instances,
-                    "requests_today": self.requests_today.load(Ordering::Relaxed),
+                    "requests_today": self.meter.lock().unwrap_or_else(PoisonError::into_inner).1,
                 },
             })
         });

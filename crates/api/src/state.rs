@@ -310,10 +310,17 @@ impl AppState {
         report.policy_version = compiled.version.clone();
         let gateway = Arc::new(gateway_from(&config)?);
         let licensing = crate::licensing::Licensing::new(&config.license)?;
-        let approval_key = if file_backed {
-            approval_key_file(&data.join("approval.key"))?
+        let (approval_key, approvals_used) = if file_backed {
+            (
+                approval_key_file(&data.join("approval.key"))?,
+                UsedTokens::open(&data.join("approvals.used"), caio_trace::now_ms())
+                    .map_err(|e| anyhow!("the used-approvals file: {e}"))?,
+            )
         } else {
-            ApprovalKey::generate().map_err(|e| anyhow!(e))?
+            (
+                ApprovalKey::generate().map_err(|e| anyhow!(e))?,
+                UsedTokens::new(),
+            )
         };
         let idempotency: Arc<dyn IdempotencyStore> = Arc::new(MemoryIdempotency::new(
             config.gateway.idempotency_ttl_s.saturating_mul(1000),
@@ -405,7 +412,7 @@ impl AppState {
             }),
             gateway,
             approval_key,
-            approvals_used: UsedTokens::new(),
+            approvals_used,
             idempotency,
             licensing,
             audit_healthy: AtomicBool::new(true),

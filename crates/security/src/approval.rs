@@ -159,16 +159,53 @@ impl ApprovalKey {
     }
 }
 
-/// Tokens already used, remembered until they expire.
+/// Tokens already used, remembered until they expire; with a file, across restarts too (one
+/// line `<expires_at_ms> <decision_id>:<nonce>` per use, appended and fsynced before the use is
+/// granted).
 #[derive(Debug, Default)]
 pub struct UsedTokens {
     used: Mutex<HashMap<String, u64>>,
+    file: Option<Mutex<std::fs::File>>,
 }
 
 impl UsedTokens {
-    /// An empty set.
+    /// An empty set kept in memory.
     pub fn new() -> UsedTokens {
         UsedTokens::default()
+    }
+
+    /// The set recorded in `path` (created if missing); entries already expired at `now_ms` are
+    /// dropped on the way in. Unreadable lines are errors naming the line, never skipped.
+    pub fn open(path: &std::path::Path, now_ms: u64) -> Result<UsedTokens, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let mut used = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let (exp, key) = line
+                .split_once(' ')
+                .and_then(|(e, k)| Some((e.parse::<u64>().ok()?, k)))
+                .ok_or_else(|| format!("{}:{}: not `<expires_ms> <key>`", path.display(), i + 1))?;
+            if exp > now_ms {
+                used.insert(key.to_owned(), exp);
+            }
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.append(true).create(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options
+            .open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(UsedTokens {
+            used: Mutex::new(used),
+            file: Some(Mutex::new(file)),
+        })
     }
 
     /// Marks `claims`' token used; `AlreadyUsed` when it was. Expired entries are forgotten on
@@ -181,6 +218,16 @@ impl UsedTokens {
         let key = format!("{}:{}", claims.decision_id, claims.nonce);
         if used.contains_key(&key) {
             return Err(ApprovalError::AlreadyUsed);
+        }
+        if let Some(file) = &self.file {
+            use std::io::Write;
+            let mut f = file.lock().unwrap_or_else(PoisonError::into_inner);
+            // Refuse the use rather than grant one that a restart would forget.
+            writeln!(f, "{} {key}", claims.expires_at_ms)
+                .and_then(|()| f.sync_data())
+                .map_err(|_| {
+                    ApprovalError::Malformed("the used-approvals file cannot be written")
+                })?;
         }
         used.insert(key, claims.expires_at_ms);
         Ok(())
@@ -255,6 +302,25 @@ mod tests {
             key.verify(&"a".repeat(MAX_TOKEN_BYTES + 1), 0),
             Err(ApprovalError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn used_tokens_survive_a_restart_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("approvals.used");
+        let used = UsedTokens::open(&path, 0).unwrap();
+        used.use_once(&claims(1000), 0).unwrap();
+        drop(used);
+        let again = UsedTokens::open(&path, 10).unwrap();
+        assert_eq!(
+            again.use_once(&claims(1000), 10),
+            Err(ApprovalError::AlreadyUsed)
+        );
+        // After expiry the entry is forgotten on reopening (the token itself is expired anyway).
+        let later = UsedTokens::open(&path, 2000).unwrap();
+        assert!(later.used.lock().unwrap().is_empty());
+        std::fs::write(&path, "garbage\n").unwrap();
+        assert!(UsedTokens::open(&path, 0).unwrap_err().contains(":1:"));
     }
 
     #[test]

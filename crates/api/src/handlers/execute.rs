@@ -302,9 +302,10 @@ pub async fn execute(
     if state.gateway.stopped() {
         return Err(stopped_error(&state));
     }
+    let input = read_body(&state, &headers, body).await?;
+    // After reading: an invalid request does not use the license's daily quota.
     let license_warning = crate::handlers::licensing::gate(&state)?;
     let license_warning = crate::handlers::licensing::gate_execution(&state, license_warning)?;
-    let input = read_body(&state, &headers, body).await?;
     let claim = match idempotency(&state, &caller, &headers, &input.raw)? {
         Idem::Replay(stored) => {
             audit(
@@ -613,13 +614,17 @@ pub async fn set_stop(
         Some(format!("stopped={}", change.stopped)),
     )
     .await?;
-    state.gateway.set_stopped(change.stopped);
+    {
+        // The flag and its record change together.
+        let mut record = state.stop.write().unwrap_or_else(|p| p.into_inner());
+        state.gateway.set_stopped(change.stopped);
+        *record = next.clone();
+    }
     if change.stopped {
         tracing::warn!(by = %caller.subject, "emergency stop ON: executions refused");
     } else {
         tracing::warn!(by = %caller.subject, "emergency stop OFF: executions resume");
     }
-    *state.stop.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
     Ok(axum::Json(next).into_response())
 }
 

@@ -188,9 +188,10 @@ pub async fn route(
     body: Body,
 ) -> ApiResult<Response> {
     require(&state, &caller, Action::Route)?;
-    let license_warning = crate::handlers::licensing::gate(&state)?;
     let started = Instant::now();
     let (request, approve_in_body) = read_request(&state, &headers, body).await?;
+    // After reading: an invalid request does not use the license's daily quota.
+    let license_warning = crate::handlers::licensing::gate(&state)?;
     let wants_approval = approve_in_body
         || query.as_deref().is_some_and(|q| {
             q.split('&')

@@ -230,8 +230,13 @@ pub fn build(api: &ApiSpec, ctx: &CallContext<'_>, stream: bool) -> Result<Outbo
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
-    // Seconds; an HTTP date is treated as "later", i.e. not honoured precisely.
-    v.parse::<u64>().ok().map(Duration::from_secs)
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(Duration::from_secs(s));
+    }
+    // An HTTP date (`Wed, 21 Oct 2015 07:28:00 GMT`): the time left until then, 0 if past.
+    let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
+    let left = at - time::OffsetDateTime::now_utc();
+    Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
 }
 
 fn reported_header(headers: &HeaderMap) -> Reported {
@@ -567,6 +572,35 @@ mod tests {
             }
         );
         assert!(e.retryable());
+        // Retry-After as an HTTP date.
+        let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(30);
+        let date = soon
+            .format(&time::format_description::well_known::Rfc2822)
+            .unwrap()
+            .replace("+0000", "GMT");
+        match parse(
+            Adapter::HttpJson,
+            &answer(503, &[("retry-after", &date)], ""),
+        )
+        .unwrap_err()
+        {
+            CallError::Status {
+                retry_after: Some(d),
+                ..
+            } => {
+                assert!(
+                    d <= Duration::from_secs(30) && d >= Duration::from_secs(25),
+                    "{d:?}"
+                )
+            }
+            other => panic!("{date}: {other:?}"),
+        }
+        let past = parse(
+            Adapter::HttpJson,
+            &answer(503, &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")], ""),
+        )
+        .unwrap_err();
+        assert!(matches!(past, CallError::Status { retry_after: Some(d), .. } if d.is_zero()));
         // Free text of an error body never reaches the error (it could echo a key).
         let e401 = parse(
             Adapter::OpenaiChat,
