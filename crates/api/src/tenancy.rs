@@ -185,6 +185,14 @@ impl TenantRouters {
         }))
     }
 
+    /// Drops the routers pinned to a service that left the registry.
+    pub fn forget_service(&self, service_id: &str) {
+        self.pinned
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(_, id), _| id != service_id);
+    }
+
     /// Activates a new policy set for every tenant.
     pub fn set_policies(&self, policies: CompiledPolicies) {
         // Hold the write locks so a router created concurrently cannot miss the new set.

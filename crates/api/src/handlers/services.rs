@@ -398,6 +398,9 @@ pub async fn delete(
         e.digest.clone()
     };
     state.registry().remove(&id).map_err(registry_error)?;
+    // A service registered again under this id starts with a clean bill of health.
+    state.gateway.health().forget(&id);
+    state.routers.forget_service(&id);
     state
         .metrics
         .services

@@ -403,6 +403,14 @@ impl HealthBoard {
         out
     }
 
+    /// Forgets a service (it left the registry).
+    pub fn forget(&self, service: &str) {
+        let mut services = self.lock();
+        if services.remove(service).is_some() {
+            self.publish(&services);
+        }
+    }
+
     /// The breaker state of one service (closed when never called).
     pub fn state(&self, service: &str) -> CircuitState {
         self.lock()
@@ -519,6 +527,10 @@ mod tests {
         // A service never called is admitted and reported nowhere.
         assert_eq!(b.admit("other"), Admission::Allowed);
         assert_eq!(b.report().len(), 1);
+        // A service that left the registry is forgotten, in the report and the history.
+        b.forget("s");
+        assert!(b.report().is_empty());
+        assert!(b.history().load().is_empty());
     }
 
     #[test]
