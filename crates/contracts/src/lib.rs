@@ -27,7 +27,7 @@ pub use model::{
 };
 pub use parse::{
     Format, Problem, ValidationReport, detect_kind, parse_contract, parse_policies,
-    parse_principal, parse_request,
+    parse_principal, parse_request, parse_request_value,
 };
 pub use policy::{PolicyRule, PolicySet};
 pub use request::{Budget, DataSpec, Fields, Principal, Requirements, RouteRequest, Scalar};

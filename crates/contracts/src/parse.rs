@@ -123,6 +123,36 @@ pub fn parse_request(
     )
 }
 
+/// Validates a route request that is already a JSON value (a member of a larger document, such
+/// as `/api/v1/execute`'s envelope): the same checks as [`parse_request`] without parsing text
+/// again. Problems carry paths, not lines.
+pub fn parse_request_value(
+    source: &str,
+    value: serde_json::Value,
+) -> Result<RouteRequest, ValidationReport> {
+    let report = |problems: Vec<Problem>| ValidationReport {
+        source: source.to_owned(),
+        kind: DocKind::Request.label(),
+        problems,
+    };
+    let mut problems = yaml::depth_problems(&value, Limits::REQUEST.max_depth);
+    if !problems.is_empty() {
+        return Err(report(problems));
+    }
+    problems = schema_problems(DocKind::Request, &value);
+    if !problems.is_empty() {
+        return Err(report(problems));
+    }
+    let typed: RouteRequest =
+        serde_json::from_value(value).map_err(|e| report(vec![Problem::new("", e.to_string())]))?;
+    let problems = semantic::request(&typed);
+    if problems.is_empty() {
+        Ok(typed)
+    } else {
+        Err(report(problems))
+    }
+}
+
 /// Parses and validates a policy set's structure. CEL syntax is checked when caio-rules compiles
 /// the set.
 pub fn parse_policies(

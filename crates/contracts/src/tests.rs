@@ -295,3 +295,39 @@ fn formats_stream_canonically() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(crate::canonical::streams(&who));
 }
+
+#[test]
+fn a_request_value_is_checked_like_its_text() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/requests");
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.display().to_string();
+        let from_text = parse_request(&name, &text, Format::Auto);
+        let value = crate::yaml::to_json(&text, crate::yaml::Syntax::Yaml, 64).unwrap();
+        let from_value = crate::parse_request_value(&name, value);
+        match (from_text, from_value) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{name}"),
+            (Err(a), Err(b)) => assert_eq!(
+                a.problems.iter().map(|p| &p.path).collect::<Vec<_>>(),
+                b.problems.iter().map(|p| &p.path).collect::<Vec<_>>(),
+                "{name}"
+            ),
+            (a, b) => panic!("{name}: {a:?} vs {b:?}"),
+        }
+    }
+    // Hostile values: wrong types, unknown fields, too deep — errors naming the path.
+    let bad = serde_json::json!({"requirements": {"capabilities": "x"}, "extra": 1});
+    let r = crate::parse_request_value("v", bad).unwrap_err();
+    assert!(r.problems.iter().any(|p| p.path == "/extra"), "{r}");
+    let mut deep = serde_json::json!(1);
+    for _ in 0..100 {
+        deep = serde_json::json!([deep]);
+    }
+    let r = crate::parse_request_value(
+        "v",
+        serde_json::json!({"requirements": {"capabilities": ["a"]}, "payload": {"x": deep}}),
+    )
+    .unwrap_err();
+    assert!(r.problems[0].message.contains("nesting"), "{r}");
+}

@@ -65,6 +65,15 @@ pub fn to_json(
     }
 }
 
+/// The problems of a value nested deeper than `max` (none for most documents).
+pub(crate) fn depth_problems(value: &serde_json::Value, max: usize) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if too_deep(value, 0, max) {
+        check_depth(value, "", 0, max, &mut problems);
+    }
+    problems
+}
+
 fn too_deep(v: &serde_json::Value, depth: usize, max: usize) -> bool {
     if depth > max {
         return true;

@@ -111,14 +111,16 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> ApiResu
             "`deadline_ms` must be at least 1 (it can only shorten gateway.deadline_ms)",
         ));
     }
-    let parse_one = |source: &str, v: &Value| {
-        parse::parse_request(source, &v.to_string(), Format::Json).map_err(|r| {
+    // The envelope is parsed already: its requests are checked as values, not printed and
+    // parsed again.
+    let parse_one = |source: &str, v: Value| {
+        parse::parse_request_value(source, v).map_err(|r| {
             outcome(state, "invalid");
             ApiError::invalid("INVALID_REQUEST", &r)
         })
     };
     let request = match (envelope.request, envelope.chain) {
-        (Some(r), None) => Job::Single(Box::new(parse_one("body/request", &r)?)),
+        (Some(r), None) => Job::Single(Box::new(parse_one("body/request", r)?)),
         (None, Some(chain)) => {
             if !(2..=MAX_STAGES).contains(&chain.stages.len()) {
                 return Err(ApiError::new(
@@ -137,7 +139,7 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> ApiResu
             }
             let stages = chain
                 .stages
-                .iter()
+                .into_iter()
                 .enumerate()
                 .map(|(i, v)| parse_one(&format!("body/chain/stages/{i}"), v))
                 .collect::<ApiResult<Vec<_>>>()?;

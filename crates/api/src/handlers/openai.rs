@@ -17,7 +17,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use caio_contracts::Format;
 use caio_contracts::decision::Decision;
 use caio_contracts::model::Adapter;
 use caio_contracts::request::RouteRequest;
@@ -98,7 +97,7 @@ fn route_request(capability: &str, body: &Map<String, Value>) -> ApiResult<Route
         "requirements": {"capabilities": [capability]},
         "payload": payload,
     });
-    caio_contracts::parse_request("body", &doc.to_string(), Format::Json)
+    caio_contracts::parse_request_value("body", doc)
         .map_err(|r| ApiError::invalid("INVALID_REQUEST", &r))
 }
 

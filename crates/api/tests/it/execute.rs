@@ -14,26 +14,15 @@ const PATH_A: &str = "/a/v1/chat/completions";
 const PATH_B: &str = "/b/v1/chat/completions";
 
 fn contract(id: &str, url: &str, path: &str, accuracy: f64) -> String {
-    format!(
-        r#"apiVersion: caio/v1
-kind: ServiceContract
-service:
-  id: {id}
-  name: {id}
-  version: 1.0.0
-  tenant: acme
-  capabilities: [chat_completion]
-  guarantees:
-    accuracy: {{ min: {accuracy} }}
-    latency_ms: {{ max: 5000 }}
-  cost: {{ per_request: 0.001, currency: USD }}
-  privacy: {{ data_locality: local, encryption: true }}
-  api:
-    base_url: {url}
-    adapter: openai_chat
-    endpoints: {{ execute: {{ method: POST, path: {path} }} }}
-    timeout_ms: 2000
-"#
+    crate::support::contract_yaml(
+        id,
+        url,
+        "openai_chat",
+        "chat_completion",
+        accuracy,
+        &format!(
+            "    endpoints: {{ execute: {{ method: POST, path: {path} }} }}\n    timeout_ms: 2000\n"
+        ),
     )
 }
 

@@ -11,26 +11,13 @@ use serde_json::{Value, json};
 use crate::support::{ADMIN_KEY, Body, Server};
 
 fn contract(id: &str, url: &str, adapter: &str, capability: &str, accuracy: f64) -> String {
-    format!(
-        r#"apiVersion: caio/v1
-kind: ServiceContract
-service:
-  id: {id}
-  name: {id}
-  version: 1.0.0
-  tenant: acme
-  capabilities: [{capability}]
-  guarantees:
-    accuracy: {{ min: {accuracy} }}
-    latency_ms: {{ max: 5000 }}
-  cost: {{ per_request: 0.001, currency: USD }}
-  privacy: {{ data_locality: local, encryption: true }}
-  api:
-    base_url: {url}
-    adapter: {adapter}
-    model: upstream-{id}
-    timeout_ms: 2000
-"#
+    crate::support::contract_yaml(
+        id,
+        url,
+        adapter,
+        capability,
+        accuracy,
+        &format!("    model: upstream-{id}\n    timeout_ms: 2000\n"),
     )
 }
 

@@ -205,3 +205,35 @@ pub fn request(name: &str) -> Value {
         serde_norway::from_str(&text).unwrap()
     }
 }
+
+/// A contract of tenant `acme` for a service at `url` (accuracy orders candidates; latency bound
+/// 5000 ms, cost 0.001, local and encrypted). `api` holds the `api:` lines after `adapter`
+/// (endpoints, model, timeout), each indented four spaces and ending in a newline.
+pub fn contract_yaml(
+    id: &str,
+    url: &str,
+    adapter: &str,
+    capability: &str,
+    accuracy: f64,
+    api: &str,
+) -> String {
+    format!(
+        r#"apiVersion: caio/v1
+kind: ServiceContract
+service:
+  id: {id}
+  name: {id}
+  version: 1.0.0
+  tenant: acme
+  capabilities: [{capability}]
+  guarantees:
+    accuracy: {{ min: {accuracy} }}
+    latency_ms: {{ max: 5000 }}
+  cost: {{ per_request: 0.001, currency: USD }}
+  privacy: {{ data_locality: local, encryption: true }}
+  api:
+    base_url: {url}
+    adapter: {adapter}
+{api}"#
+    )
+}
