@@ -224,7 +224,20 @@ mod tests {
         assert!(writer.healthy());
         assert_eq!(writer.store().len(), 200);
         drop(writer);
-        let (again, report) = FileTraceStore::open(dir.path(), durability).unwrap();
+        // The drain task may still hold the store (and its file lock) for a moment after the
+        // last reply: wait for it to end.
+        let started = std::time::Instant::now();
+        let (again, report) = loop {
+            match FileTraceStore::open(dir.path(), durability) {
+                Ok(opened) => break opened,
+                Err(caio_trace::StoreError::Locked { .. })
+                    if started.elapsed() < std::time::Duration::from_secs(10) =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         assert_eq!(report.records, 200);
         assert!(again.get(&record(7).decision_id).unwrap().is_some());
         let text = metrics.encode().unwrap();
