@@ -146,3 +146,16 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for P<T> {
             .map_err(|e| ApiError::new("INVALID_QUERY", e.body_text()))
     }
 }
+
+/// A small JSON body (at most `limit` bytes) of type `T`; `expected` shows the shape in the
+/// error (`400 INVALID_BODY`).
+pub async fn small_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    expected: &str,
+) -> ApiResult<T> {
+    let bytes = bytes(headers, body, limit).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new("INVALID_BODY", format!("expected {expected}: {e}")))
+}

@@ -582,13 +582,13 @@ pub async fn set_stop(
     body: Body,
 ) -> ApiResult<Response> {
     require(&state, &caller, Action::GatewayControl)?;
-    let bytes = extract::bytes(&headers, body, 16 * 1024).await?;
-    let change: StopChange = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            "INVALID_BODY",
-            format!("expected {{\"stopped\": true|false, \"reason\": \"...\"}}: {e}"),
-        )
-    })?;
+    let change: StopChange = extract::small_json(
+        &headers,
+        body,
+        16 * 1024,
+        r#"{"stopped": true|false, "reason": "..."}"#,
+    )
+    .await?;
     if change.reason.as_ref().is_some_and(|r| r.len() > 1024) {
         return Err(ApiError::new(
             "INVALID_BODY",

@@ -95,13 +95,8 @@ pub async fn activate(
     body: Body,
 ) -> ApiResult<Response> {
     require(&state, &caller, Action::KeysManage)?;
-    let bytes = extract::bytes(&headers, body, 16 * 1024).await?;
-    let req: Activate = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            "INVALID_BODY",
-            format!("expected {{\"key\": \"CAIO-v2-…\"}}: {e}"),
-        )
-    })?;
+    let req: Activate =
+        extract::small_json(&headers, body, 16 * 1024, r#"{"key": "CAIO-v2-…"}"#).await?;
     let before = state.licensing.usable().map(|l| l.key_id.clone());
     let license = state.licensing.activate(&req.key).map_err(|e| {
         ApiError::new("LICENSE_INVALID", format!("the key was refused: {e}"))

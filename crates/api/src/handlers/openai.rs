@@ -210,6 +210,24 @@ fn sse(resp_body: Body) -> Response {
     resp
 }
 
+/// What both calling endpoints check first: the role, the emergency stop, the body, then the
+/// license (after the body, so an unreadable request does not use the daily quota).
+async fn admit(
+    state: &AppState,
+    caller: &Identity,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<(Map<String, Value>, Option<HeaderValue>)> {
+    require(state, caller, Action::Route)?;
+    if state.gateway.stopped() {
+        return Err(stopped_error(state));
+    }
+    let body = read(state, headers, body).await?;
+    let warning = crate::handlers::licensing::gate(state)?;
+    let warning = crate::handlers::licensing::gate_execution(state, warning)?;
+    Ok((body, warning))
+}
+
 /// POST /v1/chat/completions
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
@@ -217,13 +235,7 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    require(&state, &caller, Action::Route)?;
-    if state.gateway.stopped() {
-        return Err(stopped_error(&state));
-    }
-    let license_warning = crate::handlers::licensing::gate(&state)?;
-    let license_warning = crate::handlers::licensing::gate_execution(&state, license_warning)?;
-    let body = read(&state, &headers, body).await?;
+    let (body, license_warning) = admit(&state, &caller, &headers, body).await?;
     if !body.get("messages").is_some_and(Value::is_array) {
         return Err(ApiError::new(
             "INVALID_REQUEST",
@@ -367,13 +379,7 @@ pub async fn embeddings(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    require(&state, &caller, Action::Route)?;
-    if state.gateway.stopped() {
-        return Err(stopped_error(&state));
-    }
-    let license_warning = crate::handlers::licensing::gate(&state)?;
-    let license_warning = crate::handlers::licensing::gate_execution(&state, license_warning)?;
-    let body = read(&state, &headers, body).await?;
+    let (body, license_warning) = admit(&state, &caller, &headers, body).await?;
     if !body
         .get("input")
         .is_some_and(|i| i.is_string() || i.is_array())
