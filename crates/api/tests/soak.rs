@@ -123,20 +123,14 @@ async fn a_minute_of_faults_leaves_memory_flat() {
         .collect();
     // The fault driver: every 300 ms a burst of three faults on one of the services.
     let faults = [
-        Behavior::Status {
-            status: 503,
-            retry_after_s: None,
-        },
+        support::status(503),
         Behavior::Reset,
         Behavior::Malformed,
         Behavior::Delayed {
             delay: Duration::from_millis(400),
             then: Box::new(Behavior::OpenAiChat),
         },
-        Behavior::Status {
-            status: 500,
-            retry_after_s: None,
-        },
+        support::status(500),
         Behavior::Oversized { bytes: 9 << 20 },
     ];
     let mut n = 0usize;

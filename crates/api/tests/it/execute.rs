@@ -128,13 +128,7 @@ async fn execute_answers_records_and_verifies() {
 async fn failures_fall_back_and_total_failure_is_a_502_with_the_attempts() {
     let mock = MockUpstream::start().await.unwrap();
     let (s, key) = setup(&mock).await;
-    mock.script(
-        PATH_A,
-        [Behavior::Status {
-            status: 500,
-            retry_after_s: None,
-        }],
-    );
+    mock.script(PATH_A, [crate::support::status(500)]);
     let r = s.post("/api/v1/execute", &key, body()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["execution"]["service_id"], "chat-b");
@@ -144,13 +138,7 @@ async fn failures_fall_back_and_total_failure_is_a_502_with_the_attempts() {
     );
 
     for p in [PATH_A, PATH_B] {
-        mock.set_default(
-            p,
-            Behavior::Status {
-                status: 503,
-                retry_after_s: None,
-            },
-        );
+        mock.set_default(p, crate::support::status(503));
     }
     let r = s.post("/api/v1/execute", &key, body()).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text);
@@ -479,13 +467,7 @@ async fn an_idempotency_key_returns_the_first_outcome_without_a_second_call() {
 
     // A failed execution is an outcome too; a refused request is not.
     for p in [PATH_A, PATH_B] {
-        mock.set_default(
-            p,
-            Behavior::Status {
-                status: 503,
-                retry_after_s: None,
-            },
-        );
+        mock.set_default(p, crate::support::status(503));
     }
     let r = send("order-2", &key, body()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
@@ -671,13 +653,7 @@ service:
 #[tokio::test]
 async fn the_server_probes_health_endpoints_in_the_background() {
     let mock = MockUpstream::start().await.unwrap();
-    mock.set_default(
-        "/down/health",
-        Behavior::Status {
-            status: 503,
-            retry_after_s: None,
-        },
-    );
+    mock.set_default("/down/health", crate::support::status(503));
     let s = Server::start_with(|c| {
         c.services_dir = None;
         c.gateway.probe_interval_s = 1;

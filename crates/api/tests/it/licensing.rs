@@ -49,6 +49,13 @@ async fn server(
     .await
 }
 
+/// An enforcing server with `license` and a client key of tenant acme.
+async fn enforced(vendor: &Issuer, license: String) -> (Server, String) {
+    let s = server(vendor, LicenseEnforcement::Enforced, Some(license), |_| {}).await;
+    let client = s.client_key("acme", &["classify"], 2).await;
+    (s, client)
+}
+
 async fn route(s: &Server, key: &str) -> crate::support::Reply {
     s.post("/api/v1/route", key, request("sentiment-de.yaml"))
         .await
@@ -158,14 +165,7 @@ async fn expiry_grace_and_revocation() {
         now() - 86_400,
         Limits::default(),
     );
-    let s = server(
-        &vendor,
-        LicenseEnforcement::Enforced,
-        Some(in_grace),
-        |_| {},
-    )
-    .await;
-    let client = s.client_key("acme", &["classify"], 2).await;
+    let (s, client) = enforced(&vendor, in_grace).await;
     let r = route(&s, &client).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert!(
@@ -183,14 +183,7 @@ async fn expiry_grace_and_revocation() {
         now() - 20 * 86_400,
         Limits::default(),
     );
-    let s = server(
-        &vendor,
-        LicenseEnforcement::Enforced,
-        Some(long_gone),
-        |_| {},
-    )
-    .await;
-    let client = s.client_key("acme", &["classify"], 2).await;
+    let (s, client) = enforced(&vendor, long_gone).await;
     let r = route(&s, &client).await;
     assert_eq!(
         r.json["error"]["details"]["reason"], "expired",
@@ -205,8 +198,7 @@ async fn expiry_grace_and_revocation() {
         now() + 2 * 86_400,
         Limits::default(),
     );
-    let s = server(&vendor, LicenseEnforcement::Enforced, Some(future), |_| {}).await;
-    let client = s.client_key("acme", &["classify"], 2).await;
+    let (s, client) = enforced(&vendor, future).await;
     assert_eq!(
         route(&s, &client).await.json["error"]["details"]["reason"],
         "not_yet_valid"
@@ -243,8 +235,7 @@ async fn entitlements_cap_services_and_daily_requests() {
         max_requests_per_day: Some(2),
     };
     let k = key(&vendor, now() - 10, now() + 86_400, limits);
-    let s = server(&vendor, LicenseEnforcement::Enforced, Some(k), |_| {}).await;
-    let client = s.client_key("acme", &["classify"], 2).await;
+    let (s, client) = enforced(&vendor, k).await;
     assert_eq!(route(&s, &client).await.status, StatusCode::OK);
     assert_eq!(route(&s, &client).await.status, StatusCode::OK);
     let r = route(&s, &client).await;
@@ -313,14 +304,7 @@ async fn features_switch_execution_on_and_instances_are_counted() {
         )
         .unwrap()
         .0;
-    let s = server(
-        &vendor,
-        LicenseEnforcement::Enforced,
-        Some(routing_only),
-        |_| {},
-    )
-    .await;
-    let client = s.client_key("acme", &["classify"], 2).await;
+    let (s, client) = enforced(&vendor, routing_only).await;
     assert_eq!(route(&s, &client).await.status, StatusCode::OK);
     let r = s
         .post(

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use caio_mock_upstream::{Behavior, MockUpstream};
+use caio_mock_upstream::MockUpstream;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -180,13 +180,7 @@ async fn streams_pass_through_event_by_event() {
 
     // A failing OpenAI service before the first byte: the stream falls back to the Anthropic
     // one, whose complete answer arrives as events.
-    mock.script(
-        "/v1/chat/completions",
-        [Behavior::Status {
-            status: 500,
-            retry_after_s: None,
-        }],
-    );
+    mock.script("/v1/chat/completions", [crate::support::status(500)]);
     let resp = s
         .http
         .post(s.url("/v1/chat/completions"))

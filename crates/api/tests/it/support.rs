@@ -237,3 +237,11 @@ service:
 {api}"#
     )
 }
+
+/// A mock upstream answer: an error status without `Retry-After`.
+pub fn status(code: u16) -> caio_mock_upstream::Behavior {
+    caio_mock_upstream::Behavior::Status {
+        status: code,
+        retry_after_s: None,
+    }
+}

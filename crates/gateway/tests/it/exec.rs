@@ -130,6 +130,14 @@ fn chat_on(mock: &MockUpstream, paths: &[&str]) {
     }
 }
 
+/// An error status without `Retry-After`.
+fn status(code: u16) -> Behavior {
+    Behavior::Status {
+        status: code,
+        retry_after_s: None,
+    }
+}
+
 const A: &str = "/a/v1/chat/completions";
 const B: &str = "/b/v1/chat/completions";
 const C: &str = "/c/v1/chat/completions";
@@ -173,10 +181,7 @@ async fn the_chosen_service_answers_through_its_adapter() {
 async fn a_burst_of_503_is_retried_with_backoff_on_the_same_service() {
     let mock = MockUpstream::start().await.unwrap();
     chat_on(&mock, &[A, B, C]);
-    let s503 = Behavior::Status {
-        status: 503,
-        retry_after_s: None,
-    };
+    let s503 = status(503);
     mock.script(A, [s503.clone(), s503]);
     let gw = Gateway::new(config());
     let router = setup(&gw, three(&mock).await);
@@ -241,13 +246,7 @@ async fn non_retryable_failures_fall_back_to_the_next_candidate() {
         (Behavior::Hang, "timeout"),
         (Behavior::Malformed, "protocol_error"),
         (Behavior::Oversized { bytes: 100_000 }, "response_too_large"),
-        (
-            Behavior::Status {
-                status: 500,
-                retry_after_s: None,
-            },
-            "upstream_5xx",
-        ),
+        (status(500), "upstream_5xx"),
         (
             Behavior::Json {
                 status: 200,
@@ -307,13 +306,7 @@ async fn resets_are_retried_and_everything_failing_is_an_upstream_failure() {
     assert_eq!(ex.attempts[1].outcome, "ok");
 
     for p in [A, B, C] {
-        mock.set_default(
-            p,
-            Behavior::Status {
-                status: 502,
-                retry_after_s: None,
-            },
-        );
+        mock.set_default(p, status(502));
     }
     let ex = run(&gw, &router, &ExecuteOptions::default()).await;
     assert_eq!(ex.status, ExecutionStatus::Failed);
@@ -338,13 +331,7 @@ async fn resets_are_retried_and_everything_failing_is_an_upstream_failure() {
 async fn consecutive_failures_open_the_circuit_and_routing_leaves_the_service_out() {
     let mock = MockUpstream::start().await.unwrap();
     chat_on(&mock, &[B, C]);
-    mock.set_default(
-        A,
-        Behavior::Status {
-            status: 503,
-            retry_after_s: None,
-        },
-    );
+    mock.set_default(A, status(503));
     let gw = Gateway::new(config());
     let contracts = three(&mock).await;
     let router = setup(&gw, contracts.clone());
@@ -805,13 +792,7 @@ async fn a_chain_is_planned_checked_and_run_stage_by_stage() {
     assert!(run.violations.is_empty());
 
     // A failing stage stops the chain there.
-    mock.set_default(
-        "/stt",
-        Behavior::Status {
-            status: 400,
-            retry_after_s: None,
-        },
-    );
+    mock.set_default("/stt", status(400));
     let run = gw
         .run_chain(&snapshot, &plan, &stages, &ExecuteOptions::default())
         .await;
@@ -861,13 +842,7 @@ service:
         caio_contracts::parse_contract(id, &yaml, caio_contracts::Format::Yaml)
             .unwrap_or_else(|e| panic!("{e}"))
     };
-    mock.set_default(
-        "/a/health",
-        Behavior::Status {
-            status: 503,
-            retry_after_s: None,
-        },
-    );
+    mock.set_default("/a/health", status(503));
     mock.set_default(
         "/b/health",
         Behavior::Json {
@@ -919,13 +894,7 @@ service:
 async fn a_half_open_trial_that_records_nothing_is_released() {
     let mock = MockUpstream::start().await.unwrap();
     chat_on(&mock, &[B, C]);
-    mock.set_default(
-        A,
-        Behavior::Status {
-            status: 503,
-            retry_after_s: None,
-        },
-    );
+    mock.set_default(A, status(503));
     let gw = Gateway::new(config());
     let router = setup(&gw, three(&mock).await);
     run(&gw, &router, &ExecuteOptions::default()).await;
@@ -1035,13 +1004,7 @@ async fn chain_fallbacks_keep_the_bounds_and_personal_data_found_midway_stays_lo
     };
     let plan = gw.plan_chain(&router, &stages, &p, &local_only).unwrap();
     assert_eq!(plan.decisions[1].service_id.as_ref(), "mt-local");
-    mock.script(
-        "/loc",
-        [Behavior::Status {
-            status: 500,
-            retry_after_s: None,
-        }],
-    );
+    mock.script("/loc", [status(500)]);
     let run = gw
         .run_chain(&snapshot, &plan, &stages, &ExecuteOptions::default())
         .await;
@@ -1052,13 +1015,7 @@ async fn chain_fallbacks_keep_the_bounds_and_personal_data_found_midway_stays_lo
     let plan = gw
         .plan_chain(&router, &stages, &p, &ChainBounds::default())
         .unwrap();
-    mock.script(
-        "/loc",
-        [Behavior::Status {
-            status: 500,
-            retry_after_s: None,
-        }],
-    );
+    mock.script("/loc", [status(500)]);
     let run = gw
         .run_chain(&snapshot, &plan, &stages, &ExecuteOptions::default())
         .await;
@@ -1076,13 +1033,7 @@ async fn chain_fallbacks_keep_the_bounds_and_personal_data_found_midway_stays_lo
             headers: vec![],
         }],
     );
-    mock.script(
-        "/loc",
-        [Behavior::Status {
-            status: 500,
-            retry_after_s: None,
-        }],
-    );
+    mock.script("/loc", [status(500)]);
     let ext_before = mock.hits("/ext");
     let run = gw
         .run_chain(&snapshot, &plan, &stages, &ExecuteOptions::default())
