@@ -59,3 +59,5 @@ run "1 connection, 10s" -t1 -c1 -d10s
 echo "== trace log"
 ls -l "$DATA/data/traces/"
 curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^caio_(decisions_total|traces_persisted_total|trace_batch_records_(sum|count)|rate_limited_total)'
+# How long the trace append took (the persist stage), as cumulative buckets.
+curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^caio_route_stage_duration_seconds_(bucket|sum|count)\{.*stage="persist"'

@@ -387,15 +387,103 @@ struct Entry {
     id: IdKey,
 }
 
+/// Index entries in fixed-size chunks. A plain `Vec` would double by copying every entry under
+/// the store's lock: at millions of records that is a pause of 100 ms and more for every
+/// request waiting to append. Chunks never move; adding one costs one allocation.
+#[derive(Debug, Default)]
+struct Entries {
+    chunks: Vec<Vec<Entry>>,
+    len: usize,
+}
+
+/// Entries per chunk (72 bytes each: 2.25 MiB per chunk).
+const CHUNK: usize = 32 * 1024;
+
+impl Entries {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, i: usize) -> Option<&Entry> {
+        self.chunks.get(i / CHUNK)?.get(i % CHUNK)
+    }
+
+    fn last(&self) -> Option<&Entry> {
+        self.len.checked_sub(1).and_then(|i| self.get(i))
+    }
+
+    fn push(&mut self, e: Entry) {
+        match self.chunks.last_mut() {
+            Some(c) if c.len() < CHUNK => c.push(e),
+            _ => {
+                let mut c = Vec::with_capacity(CHUNK);
+                c.push(e);
+                self.chunks.push(c);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// The first position in `lo..hi` whose entry does not satisfy `pred`, which must hold for
+    /// a prefix of the range (as `slice::partition_point`).
+    fn partition_point(
+        &self,
+        mut lo: usize,
+        mut hi: usize,
+        pred: impl Fn(&Entry) -> bool,
+    ) -> usize {
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.get(mid).is_some_and(&pred) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}
+
+/// Shards of the fingerprint map (by the fingerprint's low byte), so the map grows in 256 small
+/// rehashes rather than one of the whole index under the store's lock.
+const ID_SHARDS: usize = 256;
+
+#[derive(Debug)]
+struct IdMap {
+    shards: Vec<HashMap<u64, u64>>,
+}
+
+impl IdMap {
+    fn new() -> Self {
+        Self {
+            shards: (0..ID_SHARDS).map(|_| HashMap::new()).collect(),
+        }
+    }
+
+    fn shard(fp: u64) -> usize {
+        (fp as usize) % ID_SHARDS
+    }
+
+    fn get(&self, fp: u64) -> Option<u64> {
+        self.shards.get(Self::shard(fp))?.get(&fp).copied()
+    }
+
+    fn insert(&mut self, fp: u64, pos: u64) {
+        if let Some(m) = self.shards.get_mut(Self::shard(fp)) {
+            m.insert(fp, pos);
+        }
+    }
+}
+
 /// The record index. Positions are `seq - 1`.
 #[derive(Debug)]
 struct Index {
-    entries: Vec<Entry>,
+    entries: Entries,
     strings: Interner,
     /// A 64-bit fingerprint of the decision id → the latest position with that id. Keeping the
     /// key at 8 bytes (rather than the 36-byte id) is most of what keeps the index near 100 bytes
     /// per record; the entry at the position holds the full id, so a lookup confirms it.
-    latest: HashMap<u64, u64>,
+    latest: IdMap,
     /// The ids whose fingerprint was taken by a different id first (practically never).
     collided: HashMap<IdKey, u64>,
     /// Whether `at` never decreased so far; then time filters use binary search.
@@ -412,9 +500,9 @@ fn fingerprint(key: &IdKey) -> u64 {
 impl Index {
     fn new() -> Self {
         Self {
-            entries: Vec::new(),
+            entries: Entries::default(),
             strings: Interner::default(),
-            latest: HashMap::new(),
+            latest: IdMap::new(),
             collided: HashMap::new(),
             time_ordered: true,
         }
@@ -459,7 +547,7 @@ impl Index {
             self.time_ordered = false;
         }
         let fp = fingerprint(&e.id);
-        match self.latest.get(&fp).copied() {
+        match self.latest.get(fp) {
             Some(p) if self.entries.get(p as usize).is_some_and(|x| x.id != e.id) => {
                 self.collided.insert(e.id, pos);
             }
@@ -472,7 +560,7 @@ impl Index {
 
     fn find(&self, id: &str) -> Option<usize> {
         let key = self.key_for_lookup(id)?;
-        let pos = *self.latest.get(&fingerprint(&key))?;
+        let pos = self.latest.get(fingerprint(&key))?;
         let pos = usize::try_from(pos).ok()?;
         if self.entries.get(pos)?.id == key {
             return Some(pos);
@@ -523,10 +611,10 @@ impl Index {
         let mut lo = 0;
         if self.time_ordered {
             if let Some(u) = q.until_ms {
-                hi = hi.min(self.entries.partition_point(|e| e.at < u));
+                hi = hi.min(self.entries.partition_point(0, hi, |e| e.at < u));
             }
             if let Some(s) = q.since_ms {
-                lo = self.entries.partition_point(|e| e.at < s).min(hi);
+                lo = self.entries.partition_point(0, hi, |e| e.at < s).min(hi);
             }
         }
         let matches = |e: &Entry| {
@@ -539,8 +627,10 @@ impl Index {
         };
         let mut items = Vec::new();
         let mut next_cursor = None;
-        let slice = self.entries.get(lo..hi).unwrap_or(&[]);
-        for (i, e) in slice.iter().enumerate().rev() {
+        for i in (lo..hi).rev() {
+            let Some(e) = self.entries.get(i) else {
+                continue;
+            };
             if !matches(e) {
                 continue;
             }
@@ -549,7 +639,7 @@ impl Index {
                 next_cursor = items.last().map(|s: &TraceSummary| s.seq);
                 break;
             }
-            items.push(self.summary(lo + i, e));
+            items.push(self.summary(i, e));
         }
         TracePage { items, next_cursor }
     }
@@ -662,6 +752,15 @@ fn might_hold_surrogate_escape(body: &[u8]) -> bool {
         matches!(body.get(i + 2..i + 4), Some(&[a, b])
             if (a | 0x20) == b'd' && matches!(b | 0x20, b'8' | b'9' | b'a'..=b'f'))
     })
+}
+
+impl TraceRecord {
+    /// The checks a store makes before it appends the record (field lengths, body size and
+    /// JSON): a writer that batches records of several callers runs them first, so one bad
+    /// record is refused alone instead of failing the batch it would have joined.
+    pub fn check(&self) -> Result<(), StoreError> {
+        check_record(None, self)
+    }
 }
 
 /// Checks one record; `i` is its index in a batch, for the message.
