@@ -146,6 +146,43 @@ impl TraceBody {
         })
     }
 
+    /// `{"<name>":<body>,...}` from bodies that [`serialize`](Self::serialize) made: the same
+    /// bytes as serializing a struct with those fields, without serializing the parts again (a
+    /// decision recorded before its execution is reused in the execution's record). Names must be
+    /// plain identifiers (`[a-z_]+`), which need no escaping.
+    pub fn join(members: &[(&str, &TraceBody)]) -> Result<TraceBody, StoreError> {
+        let len = members
+            .iter()
+            .map(|(name, body)| name.len() + body.bytes.len() + 4)
+            .sum::<usize>();
+        let mut bytes = Vec::with_capacity(len + 2);
+        bytes.push(b'{');
+        for (i, (name, body)) in members.iter().enumerate() {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                return Err(StoreError::Invalid(format!(
+                    "`{name}` is not a plain member name"
+                )));
+            }
+            if !body.serialized {
+                return Err(StoreError::Invalid(format!(
+                    "member `{name}` was not made by TraceBody::serialize"
+                )));
+            }
+            if i > 0 {
+                bytes.push(b',');
+            }
+            bytes.push(b'"');
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.extend_from_slice(b"\":");
+            bytes.extend_from_slice(&body.bytes);
+        }
+        bytes.push(b'}');
+        Ok(TraceBody {
+            bytes: Bytes::from(bytes),
+            serialized: true,
+        })
+    }
+
     /// The bytes (cheap to clone).
     pub fn bytes(&self) -> &Bytes {
         &self.bytes

@@ -347,7 +347,10 @@ pub async fn execute(
     let router = state.routers.for_tenant(&caller.principal.tenant);
     let snapshot = router.registry().snapshot();
     let decision = match &approval_token {
-        Some(token) => approved_decision(&state, &caller, token, &request, options.dry_run).await?,
+        Some(token) => Recorded {
+            decision: approved_decision(&state, &caller, token, &request, options.dry_run).await?,
+            body: None,
+        },
         None => route_and_record(&state, &caller, &router, &request).await?,
     };
     let id = decision.decision_id.clone();
@@ -358,7 +361,14 @@ pub async fn execute(
         .await;
     record_metrics(&state, &execution);
     let answered = execution.status != ExecutionStatus::Failed;
-    let record_body = record_execution(&state, &caller, &decision, &execution).await?;
+    let record_body = record_execution(
+        &state,
+        &caller,
+        &decision,
+        decision.body.as_ref(),
+        &execution,
+    )
+    .await?;
     if approval_token.is_some() {
         audit(
             &state,
@@ -413,13 +423,27 @@ pub async fn execute(
     Ok(crate::handlers::licensing::warn(resp, license_warning))
 }
 
+/// A decision and, when this process recorded it, its recorded JSON.
+#[derive(Debug, Clone)]
+pub(crate) struct Recorded {
+    pub decision: Decision,
+    pub body: Option<TraceBody>,
+}
+
+impl std::ops::Deref for Recorded {
+    type Target = Decision;
+    fn deref(&self) -> &Decision {
+        &self.decision
+    }
+}
+
 /// Routes `request` and records the decision before anything is called.
 pub(crate) async fn route_and_record(
     state: &AppState,
     caller: &Identity,
     router: &caio_gateway::Router,
     request: &RouteRequest,
-) -> ApiResult<Decision> {
+) -> ApiResult<Recorded> {
     let mut decision = match router.route(request, &caller.principal) {
         Ok(d) => d,
         Err(RouteError::NoMatchingService(no)) => {
@@ -440,22 +464,31 @@ pub(crate) async fn route_and_record(
             return Err(ApiError::internal("routing", e));
         }
     };
-    record_decision(state, caller, &mut decision).await?;
-    Ok(decision)
+    let body = record_decision(state, caller, &mut decision).await?;
+    Ok(Recorded {
+        decision,
+        body: Some(body),
+    })
 }
 
 /// Appends an execution to its decision's trace: `{"decision", "execution"}`, outcome
 /// `executed` or `execution_failed`. Returns the record's body (the answer of a single execute).
+/// The decision's JSON is reused from its own record when the caller has it.
 pub(crate) async fn record_execution(
     state: &AppState,
     caller: &Identity,
     decision: &Decision,
+    decision_body: Option<&TraceBody>,
     execution: &Execution,
 ) -> ApiResult<TraceBody> {
-    let body = TraceBody::serialize(&Executed {
-        decision,
-        execution,
-    })
+    let body = match decision_body {
+        Some(d) => TraceBody::serialize(execution)
+            .and_then(|e| TraceBody::join(&[("decision", d), ("execution", &e)])),
+        None => TraceBody::serialize(&Executed {
+            decision,
+            execution,
+        }),
+    }
     .map_err(|e| ApiError::internal("encoding an execution", e))?;
     persist(
         state,
@@ -651,7 +684,7 @@ pub(crate) async fn record_decision(
     state: &AppState,
     caller: &Identity,
     decision: &mut Decision,
-) -> ApiResult<()> {
+) -> ApiResult<TraceBody> {
     let now = caio_trace::now_ms();
     decision.recorded_at = Some(rfc3339(now));
     count_rejections(state, decision.rejected.iter());
@@ -666,12 +699,12 @@ pub(crate) async fn record_decision(
             principal_id: caller.principal.id.clone(),
             service_id: Some(decision.service_id.to_string()),
             outcome: Outcome::Routed,
-            body,
+            body: body.clone(),
         },
     )
     .await?;
     outcome(state, "routed");
-    Ok(())
+    Ok(body)
 }
 
 /// POST /api/v1/execute with `chain`: plan (route every stage, compose, check the bounds), record
@@ -742,16 +775,17 @@ async fn execute_chain(
         Err(ChainError::Internal(m)) => return Err(ApiError::internal("routing a chain", m)),
     };
     let mut plan = plan;
+    let mut bodies = Vec::with_capacity(plan.decisions.len());
     for d in &mut plan.decisions {
-        record_decision(state, caller, d).await?;
+        bodies.push(record_decision(state, caller, d).await?);
     }
     let run = state
         .gateway
         .run_chain(&snapshot, &plan, &stages, &options)
         .await;
-    for (stage, decision) in run.stages.iter().zip(&plan.decisions) {
+    for ((stage, decision), body) in run.stages.iter().zip(&plan.decisions).zip(&bodies) {
         record_metrics(state, &stage.execution);
-        record_execution(state, caller, decision, &stage.execution).await?;
+        record_execution(state, caller, decision, Some(body), &stage.execution).await?;
     }
     let first = plan
         .decisions

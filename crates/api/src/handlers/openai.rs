@@ -255,7 +255,14 @@ pub async fn chat_completions(
             .gateway
             .run(&snapshot, &decision, &request, &options)
             .await;
-        record_execution(&state, &caller, &decision, &execution).await?;
+        record_execution(
+            &state,
+            &caller,
+            &decision,
+            decision.body.as_ref(),
+            &execution,
+        )
+        .await?;
         record_metrics(&state, &execution);
         let Some(output) = execution
             .output
@@ -284,12 +291,26 @@ pub async fn chat_completions(
         .await
     {
         Streamed::Done(execution) => {
-            record_execution(&state, &caller, &decision, &execution).await?;
+            record_execution(
+                &state,
+                &caller,
+                &decision,
+                decision.body.as_ref(),
+                &execution,
+            )
+            .await?;
             record_metrics(&state, &execution);
             Err(upstream_failed(&decision.decision_id, &execution))
         }
         Streamed::Complete { adapter, execution } => {
-            record_execution(&state, &caller, &decision, &execution).await?;
+            record_execution(
+                &state,
+                &caller,
+                &decision,
+                decision.body.as_ref(),
+                &execution,
+            )
+            .await?;
             record_metrics(&state, &execution);
             let output = execution.output.clone().unwrap_or(Value::Null);
             let completion = as_chat_completion(adapter, &output, &decision, &model);
@@ -354,7 +375,7 @@ pub async fn chat_completions(
                     .gateway
                     .stream_finished(&snap, &d, execution, started, end);
                 record_metrics(&st, &execution);
-                if let Err(e) = record_execution(&st, &who, &d, &execution).await {
+                if let Err(e) = record_execution(&st, &who, &d, d.body.as_ref(), &execution).await {
                     tracing::error!(error = %e.message, "streamed execution not recorded");
                 }
             });
@@ -399,7 +420,14 @@ pub async fn embeddings(
         .gateway
         .run(&snapshot, &decision, &request, &ExecuteOptions::default())
         .await;
-    record_execution(&state, &caller, &decision, &execution).await?;
+    record_execution(
+        &state,
+        &caller,
+        &decision,
+        decision.body.as_ref(),
+        &execution,
+    )
+    .await?;
     record_metrics(&state, &execution);
     match execution.output.as_ref() {
         Some(out)

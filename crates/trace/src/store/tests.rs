@@ -957,6 +957,42 @@ fn serialized_bodies_skip_the_scan_and_stay_readable() {
 }
 
 #[test]
+fn joined_bodies_are_the_bytes_of_serializing_the_whole() {
+    #[derive(serde::Serialize)]
+    struct Whole<'a> {
+        decision: &'a serde_json::Value,
+        execution: &'a serde_json::Value,
+    }
+    let decision = serde_json::json!({"id": "d\"1\n", "score": 0.1, "nested": {"a": [1, null]}});
+    let execution = serde_json::json!({"status": "succeeded", "latency_ms": 1.5});
+    let joined = TraceBody::join(&[
+        ("decision", &TraceBody::serialize(&decision).unwrap()),
+        ("execution", &TraceBody::serialize(&execution).unwrap()),
+    ])
+    .unwrap();
+    let whole = TraceBody::serialize(&Whole {
+        decision: &decision,
+        execution: &execution,
+    })
+    .unwrap();
+    assert_eq!(joined, whole);
+    // A joined body is a serialized one: it joins again and is stored without a scan.
+    let again = TraceBody::join(&[("outer", &joined)]).unwrap();
+    let back: serde_json::Value = serde_json::from_slice(&again).unwrap();
+    assert_eq!(back["outer"]["decision"], decision);
+    // Raw bytes and names that would need escaping are refused.
+    let raw = TraceBody::from(Bytes::from_static(b"{\"x\":1}"));
+    assert!(matches!(
+        TraceBody::join(&[("raw", &raw)]),
+        Err(StoreError::Invalid(m)) if m.contains("raw")
+    ));
+    let ok = TraceBody::serialize(&execution).unwrap();
+    for name in ["", "a\"b", "Upper", "sp ace"] {
+        assert!(TraceBody::join(&[(name, &ok)]).is_err(), "{name:?}");
+    }
+}
+
+#[test]
 fn the_index_reads_across_chunk_boundaries() {
     // Two full chunks and a bit: lookups, time ranges and pages that span the boundaries give
     // what a scan of the records gives.
