@@ -622,16 +622,13 @@ impl Index {
         }
     }
 
-    fn query(&self, q: &TraceQuery) -> TracePage {
-        let empty = TracePage {
-            items: Vec::new(),
-            next_cursor: None,
-        };
+    /// What a query looks for and the positions it covers (`lo..hi`); `None` when nothing can
+    /// match (a filter names a string no record carries).
+    fn plan(&self, q: &TraceQuery) -> Option<Plan> {
         let limit = match q.limit {
             0 => 100,
             n => n.clamp(1, 1000),
         };
-        // A filter on a string no record carries matches nothing; no need to scan.
         let sym = |s: &Option<String>| match s {
             None => Ok(None),
             Some(s) => self.strings.lookup(s).map(Some).ok_or(()),
@@ -639,7 +636,7 @@ impl Index {
         let (Ok(tenant), Ok(principal), Ok(service)) =
             (sym(&q.tenant), sym(&q.principal_id), sym(&q.service_id))
         else {
-            return empty;
+            return None;
         };
         let mut hi = self.entries.len();
         if let Some(b) = q.before_seq {
@@ -654,16 +651,30 @@ impl Index {
                 lo = self.entries.partition_point(0, hi, |e| e.at < s).min(hi);
             }
         }
+        Some(Plan {
+            tenant,
+            principal,
+            service,
+            outcome: q.outcome,
+            since_ms: q.since_ms,
+            until_ms: q.until_ms,
+            limit,
+            lo,
+            hi,
+        })
+    }
+
+    /// Scans positions `lo..hi` newest first, adding matches to `page`. Returns `true` when the
+    /// page is complete (full, with the cursor set if one more match exists).
+    fn scan(&self, plan: &Plan, lo: usize, hi: usize, page: &mut TracePage) -> bool {
         let matches = |e: &Entry| {
-            tenant.is_none_or(|t| e.tenant == t)
-                && principal.is_none_or(|p| e.principal == p)
-                && service.is_none_or(|s| e.service == Some(s))
-                && q.outcome.is_none_or(|o| e.outcome == o)
-                && q.since_ms.is_none_or(|s| e.at >= s)
-                && q.until_ms.is_none_or(|u| e.at < u)
+            plan.tenant.is_none_or(|t| e.tenant == t)
+                && plan.principal.is_none_or(|p| e.principal == p)
+                && plan.service.is_none_or(|s| e.service == Some(s))
+                && plan.outcome.is_none_or(|o| e.outcome == o)
+                && plan.since_ms.is_none_or(|s| e.at >= s)
+                && plan.until_ms.is_none_or(|u| e.at < u)
         };
-        let mut items = Vec::new();
-        let mut next_cursor = None;
         for i in (lo..hi).rev() {
             let Some(e) = self.entries.get(i) else {
                 continue;
@@ -671,15 +682,55 @@ impl Index {
             if !matches(e) {
                 continue;
             }
-            if items.len() == limit {
+            if page.items.len() == plan.limit {
                 // One more match exists, so there is a next page.
-                next_cursor = items.last().map(|s: &TraceSummary| s.seq);
-                break;
+                page.next_cursor = page.items.last().map(|s: &TraceSummary| s.seq);
+                return true;
             }
-            items.push(self.summary(i, e));
+            page.items.push(self.summary(i, e));
         }
-        TracePage { items, next_cursor }
+        false
     }
+}
+
+/// A planned query (see [`Index::plan`]).
+#[derive(Debug)]
+struct Plan {
+    tenant: Option<Sym>,
+    principal: Option<Sym>,
+    service: Option<Sym>,
+    outcome: Option<Outcome>,
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+    limit: usize,
+    lo: usize,
+    hi: usize,
+}
+
+/// Index positions a query scans per hold of the store's lock: a query over millions of
+/// records with a rare match lets appends in between slices instead of holding every request
+/// for the whole scan.
+const SCAN_SLICE: usize = 16 * 1024;
+
+/// Runs a query over an index behind `state`'s lock, a slice at a time. Positions below the
+/// length at the start never change, so the slices see one consistent set of records.
+fn sliced_query<S>(state: &Mutex<S>, index: impl Fn(&S) -> &Index, q: &TraceQuery) -> TracePage {
+    let mut page = TracePage {
+        items: Vec::new(),
+        next_cursor: None,
+    };
+    let Some(plan) = index(&lock(state)).plan(q) else {
+        return page;
+    };
+    let mut hi = plan.hi;
+    while hi > plan.lo {
+        let lo = hi.saturating_sub(SCAN_SLICE).max(plan.lo);
+        if index(&lock(state)).scan(&plan, lo, hi, &mut page) {
+            break;
+        }
+        hi = lo;
+    }
+    page
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -992,7 +1043,7 @@ impl TraceStore for MemoryTraceStore {
     }
 
     fn query(&self, q: &TraceQuery) -> Result<TracePage, StoreError> {
-        Ok(lock(&self.state).index.query(q))
+        Ok(sliced_query(&self.state, |s| &s.index, q))
     }
 
     fn len(&self) -> u64 {
@@ -1284,7 +1335,7 @@ impl TraceStore for FileTraceStore {
     }
 
     fn query(&self, q: &TraceQuery) -> Result<TracePage, StoreError> {
-        Ok(lock(&self.state).index.query(q))
+        Ok(sliced_query(&self.state, |s| &s.index, q))
     }
 
     fn len(&self) -> u64 {

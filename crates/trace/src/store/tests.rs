@@ -998,8 +998,12 @@ fn the_index_reads_across_chunk_boundaries() {
     // what a scan of the records gives.
     let n = (2 * CHUNK + 10) as u64;
     let s = MemoryTraceStore::new();
+    // A principal with a record every 20,000: a query for it scans several lock slices.
     let records: Vec<_> = (1..=n)
-        .map(|i| rec(i, i * 10, "t", "p", (i % 3 == 0).then_some("svc")))
+        .map(|i| {
+            let who = if i % 20_000 == 7 { "rare" } else { "p" };
+            rec(i, i * 10, "t", who, (i % 3 == 0).then_some("svc"))
+        })
         .collect();
     for batch in records.chunks(4096) {
         s.append_batch(batch.to_vec()).unwrap();
@@ -1041,4 +1045,25 @@ fn the_index_reads_across_chunk_boundaries() {
     }
     let want: Vec<u64> = (2 * CHUNK as u64 - 6..2 * CHUNK as u64 + 3).rev().collect();
     assert_eq!(seen[..8], want[..8]);
+    // Rare matches across slices, then a page boundary among them.
+    let rare = |limit, before_seq| {
+        s.query(&TraceQuery {
+            principal_id: Some("rare".into()),
+            limit,
+            before_seq,
+            ..TraceQuery::default()
+        })
+        .unwrap()
+    };
+    let all = rare(1000, None);
+    let got: Vec<u64> = all.items.iter().map(|t| t.seq).collect();
+    let want: Vec<u64> = (1..=n).rev().filter(|i| i % 20_000 == 7).collect();
+    assert_eq!(got, want);
+    assert_eq!(all.next_cursor, None);
+    let first = rare(2, None);
+    assert_eq!(first.items.len(), 2);
+    assert_eq!(first.next_cursor, Some(want[1]));
+    let rest = rare(2, first.next_cursor);
+    let got: Vec<u64> = rest.items.iter().map(|t| t.seq).collect();
+    assert_eq!(got, want[2..].to_vec());
 }
