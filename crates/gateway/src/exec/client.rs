@@ -1,29 +1,16 @@
-//! The one outbound HTTP client of a process: pooled keep-alive connections, TCP_NODELAY, TLS
-//! through rustls with the system's root certificates, the address guard on every resolved
-//! address, a cap on response sizes, and errors classified for retry decisions.
-//!
-//! Whole answers ([`UpstreamClient::send`], every adapter but streaming) go through this
-//! module's own pool of HTTP/1.1 connections: a request takes the most recently used idle
-//! connection to its origin (or opens one, driven by one task for its lifetime) and puts it
-//! back once the answer is read. hyper-util's pooled client spawned a task per request to
-//! return the connection, which also woke a second worker thread each time: about a tenth of
-//! the gateway's CPU at one connection (docs/benchmarks.md). Streams
-//! ([`UpstreamClient::send_streaming`]) stay on hyper-util's client, which hands the connection
-//! back when the caller finishes the body, however long that takes.
+//! The one outbound HTTP client of a process: pooled keep-alive connections (hyper-util),
+//! TCP_NODELAY, TLS through rustls with the system's root certificates, the address guard on
+//! every resolved address, a cap on response sizes, and errors classified for retry decisions.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -213,111 +200,10 @@ impl tower::Service<Name> for GuardedResolver {
 
 type Connector = HttpsConnector<HttpConnector<GuardedResolver>>;
 
-/// Where a connection goes: scheme and authority.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Origin {
-    https: bool,
-    authority: Authority,
-}
-
-/// An idle keep-alive connection: the handle to send on (its task drives the socket).
-struct Idle {
-    sender: SendRequest<Full<Bytes>>,
-    since: Instant,
-}
-
-/// Idle connections by origin, most recently used last.
-struct Pool {
-    idle: Mutex<HashMap<Origin, Vec<Idle>>>,
-    max_idle_per_host: usize,
-    idle_timeout: Duration,
-    reaper: AtomicBool,
-}
-
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("idle", &self.idle_count())
-            .field("max_idle_per_host", &self.max_idle_per_host)
-            .field("idle_timeout", &self.idle_timeout)
-            .finish()
-    }
-}
-
-impl Pool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Origin, Vec<Idle>>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn idle_count(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
-    }
-
-    /// The most recently used idle connection to `origin` that is still open and fresh.
-    fn take(&self, origin: &Origin) -> Option<SendRequest<Full<Bytes>>> {
-        let mut idle = self.lock();
-        let list = idle.get_mut(origin)?;
-        while let Some(c) = list.pop() {
-            if !c.sender.is_closed() && c.since.elapsed() < self.idle_timeout {
-                return Some(c.sender);
-            }
-        }
-        None
-    }
-
-    /// Puts a connection whose answer was read completely back for the next request. Dropping a
-    /// handle ends its connection's task, which closes the socket.
-    fn put(&self, origin: Origin, sender: SendRequest<Full<Bytes>>) {
-        if self.max_idle_per_host == 0 || sender.is_closed() {
-            return;
-        }
-        let mut idle = self.lock();
-        let list = idle.entry(origin).or_default();
-        if list.len() >= self.max_idle_per_host {
-            list.remove(0);
-        }
-        list.push(Idle {
-            sender,
-            since: Instant::now(),
-        });
-    }
-
-    /// Drops connections idle for longer than the timeout or closed by their server.
-    fn purge(&self) {
-        let mut idle = self.lock();
-        for list in idle.values_mut() {
-            list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < self.idle_timeout);
-        }
-        idle.retain(|_, list| !list.is_empty());
-    }
-
-    /// Starts (once) the task that purges idle connections every half timeout; it ends when
-    /// the pool is dropped.
-    fn start_reaper(self: &Arc<Self>) {
-        if self.reaper.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let pool: Weak<Pool> = Arc::downgrade(self);
-        let period = (self.idle_timeout / 2).max(Duration::from_millis(100));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(period).await;
-                match pool.upgrade() {
-                    Some(p) => p.purge(),
-                    None => return,
-                }
-            }
-        });
-    }
-}
-
 /// The pooled client.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
-    /// Streams only (see the module documentation).
     client: Client<Connector, Full<Bytes>>,
-    connector: Connector,
-    pool: Arc<Pool>,
     guard: Arc<AddressGuard>,
     max_response_bytes: usize,
 }
@@ -390,16 +276,9 @@ impl UpstreamClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.idle_timeout)
             .pool_max_idle_per_host(config.max_idle_per_host)
-            .build(connector.clone());
+            .build(connector);
         UpstreamClient {
             client,
-            connector,
-            pool: Arc::new(Pool {
-                idle: Mutex::new(HashMap::new()),
-                max_idle_per_host: config.max_idle_per_host,
-                idle_timeout: config.idle_timeout,
-                reaper: AtomicBool::new(false),
-            }),
             guard,
             max_response_bytes: config.max_response_bytes,
         }
@@ -430,7 +309,7 @@ impl UpstreamClient {
         let req = self.request(out)?;
         let limit = self.max_response_bytes;
         let call = async {
-            let (origin, resp, sender) = self.exchange(req).await?;
+            let resp = self.client.request(req).await.map_err(classify)?;
             let (parts, body) = resp.into_parts();
             if content_length(&parts.headers).is_some_and(|n| n > limit as u64) {
                 return Err(CallError::TooLarge(limit));
@@ -448,8 +327,6 @@ impl UpstreamClient {
                     }
                 })?
                 .to_bytes();
-            // Only a connection whose answer was read to the end can carry the next request.
-            self.pool.put(origin, sender);
             Ok(Inbound {
                 status: parts.status,
                 headers: parts.headers,
@@ -459,68 +336,6 @@ impl UpstreamClient {
         tokio::time::timeout(timeout, call)
             .await
             .map_err(|_| CallError::Timeout(millis(timeout)))?
-    }
-
-    /// Sends `req` on an idle pooled connection to its origin, or on a new one, and returns the
-    /// response head with the connection's handle (to pool once the body is read).
-    async fn exchange(
-        &self,
-        mut req: Request<Full<Bytes>>,
-    ) -> Result<(Origin, Response<Incoming>, SendRequest<Full<Bytes>>), CallError> {
-        let uri = req.uri().clone();
-        let origin = Origin {
-            https: uri.scheme() == Some(&http::uri::Scheme::HTTPS),
-            authority: uri
-                .authority()
-                .cloned()
-                .ok_or_else(|| CallError::Config(format!("`{uri}` has no host")))?,
-        };
-        if !req.headers().contains_key(http::header::HOST) {
-            let host = HeaderValue::from_str(origin.authority.as_str())
-                .map_err(|e| CallError::Config(format!("invalid host: {e}")))?;
-            req.headers_mut().insert(http::header::HOST, host);
-        }
-        // Origin form on the request line: the path and query only.
-        *req.uri_mut() = uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"))
-            .into();
-        self.pool.start_reaper();
-        while let Some(mut sender) = self.pool.take(&origin) {
-            if sender.ready().await.is_err() {
-                continue;
-            }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((origin, resp, sender)),
-                Err(mut e) => match e.take_message() {
-                    // The connection closed before the request went out: another one.
-                    Some(back) => req = back,
-                    None => return Err(CallError::Reset(chain(e.error()))),
-                },
-            }
-        }
-        let io = tower::ServiceExt::oneshot(self.connector.clone(), uri)
-            .await
-            .map_err(|e| classify_connect(&*e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| CallError::Connect(chain(&e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| CallError::Reset(chain(&e)))?;
-        Ok((origin, resp, sender))
-    }
-
-    /// Idle pooled connections (all origins).
-    pub fn idle_connections(&self) -> usize {
-        self.pool.idle_count()
     }
 
     /// Sends `out` and returns as soon as the status and headers are in (within `timeout`);
@@ -569,18 +384,6 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     out
-}
-
-/// A connector failure: refused by the address guard, or no connection.
-fn classify_connect(e: &(dyn std::error::Error + 'static)) -> CallError {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if let Some(r) = c.downcast_ref::<RefusedAddress>() {
-            return CallError::Refused(r.0.clone());
-        }
-        cur = c.source();
-    }
-    CallError::Connect(chain(e))
 }
 
 fn classify(e: hyper_util::client::legacy::Error) -> CallError {
