@@ -15,7 +15,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::guard::AddressGuard;
 
@@ -273,7 +273,10 @@ impl UpstreamClient {
             }
         };
         let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+        // Without a timer the pool only notices an expired connection when it next picks it:
+        // an origin that is not called again would keep its sockets open for good.
         let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.idle_timeout)
             .pool_max_idle_per_host(config.max_idle_per_host)
             .build(connector);

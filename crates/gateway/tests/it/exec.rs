@@ -1045,3 +1045,120 @@ async fn chain_fallbacks_keep_the_bounds_and_personal_data_found_midway_stays_lo
         "personal data went to an external service"
     );
 }
+
+// The outbound client's connection pool.
+
+fn loopback_client(idle_timeout: Duration) -> caio_gateway::exec::client::UpstreamClient {
+    caio_gateway::exec::client::UpstreamClient::new(ClientConfig {
+        guard: AddressGuard::new(true, Vec::new()),
+        idle_timeout,
+        ..Default::default()
+    })
+}
+
+fn echo_call(mock: &MockUpstream, n: usize) -> caio_gateway::exec::client::Outbound {
+    caio_gateway::exec::client::Outbound {
+        method: http::Method::POST,
+        uri: format!("{}/echo?n={n}", mock.url())
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}")),
+        headers: http::HeaderMap::new(),
+        body: bytes::Bytes::from(format!("{{\"n\":{n}}}")),
+    }
+}
+
+#[tokio::test]
+async fn pooled_connections_are_reused_sequentially_and_opened_for_concurrency() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.set_default("/echo", Behavior::Echo);
+    let client = loopback_client(Duration::from_secs(60));
+    for n in 0..10 {
+        let got = client
+            .send(echo_call(&mock, n), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(got.status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+        assert_eq!(v["echo"]["n"], n);
+    }
+    assert_eq!(mock.total_connections(), 1);
+    // Eight at once need eight connections; afterwards all eight are idle and reused.
+    let calls: Vec<_> = (0..8)
+        .map(|n| {
+            let c = client.clone();
+            let out = echo_call(&mock, n);
+            tokio::spawn(async move { c.send(out, Duration::from_secs(5)).await })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap().unwrap().status, 200);
+    }
+    let opened = mock.total_connections();
+    assert!((2..=8).contains(&opened), "{opened} connections");
+    for n in 0..5 {
+        client
+            .send(echo_call(&mock, n), Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+    assert_eq!(mock.total_connections(), opened);
+    // The request line is in origin form with the query, and the Host header names the origin.
+    let seen = mock.requests("/echo");
+    let last = seen.last().unwrap();
+    assert_eq!(last.query.as_deref(), Some("n=4"));
+    let host = last
+        .headers
+        .iter()
+        .find(|(k, _)| k == "host")
+        .map(|(_, v)| v.clone());
+    assert_eq!(host.as_deref(), mock.url().strip_prefix("http://"));
+}
+
+#[tokio::test]
+async fn connections_the_server_closes_are_not_reused_and_idle_ones_expire() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.set_default(
+        "/echo",
+        Behavior::Json {
+            status: 200,
+            body: serde_json::json!({"ok": true}),
+            headers: vec![("connection".into(), "close".into())],
+        },
+    );
+    let client = loopback_client(Duration::from_millis(300));
+    // Every answer closes its connection: each call opens a new one and none fails.
+    for n in 0..5 {
+        let got = client
+            .send(echo_call(&mock, n), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(got.status, 200);
+    }
+    assert_eq!(mock.total_connections(), 5);
+    let waited = Instant::now();
+    while mock.open_connections() > 0 && waited.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(mock.open_connections(), 0);
+    // A kept-alive connection idle longer than the timeout is closed by the reaper.
+    mock.set_default("/echo", Behavior::Echo);
+    client
+        .send(echo_call(&mock, 9), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(mock.open_connections(), 1);
+    let waited = Instant::now();
+    while mock.open_connections() > 0 && waited.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        mock.open_connections(),
+        0,
+        "an idle connection outlived its timeout"
+    );
+    client
+        .send(echo_call(&mock, 10), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(mock.total_connections(), 7);
+}
