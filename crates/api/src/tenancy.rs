@@ -8,6 +8,7 @@
 //! records: a tenant can verify its decisions offline with exactly the contracts it can see.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use arc_swap::ArcSwap;
@@ -87,16 +88,47 @@ impl Registry for TenantView {
     }
 }
 
+/// How many routers each cache keeps (tenants; tenant and pinned service pairs). Tenants come
+/// from API keys and from JWT claims, so their number is not CAIO's to choose; past the cap the
+/// least recently used router is dropped (and rebuilt, with its prepared state, if that tenant
+/// comes back).
+pub const MAX_CACHED_ROUTERS: usize = 10_000;
+
+/// A cached router and when it was last handed out (milliseconds, see `TenantRouters::tick`).
+struct Cached {
+    router: Arc<Router>,
+    used: AtomicU64,
+}
+
 /// One [`Router`] per tenant, created on first use, all sharing the registry and the policies.
 pub struct TenantRouters {
     base: Arc<dyn Registry>,
     policies: ArcSwap<CompiledPolicies>,
     /// The gateway's health board publishes here; every tenant's router reads it.
     history: SharedHistory,
-    routers: RwLock<HashMap<String, Arc<Router>>>,
+    routers: RwLock<HashMap<String, Cached>>,
     /// Routers over one service of a tenant's view (`model: <service id>` on the OpenAI
     /// endpoints), keyed by (tenant, service id).
-    pinned: RwLock<HashMap<(String, String), Arc<Router>>>,
+    pinned: RwLock<HashMap<(String, String), Cached>>,
+    /// Cache capacity (each of the two maps).
+    capacity: usize,
+    started: std::time::Instant,
+}
+
+/// Makes room for one more entry by dropping the least recently used one.
+fn make_room<K: Clone + Eq + std::hash::Hash>(map: &mut HashMap<K, Cached>, capacity: usize) {
+    while map.len() >= capacity.max(1) {
+        let oldest = map
+            .iter()
+            .min_by_key(|(_, c)| c.used.load(Ordering::Relaxed))
+            .map(|(k, _)| k.clone());
+        match oldest {
+            Some(k) => {
+                map.remove(&k);
+            }
+            None => return,
+        }
+    }
 }
 
 impl std::fmt::Debug for TenantRouters {
@@ -120,7 +152,37 @@ impl TenantRouters {
             history,
             routers: RwLock::new(HashMap::new()),
             pinned: RwLock::new(HashMap::new()),
+            capacity: MAX_CACHED_ROUTERS,
+            started: std::time::Instant::now(),
         }
+    }
+
+    /// The same with a different cache capacity (tests).
+    #[cfg(test)]
+    fn with_capacity(mut self, capacity: usize) -> TenantRouters {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Milliseconds since the caches were made: a use stamp that changes at most once a
+    /// millisecond, so the hot path rarely writes to a cache line the other workers read.
+    fn tick(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn touch(&self, c: &Cached) {
+        let now = self.tick();
+        if c.used.load(Ordering::Relaxed) != now {
+            c.used.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Routers cached (tenants, pinned pairs).
+    pub fn cached(&self) -> (usize, usize) {
+        (
+            self.routers.read().unwrap_or_else(|p| p.into_inner()).len(),
+            self.pinned.read().unwrap_or_else(|p| p.into_inner()).len(),
+        )
     }
 
     /// The shared registry.
@@ -135,24 +197,35 @@ impl TenantRouters {
 
     /// The router of a tenant.
     pub fn for_tenant(&self, tenant: &str) -> Arc<Router> {
-        if let Some(r) = self
+        if let Some(c) = self
             .routers
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(tenant)
         {
-            return Arc::clone(r);
+            self.touch(c);
+            return Arc::clone(&c.router);
         }
         let mut routers = self.routers.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = routers.get(tenant) {
+            return Arc::clone(&c.router);
+        }
+        make_room(&mut routers, self.capacity);
         let policies = self.policies.load_full();
-        Arc::clone(routers.entry(tenant.to_owned()).or_insert_with(|| {
-            let view: Arc<dyn Registry> =
-                Arc::new(TenantView::new(Arc::clone(&self.base), tenant, None));
-            Arc::new(
-                Router::with_shared_policies(view, Arc::clone(&policies))
-                    .share_history(Arc::clone(&self.history)),
-            )
-        }))
+        let view: Arc<dyn Registry> =
+            Arc::new(TenantView::new(Arc::clone(&self.base), tenant, None));
+        let router = Arc::new(
+            Router::with_shared_policies(view, Arc::clone(&policies))
+                .share_history(Arc::clone(&self.history)),
+        );
+        routers.insert(
+            tenant.to_owned(),
+            Cached {
+                router: Arc::clone(&router),
+                used: AtomicU64::new(self.tick()),
+            },
+        );
+        router
     }
 
     /// The router of a tenant restricted to one service: a decision picks that service when it
@@ -160,29 +233,39 @@ impl TenantRouters {
     /// (the cache holds one router per tenant and service asked for).
     pub fn for_service(&self, tenant: &str, service_id: &str) -> Arc<Router> {
         let key = (tenant.to_owned(), service_id.to_owned());
-        if let Some(r) = self
+        if let Some(c) = self
             .pinned
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
         {
-            return Arc::clone(r);
+            self.touch(c);
+            return Arc::clone(&c.router);
         }
         // Lock order: routers, then pinned (as in set_policies).
         let _routers = self.routers.write().unwrap_or_else(|p| p.into_inner());
         let mut pinned = self.pinned.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = pinned.get(&key) {
+            return Arc::clone(&c.router);
+        }
+        make_room(&mut pinned, self.capacity);
         let policies = self.policies.load_full();
-        Arc::clone(pinned.entry(key).or_insert_with(|| {
-            let view: Arc<dyn Registry> = Arc::new(TenantView::new(
-                Arc::clone(&self.base),
-                tenant,
-                Some(service_id),
-            ));
-            Arc::new(
-                Router::with_shared_policies(view, policies)
-                    .share_history(Arc::clone(&self.history)),
-            )
-        }))
+        let view: Arc<dyn Registry> = Arc::new(TenantView::new(
+            Arc::clone(&self.base),
+            tenant,
+            Some(service_id),
+        ));
+        let router = Arc::new(
+            Router::with_shared_policies(view, policies).share_history(Arc::clone(&self.history)),
+        );
+        pinned.insert(
+            key,
+            Cached {
+                router: Arc::clone(&router),
+                used: AtomicU64::new(self.tick()),
+            },
+        );
+        router
     }
 
     /// Drops the routers pinned to a service that left the registry.
@@ -199,9 +282,68 @@ impl TenantRouters {
         let routers = self.routers.write().unwrap_or_else(|p| p.into_inner());
         let pinned = self.pinned.write().unwrap_or_else(|p| p.into_inner());
         let policies = Arc::new(policies);
-        for r in routers.values().chain(pinned.values()) {
-            r.set_shared_policies(Arc::clone(&policies));
+        for c in routers.values().chain(pinned.values()) {
+            c.router.set_shared_policies(Arc::clone(&policies));
         }
         self.policies.store(policies);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routers(capacity: usize) -> TenantRouters {
+        let registry: Arc<dyn Registry> = Arc::new(caio_registry::MemoryRegistry::new());
+        let policies = caio_rules::compile(&caio_contracts::policy::PolicySet::default())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        TenantRouters::new(registry, policies, SharedHistory::default()).with_capacity(capacity)
+    }
+
+    #[test]
+    fn router_caches_keep_the_recently_used_and_stay_bounded() {
+        let r = routers(3);
+        // Use stamps have millisecond resolution.
+        let step = || std::thread::sleep(std::time::Duration::from_millis(3));
+        let a = r.for_tenant("a");
+        step();
+        let b = r.for_tenant("b");
+        step();
+        r.for_tenant("c");
+        step();
+        // `a` is used again, so `b` is the least recently used when `d` arrives.
+        assert!(Arc::ptr_eq(&a, &r.for_tenant("a")));
+        step();
+        r.for_tenant("d");
+        assert_eq!(r.cached().0, 3);
+        assert!(Arc::ptr_eq(&a, &r.for_tenant("a")));
+        step();
+        let b_again = r.for_tenant("b");
+        assert!(
+            !Arc::ptr_eq(&b, &b_again),
+            "b should have been dropped and rebuilt"
+        );
+        assert_eq!(r.cached().0, 3);
+        assert!(Arc::ptr_eq(&b_again, &r.for_tenant("b")));
+        assert!(Arc::ptr_eq(&a, &r.for_tenant("a")));
+        for n in 0..50 {
+            r.for_tenant(&format!("t{n}"));
+            r.for_service(&format!("t{n}"), "svc");
+        }
+        assert_eq!(r.cached(), (3, 3));
+        // A policy change reaches the cached routers and the ones made afterwards.
+        let pinned = r.for_service("x", "svc");
+        let one: caio_contracts::policy::PolicySet = serde_json::from_value(serde_json::json!({
+            "policies": [{"id": "cheap", "require": "service.cost.per_request <= 1.0"}]
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let compiled = caio_rules::compile(&one).unwrap_or_else(|e| panic!("{e:?}"));
+        let version = compiled.version.clone();
+        assert_ne!(pinned.policies().version, version);
+        r.set_policies(compiled);
+        assert_eq!(pinned.policies().version, version);
+        assert_eq!(r.for_tenant("a").policies().version, version);
+        assert_eq!(r.for_tenant("new").policies().version, version);
+        assert_eq!(r.cached(), (3, 3));
     }
 }
