@@ -158,6 +158,13 @@ impl Licensing {
     /// Verifies `key` and, when it is usable (valid, or expired within grace), makes it the
     /// license in force for this instance. A refused key leaves the current license as it was.
     pub fn activate(&self, key: &str) -> Result<Arc<License>, Refused> {
+        let license = self.check(key)?;
+        self.install(&license)?;
+        Ok(license)
+    }
+
+    /// Verifies a key (signature, revocation list, validity period) without activating it.
+    pub fn check(&self, key: &str) -> Result<Arc<License>, Refused> {
         let key = key.trim();
         let license = caio_licensing::decode_verified(key, &self.keys)?;
         if let Some(entry) = self
@@ -186,7 +193,12 @@ impl Licensing {
             }
             LicenseStatus::Valid | LicenseStatus::ExpiredInGrace { .. } => {}
         }
-        let license = Arc::new(license);
+        Ok(Arc::new(license))
+    }
+
+    /// Activates a key [`check`](Self::check) accepted, unless this instance would exceed the
+    /// license's `max_instances`.
+    pub fn install(&self, license: &Arc<License>) -> Result<(), Refused> {
         {
             let mut activations = self
                 .activations
@@ -205,10 +217,10 @@ impl Licensing {
             instances.insert(self.instance_id.clone());
         }
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Current {
-            license: Some(Arc::clone(&license)),
+            license: Some(Arc::clone(license)),
             problem: None,
         };
-        Ok(license)
+        Ok(())
     }
 
     /// Records why the configured key was refused (for status).

@@ -16,7 +16,7 @@ use crate::auth::{Caller, require};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{self, P, Q};
 use crate::frame::RequestId;
-use crate::handlers::services::audit;
+use crate::handlers::services::{audit, audit_failed};
 use crate::handlers::traces::parse_time;
 use crate::state::AppState;
 
@@ -47,7 +47,6 @@ pub async fn create(
     let (plaintext, record) =
         caio_security::keys::generate(new, &caller.subject, caio_trace::now_ms())
             .map_err(key_error)?;
-    state.keys.insert(record.clone()).map_err(key_error)?;
     audit(
         &state,
         &caller,
@@ -58,6 +57,10 @@ pub async fn create(
         Some(record_digest(&record.redacted())),
     )
     .await?;
+    if let Err(e) = state.keys.insert(record.clone()) {
+        audit_failed(&state, &caller, &rid, "key.create", &record.id, None).await;
+        return Err(key_error(e));
+    }
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({
@@ -103,26 +106,38 @@ pub async fn revoke(
     P(id): P<String>,
 ) -> ApiResult<Response> {
     require(&state, &caller, Action::KeysManage)?;
-    let before = state
+    let current = state
         .keys
         .get(&id)
         .map_err(key_error)?
-        .map(|k| record_digest(&k.redacted()));
-    let (store, kid) = (Arc::clone(&state.keys), id.clone());
-    let k = tokio::task::spawn_blocking(move || store.revoke(&kid, caio_trace::now_ms()))
-        .await
-        .map_err(|e| ApiError::internal("the key store", e))?
-        .map_err(key_error)?;
+        .ok_or_else(|| key_error(KeyError::NotFound))?;
+    let before = record_digest(&current.redacted());
+    // Revoking is idempotent: a revoked key keeps its first revocation time.
+    let now = caio_trace::now_ms();
+    let mut expected = current.clone();
+    expected.revoked_at_ms = expected.revoked_at_ms.or(Some(now));
     audit(
         &state,
         &caller,
         &rid,
         "key.revoke",
         &id,
-        before,
-        Some(record_digest(&k.redacted())),
+        Some(before.clone()),
+        Some(record_digest(&expected.redacted())),
     )
     .await?;
+    let (store, kid) = (Arc::clone(&state.keys), id.clone());
+    let revoked = tokio::task::spawn_blocking(move || store.revoke(&kid, now))
+        .await
+        .map_err(|e| ApiError::internal("the key store", e))
+        .and_then(|r| r.map_err(key_error));
+    let k = match revoked {
+        Ok(k) => k,
+        Err(e) => {
+            audit_failed(&state, &caller, &rid, "key.revoke", &id, Some(before)).await;
+            return Err(e);
+        }
+    };
     Ok(axum::Json(k.redacted()).into_response())
 }
 

@@ -15,7 +15,7 @@ use crate::auth::{Caller, require};
 use crate::error::{ApiError, ApiResult};
 use crate::extract;
 use crate::frame::RequestId;
-use crate::handlers::services::audit;
+use crate::handlers::services::{audit, audit_failed};
 use crate::licensing::Verdict;
 use crate::state::AppState;
 
@@ -98,19 +98,33 @@ pub async fn activate(
     let req: Activate =
         extract::small_json(&headers, body, 16 * 1024, r#"{"key": "CAIO-v2-…"}"#).await?;
     let before = state.licensing.usable().map(|l| l.key_id.clone());
-    let license = state.licensing.activate(&req.key).map_err(|e| {
+    let refused = |e: crate::licensing::Refused| {
         ApiError::new("LICENSE_INVALID", format!("the key was refused: {e}"))
             .with_details(json!({ "reason": e.code() }))
-    })?;
+    };
+    let license = state.licensing.check(&req.key).map_err(refused)?;
+    // Audited before it takes effect: no activation without its entry.
     audit(
         &state,
         &caller,
         &request_id,
         "license.activate",
         &license.key_id,
-        before,
+        before.clone(),
         Some(license.key_id.clone()),
     )
     .await?;
+    if let Err(e) = state.licensing.install(&license) {
+        audit_failed(
+            &state,
+            &caller,
+            &request_id,
+            "license.activate",
+            &license.key_id,
+            before,
+        )
+        .await;
+        return Err(refused(e));
+    }
     Ok(axum::Json(state.licensing.status()).into_response())
 }

@@ -19,7 +19,7 @@ use crate::auth::{Caller, require};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{self, P, Q};
 use crate::frame::RequestId;
-use crate::handlers::services::audit;
+use crate::handlers::services::{audit, audit_failed};
 use crate::state::AppState;
 
 /// Policies apply to every tenant, so only admins and platform operators (tenant `public`) may
@@ -124,23 +124,32 @@ pub async fn put(
     let compiled = caio_rules::compile(&set).map_err(|e| policy_problems(&e))?;
     let _guard = state.policy_lock.lock().await;
     let previous = state.routers.policies().version.clone();
-    let (store, author) = (Arc::clone(&state.policies), caller.subject.clone());
-    let (version, activation) =
-        tokio::task::spawn_blocking(move || store.put(&set, &author, caio_trace::now_ms(), q.note))
-            .await
-            .map_err(|e| ApiError::internal("the policy store", e))?
-            .map_err(store_error)?;
-    state.routers.set_policies(compiled);
+    // Versions are content-addressed: the compiled set's version is the one the store assigns.
+    let next = compiled.version.clone();
     audit(
         &state,
         &caller,
         &rid,
         "policies.put",
-        &version.version,
+        &next,
         Some(previous.clone()),
-        Some(version.version.clone()),
+        Some(next.clone()),
     )
     .await?;
+    let (store, author) = (Arc::clone(&state.policies), caller.subject.clone());
+    let stored =
+        tokio::task::spawn_blocking(move || store.put(&set, &author, caio_trace::now_ms(), q.note))
+            .await
+            .map_err(|e| ApiError::internal("the policy store", e))
+            .and_then(|r| r.map_err(store_error));
+    let (version, activation) = match stored {
+        Ok(v) => v,
+        Err(e) => {
+            audit_failed(&state, &caller, &rid, "policies.put", &next, Some(previous)).await;
+            return Err(e);
+        }
+    };
+    state.routers.set_policies(compiled);
     Ok(axum::Json(json!({
         "version": version.version,
         "previous": previous,
@@ -269,18 +278,6 @@ pub async fn rollback(
         .ok_or_else(|| store_error(PolicyStoreError::NotFound(v.clone())))?;
     let compiled = caio_rules::compile(&set).map_err(|e| policy_problems(&e))?;
     let previous = state.routers.policies().version.clone();
-    let (store, author, version) = (
-        Arc::clone(&state.policies),
-        caller.subject.clone(),
-        v.clone(),
-    );
-    let activation = tokio::task::spawn_blocking(move || {
-        store.activate(&version, &author, caio_trace::now_ms())
-    })
-    .await
-    .map_err(|e| ApiError::internal("the policy store", e))?
-    .map_err(store_error)?;
-    state.routers.set_policies(compiled);
     audit(
         &state,
         &caller,
@@ -291,6 +288,33 @@ pub async fn rollback(
         Some(v.clone()),
     )
     .await?;
+    let (store, author, version) = (
+        Arc::clone(&state.policies),
+        caller.subject.clone(),
+        v.clone(),
+    );
+    let activated = tokio::task::spawn_blocking(move || {
+        store.activate(&version, &author, caio_trace::now_ms())
+    })
+    .await
+    .map_err(|e| ApiError::internal("the policy store", e))
+    .and_then(|r| r.map_err(store_error));
+    let activation = match activated {
+        Ok(a) => a,
+        Err(e) => {
+            audit_failed(
+                &state,
+                &caller,
+                &rid,
+                "policies.rollback",
+                &v,
+                Some(previous),
+            )
+            .await;
+            return Err(e);
+        }
+    };
+    state.routers.set_policies(compiled);
     Ok(
         axum::Json(json!({ "version": v, "previous": previous, "activation": activation }))
             .into_response(),

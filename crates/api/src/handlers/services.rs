@@ -103,7 +103,9 @@ fn digest(c: &ServiceContract) -> ApiResult<String> {
     canonical::digest(c).map_err(|e| ApiError::internal("hashing a contract", e))
 }
 
-/// Appends to the audit log off the async workers (the file log fsyncs every entry).
+/// Appends to the audit log off the async workers (the file log fsyncs every entry). Changes
+/// are audited before they are applied, so none takes effect without its entry; one that then
+/// fails to apply gets a [`audit_failed`] entry after it.
 pub(crate) async fn audit(
     state: &AppState,
     caller: &Identity,
@@ -134,6 +136,33 @@ pub(crate) async fn audit(
         .audit_healthy
         .store(result.is_ok(), std::sync::atomic::Ordering::Relaxed);
     result
+}
+
+/// After an audited change could not be applied: a `<action>.failed` entry whose after is its
+/// before (nothing changed). Best effort: the change's own entry is already in the log, and the
+/// caller answers with the error that stopped the change.
+pub(crate) async fn audit_failed(
+    state: &AppState,
+    caller: &Identity,
+    request_id: &RequestId,
+    action: &str,
+    target: &str,
+    before: Option<String>,
+) {
+    let action = format!("{action}.failed");
+    if let Err(e) = audit(
+        state,
+        caller,
+        request_id,
+        &action,
+        target,
+        before.clone(),
+        before,
+    )
+    .await
+    {
+        tracing::error!(error = %e.message, action, "audit entry for a failed change not written");
+    }
 }
 
 fn registry_error(e: RegistryError) -> ApiError {
@@ -182,10 +211,26 @@ pub async fn register(
     let id = contract.service.id.clone();
     let digest = digest(&contract)?;
     // Ids are global: a clash with another tenant's service is a 409 that does not say whose.
-    let change = state
-        .registry()
-        .register(contract)
-        .map_err(registry_error)?;
+    if state.registry().snapshot().get(&id).is_some() {
+        return Err(registry_error(RegistryError::AlreadyExists(id)));
+    }
+    audit(
+        &state,
+        &caller,
+        &rid,
+        "service.register",
+        &id,
+        None,
+        Some(digest.clone()),
+    )
+    .await?;
+    let change = match state.registry().register(contract) {
+        Ok(c) => c,
+        Err(e) => {
+            audit_failed(&state, &caller, &rid, "service.register", &id, None).await;
+            return Err(registry_error(e));
+        }
+    };
     state
         .metrics
         .services
@@ -203,16 +248,6 @@ pub async fn register(
             .map_err(|e| ApiError::internal("storing the webhook secret", e))?;
         Some(s)
     };
-    audit(
-        &state,
-        &caller,
-        &rid,
-        "service.register",
-        &id,
-        None,
-        Some(digest.clone()),
-    )
-    .await?;
     let mut body = json!({
         "service_id": id,
         "digest": digest,
@@ -360,17 +395,23 @@ pub async fn update(
     };
     may_write(&state, &caller, &contract)?;
     let after = digest(&contract)?;
-    let change = state.registry().update(contract).map_err(registry_error)?;
     audit(
         &state,
         &caller,
         &rid,
         "service.update",
         &id,
-        Some(before),
+        Some(before.clone()),
         Some(after.clone()),
     )
     .await?;
+    let change = match state.registry().update(contract) {
+        Ok(c) => c,
+        Err(e) => {
+            audit_failed(&state, &caller, &rid, "service.update", &id, Some(before)).await;
+            return Err(registry_error(e));
+        }
+    };
     Ok(axum::Json(json!({
         "service_id": id,
         "digest": after,
@@ -397,7 +438,20 @@ pub async fn delete(
         may_write(&state, &caller, &e.contract)?;
         e.digest.clone()
     };
-    state.registry().remove(&id).map_err(registry_error)?;
+    audit(
+        &state,
+        &caller,
+        &rid,
+        "service.delete",
+        &id,
+        Some(before.clone()),
+        None,
+    )
+    .await?;
+    if let Err(e) = state.registry().remove(&id) {
+        audit_failed(&state, &caller, &rid, "service.delete", &id, Some(before)).await;
+        return Err(registry_error(e));
+    }
     // A service registered again under this id starts with a clean bill of health.
     state.gateway.health().forget(&id);
     state.routers.forget_service(&id);
@@ -415,16 +469,6 @@ pub async fn delete(
         .write()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id);
-    audit(
-        &state,
-        &caller,
-        &rid,
-        "service.delete",
-        &id,
-        Some(before),
-        None,
-    )
-    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -450,11 +494,6 @@ pub async fn rotate_secret(
         })));
     }
     let s = crate::secrets::generate().map_err(|e| ApiError::internal("randomness", e))?;
-    let (store, sid, value) = (Arc::clone(&state.secrets), id.clone(), s.clone());
-    tokio::task::spawn_blocking(move || store.set(&sid, &value))
-        .await
-        .map_err(|e| ApiError::internal("storing the webhook secret", e))?
-        .map_err(|e| ApiError::internal("storing the webhook secret", e))?;
     audit(
         &state,
         &caller,
@@ -465,5 +504,14 @@ pub async fn rotate_secret(
         None,
     )
     .await?;
+    let (store, sid, value) = (Arc::clone(&state.secrets), id.clone(), s.clone());
+    let stored = tokio::task::spawn_blocking(move || store.set(&sid, &value))
+        .await
+        .map_err(|e| ApiError::internal("storing the webhook secret", e))
+        .and_then(|r| r.map_err(|e| ApiError::internal("storing the webhook secret", e)));
+    if let Err(e) = stored {
+        audit_failed(&state, &caller, &rid, "service.webhook_secret", &id, None).await;
+        return Err(e);
+    }
     Ok(axum::Json(json!({ "service_id": id, "webhook_secret": s })).into_response())
 }

@@ -2,6 +2,7 @@
 //! dependencies, CORS, body limit, rate limit, request ids, unknown routes.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use caio_api::error::ERROR_CODES;
 use caio_api::openapi::ENDPOINTS;
@@ -323,4 +324,98 @@ async fn a_development_server_without_credentials_serves_anonymous_clients() {
         .get("/api/v1/keys", "wrong-key-wrong-key-wrong-key-wrong")
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+/// An audit log that refuses writes while `failing` is set.
+#[derive(Debug, Default)]
+struct FlakyAudit {
+    inner: caio_trace::MemoryAuditLog,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl caio_trace::AuditLog for FlakyAudit {
+    fn append(
+        &self,
+        event: caio_trace::AuditEvent,
+    ) -> Result<caio_trace::AuditEntry, caio_trace::StoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(caio_trace::StoreError::Invalid("disk full (test)".into()));
+        }
+        self.inner.append(event)
+    }
+    fn query(
+        &self,
+        q: &caio_trace::AuditQuery,
+    ) -> Result<caio_trace::AuditPage, caio_trace::StoreError> {
+        self.inner.query(q)
+    }
+    fn head(&self) -> caio_trace::ChainHead {
+        self.inner.head()
+    }
+}
+
+#[tokio::test]
+async fn no_change_takes_effect_without_its_audit_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut state, _) = caio_api::AppState::build(config(dir.path())).unwrap();
+    let audit = Arc::new(FlakyAudit::default());
+    Arc::get_mut(&mut state)
+        .unwrap_or_else(|| panic!("the state is shared before the server starts"))
+        .audit = Arc::clone(&audit) as Arc<dyn caio_trace::AuditLog>;
+    let s = Server::start_state(state, dir).await;
+    let yaml = contract_yaml(
+        "audited-svc",
+        "http://127.0.0.1:9",
+        "http_json",
+        "classify",
+        0.9,
+        "    endpoints: { execute: { method: POST, path: /x } }\n",
+    );
+    audit
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // Register, policy change and key creation all refuse, and none of them happened.
+    let r = s
+        .yaml(Method::POST, "/api/v1/services", ADMIN_KEY, &yaml)
+        .await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text);
+    assert!(s.state.registry().snapshot().get("audited-svc").is_none());
+    let before = s.state.routers.policies().version.clone();
+    let deny = "policies:\n  - id: deny-all\n    when: \"true\"\n    require: \"false\"\n";
+    let r = s
+        .yaml(Method::PUT, "/api/v1/policies", ADMIN_KEY, deny)
+        .await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text);
+    assert_eq!(s.state.routers.policies().version, before);
+    let keys_before = s.get("/api/v1/keys", ADMIN_KEY).await.json["items"]
+        .as_array()
+        .map(Vec::len);
+    let r = s
+        .post(
+            "/api/v1/keys",
+            ADMIN_KEY,
+            json!({"name": "k", "role": "client", "tenant": "acme"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text);
+    let keys_after = s.get("/api/v1/keys", ADMIN_KEY).await.json["items"]
+        .as_array()
+        .map(Vec::len);
+    assert_eq!(keys_after, keys_before);
+    // With the log back, the same register works and its entry is in the log.
+    audit
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = s
+        .yaml(Method::POST, "/api/v1/services", ADMIN_KEY, &yaml)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let log = s.get("/api/v1/audit", ADMIN_KEY).await.json;
+    let actions: Vec<&str> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(actions, ["service.register"], "{log}");
 }

@@ -62,6 +62,11 @@ impl Server {
 
     pub async fn start_config(c: Config, dir: tempfile::TempDir) -> Server {
         let (state, _report) = AppState::build(c).unwrap();
+        Server::start_state(state, dir).await
+    }
+
+    /// A server over a state built (and possibly adjusted) by the test.
+    pub async fn start_state(state: Arc<AppState>, dir: tempfile::TempDir) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
