@@ -216,7 +216,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             (id.method, id.subject.as_str()),
-            (AuthMethod::Jwt, "svc-bot")
+            (AuthMethod::Jwt, "jwt:svc-bot")
         );
         // The JWT clock is the request clock in seconds.
         assert_eq!(

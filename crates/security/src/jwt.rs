@@ -155,10 +155,12 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// The identity of the token's holder (method `Jwt`, subject = `sub`).
+    /// The identity of the token's holder (method `Jwt`, subject and principal id
+    /// `jwt:<sub>`). The prefix keeps a token's subject apart from API key ids (which never
+    /// contain `:`), so a `sub` that equals a key id cannot read that key's own traces.
     pub fn identity(&self) -> Identity {
         Identity::new(
-            self.sub.clone(),
+            format!("jwt:{}", self.sub),
             self.role,
             self.tenant.clone(),
             self.permissions.clone(),

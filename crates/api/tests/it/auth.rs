@@ -164,7 +164,7 @@ async fn jwts_are_checked() {
         .post("/api/v1/route", &good, request("sentiment-de.yaml"))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert_eq!(r.json["principal"]["id"], "bob");
+    assert_eq!(r.json["principal"]["id"], "jwt:bob");
     assert_eq!(r.json["principal"]["tenant"], "acme");
 
     let expired = hs256(json!({"sub": "bob", "exp": now - 3600}));
@@ -442,4 +442,24 @@ async fn traces_are_scoped_to_tenant_and_principal() {
     assert_eq!(page.json["items"].as_array().unwrap().len(), 0);
     let page = s.get("/api/v1/traces", &acme_op).await;
     assert_eq!(page.json["items"].as_array().unwrap().len(), 1);
+    // A token whose `sub` is alice's key id, same tenant and role, is a different principal.
+    let alice_key_id = &alice["caio_".len().."caio_".len() + 16];
+    assert_eq!(
+        page.json["items"][0]["principal_id"].as_str(),
+        Some(alice_key_id),
+        "{}",
+        page.text
+    );
+    let impostor = hs256(
+        json!({"sub": alice_key_id, "exp": now_s() + 600, "role": "client",
+        "tenant": "acme", "permissions": ["classify"], "trust_level": 2}),
+    );
+    assert_eq!(s.get(&path, &impostor).await.status, StatusCode::NOT_FOUND);
+    let page = s.get("/api/v1/traces", &impostor).await;
+    assert_eq!(
+        page.json["items"].as_array().unwrap().len(),
+        0,
+        "{}",
+        page.text
+    );
 }

@@ -99,9 +99,9 @@ fn good_hs256_token() {
     assert_eq!(c.role, Role::Operator);
     assert_eq!(c.aud, Some(Audience::One("caio".into())));
     let id = c.identity();
-    assert_eq!(id.subject, "alice");
+    assert_eq!(id.subject, "jwt:alice");
     assert_eq!(id.method, AuthMethod::Jwt);
-    assert_eq!(id.principal.id, "alice");
+    assert_eq!(id.principal.id, "jwt:alice");
     assert_eq!(id.principal.tenant, "acme");
     assert_eq!(id.principal.permissions, ["classify"]);
     assert_eq!(id.principal.trust_level, 4);
