@@ -174,6 +174,10 @@ pub struct Attempt {
     /// Wait before the next attempt on this service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_ms: Option<u64>,
+    /// Made as the single trial call of a half-open circuit breaker: its outcome closes the
+    /// circuit or opens it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trial: bool,
 }
 
 /// Moving on from one candidate to the next.
@@ -473,6 +477,7 @@ impl Gateway {
                 service: id,
                 armed: admission == Admission::Trial,
             };
+            let first_attempt = ex.attempts.len();
             let outcome = self
                 .call_service(
                     id,
@@ -485,6 +490,11 @@ impl Gateway {
                     &mut ex.attempts,
                 )
                 .await;
+            if admission == Admission::Trial {
+                for a in ex.attempts.iter_mut().skip(first_attempt) {
+                    a.trial = true;
+                }
+            }
             match outcome {
                 ServiceOutcome::Answered { reply, latency } => {
                     let composed = if i == 0 {
@@ -651,6 +661,7 @@ impl Gateway {
                         latency_ms: ms(took),
                         error: None,
                         backoff_ms: None,
+                        trial: false,
                     });
                     return ServiceOutcome::Answered {
                         reply,
@@ -679,6 +690,7 @@ impl Gateway {
                         latency_ms: ms(took),
                         error: Some(e.to_string()),
                         backoff_ms: wait.map(whole_ms),
+                        trial: false,
                     });
                     match wait {
                         Some(w) => tokio::time::sleep(w).await,

@@ -229,6 +229,7 @@ impl Gateway {
                             latency_ms: ms(took),
                             error: None,
                             backoff_ms: None,
+                            trial: admission == Admission::Trial,
                         });
                         ex.status = ExecutionStatus::Succeeded;
                         ex.service_id = Some(id.to_owned());
@@ -263,6 +264,7 @@ impl Gateway {
                             latency_ms: ms(took),
                             error: Some(e.to_string()),
                             backoff_ms: wait.map(whole_ms),
+                            trial: admission == Admission::Trial,
                         });
                         let code = e.code();
                         last = Some(e);

@@ -370,6 +370,11 @@ async fn consecutive_failures_open_the_circuit_and_routing_leaves_the_service_ou
     let ex = run(&gw, &router, &ExecuteOptions::default()).await;
     assert_eq!(ex.service_id.as_deref(), Some("a"));
     assert_eq!(gw.health().state("a"), CircuitState::Closed);
+    // The record names the call that was the trial; closed again, calls are ordinary.
+    assert_eq!(ex.attempts.len(), 1);
+    assert!(ex.attempts[0].trial, "{:?}", ex.attempts);
+    let ex = run(&gw, &router, &ExecuteOptions::default()).await;
+    assert!(ex.attempts.iter().all(|a| !a.trial), "{:?}", ex.attempts);
     let report = gw.health().report();
     let a = report.iter().find(|r| r.service_id == "a").unwrap();
     assert_eq!(a.times_opened, 1);
