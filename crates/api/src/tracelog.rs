@@ -133,6 +133,13 @@ const LEAD_ROUNDS: usize = 4;
 /// Buffered durability, the handler that found no write in progress: writes its own record,
 /// then whatever other handlers queued meanwhile, all on this thread and without awaiting.
 fn lead_writes(shared: &Arc<Shared>, record: TraceRecord) -> Result<u64, String> {
+    // If a write panics, the writer role must not stay taken (every later append would queue
+    // forever): the guard gives it up and drops the queued replies, so their handlers get an
+    // error instead of waiting.
+    let mut guard = Leading {
+        shared,
+        handed_over: false,
+    };
     let mine = match write_batch(shared, vec![record], Vec::new()) {
         Ok(seqs) => seqs
             .first()
@@ -145,11 +152,13 @@ fn lead_writes(shared: &Arc<Shared>, record: TraceRecord) -> Result<u64, String>
             let mut q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
             if q.records.is_empty() {
                 q.writing = false;
+                guard.handed_over = true;
                 return mine;
             }
             if round == LEAD_ROUNDS {
                 // Still busy: `writing` stays set and the drain task takes over.
                 tokio::spawn(drain(Arc::clone(shared)));
+                guard.handed_over = true;
                 return mine;
             }
             (
@@ -161,6 +170,29 @@ fn lead_writes(shared: &Arc<Shared>, record: TraceRecord) -> Result<u64, String>
         let _ = write_batch(shared, records, replies);
     }
     mine
+}
+
+/// Releases the writer role of a buffered writer that did not finish normally (a panic).
+struct Leading<'a> {
+    shared: &'a Shared,
+    handed_over: bool,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        if self.handed_over {
+            return;
+        }
+        let mut q = self
+            .shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        q.writing = false;
+        q.records.clear();
+        // Dropping the senders wakes their handlers with "the trace writer stopped".
+        q.replies.clear();
+    }
 }
 
 /// Writes one batch synchronously and answers its waiters (`replies` may be empty: the caller
@@ -325,6 +357,8 @@ mod tests {
         inner: caio_trace::MemoryTraceStore,
         first: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
         batches: std::sync::Mutex<Vec<usize>>,
+        /// The gated first write panics once released.
+        panic_first: bool,
     }
 
     impl TraceStore for Gate {
@@ -335,6 +369,7 @@ mod tests {
             let wait = self.first.lock().unwrap().take();
             if let Some(rx) = wait {
                 rx.recv().unwrap();
+                assert!(!self.panic_first, "the store failed mid-write (test)");
             }
             self.batches.lock().unwrap().push(records.len());
             self.inner.append_batch(records)
@@ -363,6 +398,7 @@ mod tests {
             inner: caio_trace::MemoryTraceStore::new(),
             first: std::sync::Mutex::new(Some(rx)),
             batches: std::sync::Mutex::new(Vec::new()),
+            panic_first: false,
         });
         let writer = TraceWriter::new(
             Arc::clone(&gate) as Arc<dyn TraceStore>,
@@ -442,5 +478,44 @@ mod tests {
             assert_eq!(writer.append(record(2)).await.unwrap(), 1);
             assert!(writer.healthy());
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_that_panics_gives_up_the_role_and_its_waiters_get_errors() {
+        let (release, rx) = std::sync::mpsc::channel();
+        let gate = Arc::new(Gate {
+            inner: caio_trace::MemoryTraceStore::new(),
+            first: std::sync::Mutex::new(Some(rx)),
+            batches: std::sync::Mutex::new(Vec::new()),
+            panic_first: true,
+        });
+        let writer = TraceWriter::new(
+            Arc::clone(&gate) as Arc<dyn TraceStore>,
+            Durability::Buffered,
+            Arc::new(Metrics::new()),
+        );
+        let w = writer.clone();
+        let leader = tokio::spawn(async move { w.append(record(0)).await });
+        while !writer.shared.queue.lock().unwrap().writing {
+            tokio::task::yield_now().await;
+        }
+        let w = writer.clone();
+        let follower = tokio::spawn(async move { w.append(record(1)).await });
+        let started = std::time::Instant::now();
+        while writer.shared.queue.lock().unwrap().records.is_empty()
+            && started.elapsed() < std::time::Duration::from_secs(10)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        release.send(()).unwrap();
+        assert!(leader.await.unwrap_err().is_panic());
+        let err = follower.await.unwrap().unwrap_err();
+        assert!(err.contains("stopped"), "{err}");
+        // The role is free again: the next append writes (it does not queue forever).
+        let next =
+            tokio::time::timeout(std::time::Duration::from_secs(5), writer.append(record(2)))
+                .await
+                .expect("an append after the panic hung");
+        assert_eq!(next.unwrap(), 1);
     }
 }
