@@ -115,19 +115,28 @@ pub struct TenantRouters {
     started: std::time::Instant,
 }
 
-/// Makes room for one more entry by dropping the least recently used one.
+/// Makes room for one more entry: when the map is full, drops the least recently used tenth
+/// (at least one), so a stream of new tenants pays for one scan per tenth of the capacity
+/// rather than one per new tenant.
 fn make_room<K: Clone + Eq + std::hash::Hash>(map: &mut HashMap<K, Cached>, capacity: usize) {
-    while map.len() >= capacity.max(1) {
-        let oldest = map
-            .iter()
-            .min_by_key(|(_, c)| c.used.load(Ordering::Relaxed))
-            .map(|(k, _)| k.clone());
-        match oldest {
-            Some(k) => {
-                map.remove(&k);
-            }
-            None => return,
-        }
+    let capacity = capacity.max(1);
+    if map.len() < capacity {
+        return;
+    }
+    let mut by_use: Vec<(u64, K)> = map
+        .iter()
+        .map(|(k, c)| (c.used.load(Ordering::Relaxed), k.clone()))
+        .collect();
+    let drop = (capacity / 10)
+        .max(1)
+        .max(map.len() + 1 - capacity)
+        .min(by_use.len());
+    if drop == 0 {
+        return;
+    }
+    by_use.select_nth_unstable_by_key(drop - 1, |(used, _)| *used);
+    for (_, k) in by_use.into_iter().take(drop) {
+        map.remove(&k);
     }
 }
 
@@ -331,6 +340,16 @@ mod tests {
             r.for_service(&format!("t{n}"), "svc");
         }
         assert_eq!(r.cached(), (3, 3));
+        // A full cache drops its least recently used tenth at once.
+        let big = routers(20);
+        for n in 0..20 {
+            big.for_tenant(&format!("t{n}"));
+            step();
+        }
+        let newest = big.for_tenant("t19");
+        big.for_tenant("one-more");
+        assert_eq!(big.cached().0, 19);
+        assert!(Arc::ptr_eq(&newest, &big.for_tenant("t19")));
         // A policy change reaches the cached routers and the ones made afterwards.
         let pinned = r.for_service("x", "svc");
         let one: caio_contracts::policy::PolicySet = serde_json::from_value(serde_json::json!({

@@ -77,7 +77,7 @@ impl TraceWriter {
 
     /// Writes one record and returns its sequence number once it is in the store.
     pub async fn append(&self, record: TraceRecord) -> Result<u64, String> {
-        if let Err(e) = record.check() {
+        if let Err(e) = record.validate() {
             self.shared.healthy.store(false, Ordering::Relaxed);
             tracing::error!(error = %e, "trace record refused");
             return Err(e.to_string());
@@ -172,7 +172,8 @@ fn lead_writes(shared: &Arc<Shared>, record: TraceRecord) -> Result<u64, String>
     mine
 }
 
-/// Releases the writer role of a buffered writer that did not finish normally (a panic).
+/// Releases the writer role of a writer (a leading handler or the drain task) that did not finish
+/// normally: a panic, or the drain task dropped with the runtime.
 struct Leading<'a> {
     shared: &'a Shared,
     handed_over: bool,
@@ -239,6 +240,12 @@ fn finish_batch(
 
 /// Writes batches until the queue is empty.
 async fn drain(shared: Arc<Shared>) {
+    // As for a leading handler: a panicking write (or the task being dropped at shutdown) must
+    // not leave the writer role taken.
+    let mut guard = Leading {
+        shared: &shared,
+        handed_over: false,
+    };
     let mut first = true;
     loop {
         // Let other tasks on this worker run (and queue more records) between batches: a
@@ -251,6 +258,7 @@ async fn drain(shared: Arc<Shared>) {
             let mut q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
             if q.records.is_empty() {
                 q.writing = false;
+                guard.handed_over = true;
                 return;
             }
             (

@@ -286,7 +286,8 @@ fn validate(set: &PolicySet) -> Result<String, PolicyStoreError> {
     }
 }
 
-fn check_arguments(author: &str, note: Option<&str>) -> Result<(), PolicyStoreError> {
+/// The limits `put` applies to its author and note, for callers that check before they act.
+pub fn check_arguments(author: &str, note: Option<&str>) -> Result<(), PolicyStoreError> {
     if author.len() > MAX_AUTHOR_BYTES {
         return Err(PolicyStoreError::BadArgument(format!(
             "author is longer than {MAX_AUTHOR_BYTES} bytes"

@@ -842,15 +842,6 @@ fn might_hold_surrogate_escape(body: &[u8]) -> bool {
     })
 }
 
-impl TraceRecord {
-    /// The checks a store makes before it appends the record (field lengths, body size and
-    /// JSON): a writer that batches records of several callers runs them first, so one bad
-    /// record is refused alone instead of failing the batch it would have joined.
-    pub fn check(&self) -> Result<(), StoreError> {
-        check_record(None, self)
-    }
-}
-
 /// Checks one record; `i` is its index in a batch, for the message.
 fn check_record(i: Option<usize>, r: &TraceRecord) -> Result<(), StoreError> {
     let fail = |what: String| {

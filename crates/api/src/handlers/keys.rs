@@ -16,7 +16,7 @@ use crate::auth::{Caller, require};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{self, P, Q};
 use crate::frame::RequestId;
-use crate::handlers::services::{audit, audit_failed};
+use crate::handlers::services::audited;
 use crate::handlers::traces::parse_time;
 use crate::state::AppState;
 
@@ -47,7 +47,8 @@ pub async fn create(
     let (plaintext, record) =
         caio_security::keys::generate(new, &caller.subject, caio_trace::now_ms())
             .map_err(key_error)?;
-    audit(
+    let stored = record.clone();
+    audited(
         &state,
         &caller,
         &rid,
@@ -55,12 +56,9 @@ pub async fn create(
         &record.id,
         None,
         Some(record_digest(&record.redacted())),
+        move |st| async move { st.keys.insert(stored).map_err(key_error) },
     )
     .await?;
-    if let Err(e) = state.keys.insert(record.clone()) {
-        audit_failed(&state, &caller, &rid, "key.create", &record.id, None).await;
-        return Err(key_error(e));
-    }
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({
@@ -116,28 +114,24 @@ pub async fn revoke(
     let now = caio_trace::now_ms();
     let mut expected = current.clone();
     expected.revoked_at_ms = expected.revoked_at_ms.or(Some(now));
-    audit(
+    let kid = id.clone();
+    let k = audited(
         &state,
         &caller,
         &rid,
         "key.revoke",
         &id,
-        Some(before.clone()),
+        Some(before),
         Some(record_digest(&expected.redacted())),
+        move |st| async move {
+            let store = Arc::clone(&st.keys);
+            tokio::task::spawn_blocking(move || store.revoke(&kid, now))
+                .await
+                .map_err(|e| ApiError::internal("the key store", e))?
+                .map_err(key_error)
+        },
     )
     .await?;
-    let (store, kid) = (Arc::clone(&state.keys), id.clone());
-    let revoked = tokio::task::spawn_blocking(move || store.revoke(&kid, now))
-        .await
-        .map_err(|e| ApiError::internal("the key store", e))
-        .and_then(|r| r.map_err(key_error));
-    let k = match revoked {
-        Ok(k) => k,
-        Err(e) => {
-            audit_failed(&state, &caller, &rid, "key.revoke", &id, Some(before)).await;
-            return Err(e);
-        }
-    };
     Ok(axum::Json(k.redacted()).into_response())
 }
 

@@ -15,7 +15,7 @@ use crate::auth::{Caller, require};
 use crate::error::{ApiError, ApiResult};
 use crate::extract;
 use crate::frame::RequestId;
-use crate::handlers::services::{audit, audit_failed};
+use crate::handlers::services::audited;
 use crate::licensing::Verdict;
 use crate::state::AppState;
 
@@ -104,27 +104,17 @@ pub async fn activate(
     };
     let license = state.licensing.check(&req.key).map_err(refused)?;
     // Audited before it takes effect: no activation without its entry.
-    audit(
+    let installed = Arc::clone(&license);
+    audited(
         &state,
         &caller,
         &request_id,
         "license.activate",
         &license.key_id,
-        before.clone(),
+        before,
         Some(license.key_id.clone()),
+        move |st| async move { st.licensing.install(&installed).map_err(refused) },
     )
     .await?;
-    if let Err(e) = state.licensing.install(&license) {
-        audit_failed(
-            &state,
-            &caller,
-            &request_id,
-            "license.activate",
-            &license.key_id,
-            before,
-        )
-        .await;
-        return Err(refused(e));
-    }
     Ok(axum::Json(state.licensing.status()).into_response())
 }

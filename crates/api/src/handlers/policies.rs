@@ -122,34 +122,47 @@ pub async fn put(
     require_policy_write(&state, &caller)?;
     let set = read_set(&state, &headers, body).await?;
     let compiled = caio_rules::compile(&set).map_err(|e| policy_problems(&e))?;
-    let _guard = state.policy_lock.lock().await;
-    let previous = state.routers.policies().version.clone();
-    // Versions are content-addressed: the compiled set's version is the one the store assigns.
-    let next = compiled.version.clone();
-    audit(
-        &state,
-        &caller,
-        &rid,
-        "policies.put",
-        &next,
-        Some(previous.clone()),
-        Some(next.clone()),
-    )
-    .await?;
-    let (store, author) = (Arc::clone(&state.policies), caller.subject.clone());
-    let stored =
-        tokio::task::spawn_blocking(move || store.put(&set, &author, caio_trace::now_ms(), q.note))
-            .await
-            .map_err(|e| ApiError::internal("the policy store", e))
-            .and_then(|r| r.map_err(store_error));
-    let (version, activation) = match stored {
-        Ok(v) => v,
-        Err(e) => {
-            audit_failed(&state, &caller, &rid, "policies.put", &next, Some(previous)).await;
-            return Err(e);
+    caio_rules::store::check_arguments(&caller.subject, q.note.as_deref()).map_err(store_error)?;
+    // Audit, store and activate in a task of their own (under the policy lock), so a request
+    // that times out or loses its client cannot stop between the entry, the stored version and
+    // the routers' active set.
+    let (st, who) = (Arc::clone(&state), caller.clone());
+    let (version, previous, activation) = tokio::spawn(async move {
+        let _guard = st.policy_lock.lock().await;
+        let previous = st.routers.policies().version.clone();
+        // Versions are content-addressed: the compiled set's version is the one the store
+        // assigns.
+        let next = compiled.version.clone();
+        audit(
+            &st,
+            &who,
+            &rid,
+            "policies.put",
+            &next,
+            Some(previous.clone()),
+            Some(next.clone()),
+        )
+        .await?;
+        let (store, author) = (Arc::clone(&st.policies), who.subject.clone());
+        let stored = tokio::task::spawn_blocking(move || {
+            store.put(&set, &author, caio_trace::now_ms(), q.note)
+        })
+        .await
+        .map_err(|e| ApiError::internal("the policy store", e))
+        .and_then(|r| r.map_err(store_error));
+        match stored {
+            Ok((version, activation)) => {
+                st.routers.set_policies(compiled);
+                Ok((version, previous, activation))
+            }
+            Err(e) => {
+                audit_failed(&st, &who, &rid, "policies.put", &next, Some(previous)).await;
+                Err(e)
+            }
         }
-    };
-    state.routers.set_policies(compiled);
+    })
+    .await
+    .map_err(|e| ApiError::internal("a policy change", e))??;
     Ok(axum::Json(json!({
         "version": version.version,
         "previous": previous,
@@ -270,51 +283,47 @@ pub async fn rollback(
     let text = extract::text(&headers, body, state.config.limits.body_bytes).await?;
     let r: Rollback = extract::json(&text)?;
     let v = version_of(&r.version);
-    let _guard = state.policy_lock.lock().await;
-    let (_, set) = state
-        .policies
-        .get(&v)
-        .map_err(store_error)?
-        .ok_or_else(|| store_error(PolicyStoreError::NotFound(v.clone())))?;
-    let compiled = caio_rules::compile(&set).map_err(|e| policy_problems(&e))?;
-    let previous = state.routers.policies().version.clone();
-    audit(
-        &state,
-        &caller,
-        &rid,
-        "policies.rollback",
-        &v,
-        Some(previous.clone()),
-        Some(v.clone()),
-    )
-    .await?;
-    let (store, author, version) = (
-        Arc::clone(&state.policies),
-        caller.subject.clone(),
-        v.clone(),
-    );
-    let activated = tokio::task::spawn_blocking(move || {
-        store.activate(&version, &author, caio_trace::now_ms())
+    let (st, who, target) = (Arc::clone(&state), caller.clone(), v.clone());
+    let (previous, activation) = tokio::spawn(async move {
+        let v = target;
+        let _guard = st.policy_lock.lock().await;
+        let (_, set) = st
+            .policies
+            .get(&v)
+            .map_err(store_error)?
+            .ok_or_else(|| store_error(PolicyStoreError::NotFound(v.clone())))?;
+        let compiled = caio_rules::compile(&set).map_err(|e| policy_problems(&e))?;
+        let previous = st.routers.policies().version.clone();
+        audit(
+            &st,
+            &who,
+            &rid,
+            "policies.rollback",
+            &v,
+            Some(previous.clone()),
+            Some(v.clone()),
+        )
+        .await?;
+        let (store, author, version) = (Arc::clone(&st.policies), who.subject.clone(), v.clone());
+        let activated = tokio::task::spawn_blocking(move || {
+            store.activate(&version, &author, caio_trace::now_ms())
+        })
+        .await
+        .map_err(|e| ApiError::internal("the policy store", e))
+        .and_then(|r| r.map_err(store_error));
+        match activated {
+            Ok(activation) => {
+                st.routers.set_policies(compiled);
+                Ok((previous, activation))
+            }
+            Err(e) => {
+                audit_failed(&st, &who, &rid, "policies.rollback", &v, Some(previous)).await;
+                Err(e)
+            }
+        }
     })
     .await
-    .map_err(|e| ApiError::internal("the policy store", e))
-    .and_then(|r| r.map_err(store_error));
-    let activation = match activated {
-        Ok(a) => a,
-        Err(e) => {
-            audit_failed(
-                &state,
-                &caller,
-                &rid,
-                "policies.rollback",
-                &v,
-                Some(previous),
-            )
-            .await;
-            return Err(e);
-        }
-    };
-    state.routers.set_policies(compiled);
+    .map_err(|e| ApiError::internal("a policy change", e))??;
     Ok(
         axum::Json(json!({ "version": v, "previous": previous, "activation": activation }))
             .into_response(),

@@ -138,6 +138,55 @@ pub(crate) async fn audit(
     result
 }
 
+/// One audited change: its entry (`action` on `target`, `before` → `after`), then `apply`, then,
+/// if `apply` fails, a `<action>.failed` entry. The sequence runs in a task of its own, so a
+/// request that times out or whose client leaves cannot stop it between the entry and the
+/// change (or between a failed change and its `.failed` entry).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn audited<T, F, Fut>(
+    state: &Arc<AppState>,
+    caller: &Identity,
+    request_id: &RequestId,
+    action: &'static str,
+    target: &str,
+    before: Option<String>,
+    after: Option<String>,
+    apply: F,
+) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Arc<AppState>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ApiResult<T>> + Send + 'static,
+{
+    let (state, caller, rid, target) = (
+        Arc::clone(state),
+        caller.clone(),
+        request_id.clone(),
+        target.to_owned(),
+    );
+    tokio::spawn(async move {
+        audit(
+            &state,
+            &caller,
+            &rid,
+            action,
+            &target,
+            before.clone(),
+            after,
+        )
+        .await?;
+        match apply(Arc::clone(&state)).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                audit_failed(&state, &caller, &rid, action, &target, before).await;
+                Err(e)
+            }
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal("an audited change", e))?
+}
+
 /// After an audited change could not be applied: a `<action>.failed` entry whose after is its
 /// before (nothing changed). Best effort: the change's own entry is already in the log, and the
 /// caller answers with the error that stopped the change.
@@ -214,7 +263,7 @@ pub async fn register(
     if state.registry().snapshot().get(&id).is_some() {
         return Err(registry_error(RegistryError::AlreadyExists(id)));
     }
-    audit(
+    let change = audited(
         &state,
         &caller,
         &rid,
@@ -222,15 +271,9 @@ pub async fn register(
         &id,
         None,
         Some(digest.clone()),
+        move |st| async move { st.registry().register(contract).map_err(registry_error) },
     )
     .await?;
-    let change = match state.registry().register(contract) {
-        Ok(c) => c,
-        Err(e) => {
-            audit_failed(&state, &caller, &rid, "service.register", &id, None).await;
-            return Err(registry_error(e));
-        }
-    };
     state
         .metrics
         .services
@@ -395,23 +438,17 @@ pub async fn update(
     };
     may_write(&state, &caller, &contract)?;
     let after = digest(&contract)?;
-    audit(
+    let change = audited(
         &state,
         &caller,
         &rid,
         "service.update",
         &id,
-        Some(before.clone()),
+        Some(before),
         Some(after.clone()),
+        move |st| async move { st.registry().update(contract).map_err(registry_error) },
     )
     .await?;
-    let change = match state.registry().update(contract) {
-        Ok(c) => c,
-        Err(e) => {
-            audit_failed(&state, &caller, &rid, "service.update", &id, Some(before)).await;
-            return Err(registry_error(e));
-        }
-    };
     Ok(axum::Json(json!({
         "service_id": id,
         "digest": after,
@@ -438,27 +475,27 @@ pub async fn delete(
         may_write(&state, &caller, &e.contract)?;
         e.digest.clone()
     };
-    audit(
+    let sid = id.clone();
+    audited(
         &state,
         &caller,
         &rid,
         "service.delete",
         &id,
-        Some(before.clone()),
+        Some(before),
         None,
+        move |st| async move {
+            st.registry().remove(&sid).map_err(registry_error)?;
+            // A service registered again under this id starts with a clean bill of health.
+            st.gateway.health().forget(&sid);
+            st.routers.forget_service(&sid);
+            st.metrics
+                .services
+                .set(st.registry().snapshot().len() as i64);
+            Ok(())
+        },
     )
     .await?;
-    if let Err(e) = state.registry().remove(&id) {
-        audit_failed(&state, &caller, &rid, "service.delete", &id, Some(before)).await;
-        return Err(registry_error(e));
-    }
-    // A service registered again under this id starts with a clean bill of health.
-    state.gateway.health().forget(&id);
-    state.routers.forget_service(&id);
-    state
-        .metrics
-        .services
-        .set(state.registry().snapshot().len() as i64);
     let (store, sid) = (Arc::clone(&state.secrets), id.clone());
     tokio::task::spawn_blocking(move || store.remove(&sid))
         .await
@@ -494,7 +531,8 @@ pub async fn rotate_secret(
         })));
     }
     let s = crate::secrets::generate().map_err(|e| ApiError::internal("randomness", e))?;
-    audit(
+    let (sid, value) = (id.clone(), s.clone());
+    audited(
         &state,
         &caller,
         &rid,
@@ -502,16 +540,99 @@ pub async fn rotate_secret(
         &id,
         None,
         None,
+        move |st| async move {
+            let store = Arc::clone(&st.secrets);
+            tokio::task::spawn_blocking(move || store.set(&sid, &value))
+                .await
+                .map_err(|e| ApiError::internal("storing the webhook secret", e))?
+                .map_err(|e| ApiError::internal("storing the webhook secret", e))
+        },
     )
     .await?;
-    let (store, sid, value) = (Arc::clone(&state.secrets), id.clone(), s.clone());
-    let stored = tokio::task::spawn_blocking(move || store.set(&sid, &value))
-        .await
-        .map_err(|e| ApiError::internal("storing the webhook secret", e))
-        .and_then(|r| r.map_err(|e| ApiError::internal("storing the webhook secret", e)));
-    if let Err(e) = stored {
-        audit_failed(&state, &caller, &rid, "service.webhook_secret", &id, None).await;
-        return Err(e);
-    }
     Ok(axum::Json(json!({ "service_id": id, "webhook_secret": s })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use caio_security::AuthMethod;
+    use caio_trace::AuditQuery;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_change_that_fails_to_apply_is_followed_by_a_failed_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = caio_config::Config {
+            data_dir: dir.path().to_path_buf(),
+            ..caio_config::Config::default()
+        };
+        let (state, _) = AppState::build(config).unwrap();
+        let caller = Identity::new(
+            "tester".into(),
+            Role::Admin,
+            "public".into(),
+            Vec::new(),
+            0,
+            None,
+            AuthMethod::ApiKey,
+        );
+        let rid = RequestId(Arc::from("req-1"));
+        let r: ApiResult<()> = audited(
+            &state,
+            &caller,
+            &rid,
+            "service.update",
+            "svc",
+            Some("sha256:before".into()),
+            Some("sha256:after".into()),
+            |_| async { Err(ApiError::new("SERVICE_NOT_FOUND", "gone meanwhile")) },
+        )
+        .await;
+        assert_eq!(r.unwrap_err().code, "SERVICE_NOT_FOUND");
+        let ok: ApiResult<u8> = audited(
+            &state,
+            &caller,
+            &rid,
+            "service.update",
+            "svc",
+            Some("sha256:before".into()),
+            Some("sha256:after".into()),
+            |_| async { Ok(7) },
+        )
+        .await;
+        assert_eq!(ok.unwrap(), 7);
+        let page = state.audit.query(&AuditQuery::default()).unwrap();
+        let got: Vec<(&str, Option<&str>, Option<&str>)> = page
+            .items
+            .iter()
+            .rev()
+            .map(|e| {
+                (
+                    e.event.action.as_str(),
+                    e.event.before.as_deref(),
+                    e.event.after.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "service.update",
+                    Some("sha256:before"),
+                    Some("sha256:after")
+                ),
+                (
+                    "service.update.failed",
+                    Some("sha256:before"),
+                    Some("sha256:before")
+                ),
+                (
+                    "service.update",
+                    Some("sha256:before"),
+                    Some("sha256:after")
+                ),
+            ]
+        );
+    }
 }
