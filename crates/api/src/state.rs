@@ -207,8 +207,12 @@ impl AppState {
                     TraceDurability::Buffered => Durability::Buffered,
                     TraceDurability::Fsync => Durability::Fsync,
                 };
-                let (t, open) = FileTraceStore::open(&data.join("traces"), durability)
-                    .context("opening the trace store")?;
+                let (t, open) = FileTraceStore::open_keeping(
+                    &data.join("traces"),
+                    durability,
+                    Some(config.traces.index_max_records),
+                )
+                .context("opening the trace store")?;
                 report.trace_records = open.records;
                 report.trace_truncated_bytes = open.truncated_bytes;
                 (

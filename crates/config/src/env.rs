@@ -79,6 +79,7 @@ pub const ENV_VARS: &[EnvVar] = &[
         "gateway.allowed_private_ranges",
     ),
     var("CAIO_TRACE_DURABILITY", "traces.durability"),
+    var("CAIO_TRACE_INDEX_MAX_RECORDS", "traces.index_max_records"),
     var(
         "CAIO_WEBHOOK_SIGNATURE_REQUIRED",
         "webhooks.signature_required",
@@ -217,6 +218,9 @@ pub(crate) fn apply(
             }
             "CAIO_TRACE_BACKEND" => {
                 config.traces.backend = choice::<TraceBackend>(n, &value, "file, memory")?
+            }
+            "CAIO_TRACE_INDEX_MAX_RECORDS" => {
+                config.traces.index_max_records = parse(n, &value, "a whole number of records")?
             }
             "CAIO_TRACE_DURABILITY" => {
                 config.traces.durability = choice::<TraceDurability>(n, &value, "buffered, fsync")?

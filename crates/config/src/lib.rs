@@ -461,13 +461,26 @@ impl Default for RateLimitConfig {
 }
 
 /// Where traces go.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TracesConfig {
     /// file or memory.
     pub backend: TraceBackend,
     /// buffered or fsync.
     pub durability: TraceDurability,
+    /// Records the file store's in-memory index keeps (about 100 bytes each), newest first in
+    /// whole chunks of 32,768; older records stay in the file. 0 keeps all.
+    pub index_max_records: u64,
+}
+
+impl Default for TracesConfig {
+    fn default() -> TracesConfig {
+        TracesConfig {
+            backend: TraceBackend::default(),
+            durability: TraceDurability::default(),
+            index_max_records: 10_000_000,
+        }
+    }
 }
 
 /// Inbound webhooks.

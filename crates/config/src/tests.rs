@@ -93,6 +93,7 @@ fn every_documented_variable_is_applied() {
         ("CAIO_RATE_LIMIT_BURST", "9"),
         ("CAIO_TRACE_BACKEND", "memory"),
         ("CAIO_TRACE_DURABILITY", "fsync"),
+        ("CAIO_TRACE_INDEX_MAX_RECORDS", "100000"),
         ("CAIO_WEBHOOK_SIGNATURE_REQUIRED", "false"),
         ("CAIO_WEBHOOK_REPLAY_WINDOW_S", "60"),
         ("CAIO_REDIS_URL", "redis://127.0.0.1:6379"),

@@ -7,7 +7,7 @@
 //! append never reads the file and updates the index in O(1) per record. Bodies stay on disk and
 //! are read back with positioned reads. See docs/reference/stores.md for the file format.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs::File;
 use std::io::{BufReader, Write};
@@ -424,41 +424,104 @@ struct Entry {
     id: IdKey,
 }
 
-/// Index entries in fixed-size chunks. A plain `Vec` would double by copying every entry under
-/// the store's lock: at millions of records that is a pause of 100 ms and more for every
-/// request waiting to append. Chunks never move; adding one costs one allocation.
+/// Index entries in fixed-size chunks, each with its own map from id fingerprint to the latest
+/// entry with it in that chunk. A single `Vec` and `HashMap` would double by copying or
+/// rehashing everything under the store's lock (at millions of records a pause of 100 ms and
+/// more for every request waiting to append); chunks never move, and a chunk's map is sized for
+/// the chunk up front. Dropping the oldest chunk (retention) forgets its entries and ids at once.
 #[derive(Debug, Default)]
 struct Entries {
-    chunks: Vec<Vec<Entry>>,
+    /// Kept chunks, oldest first. Chunk `k` holds positions from `(dropped + k) * CHUNK`.
+    chunks: VecDeque<Chunk>,
+    /// Whole chunks dropped from the front.
+    dropped: usize,
+    /// Positions ever pushed (dropped ones included): the next position.
     len: usize,
 }
 
-/// Entries per chunk (72 bytes each: 2.25 MiB per chunk).
+#[derive(Debug)]
+struct Chunk {
+    entries: Vec<Entry>,
+    /// Fingerprint of a decision id → offset of the latest entry with it in this chunk.
+    ids: HashMap<u64, u32>,
+}
+
+/// Entries per chunk (72 bytes each, plus about 20 in the id map: about 3 MiB per chunk).
 const CHUNK: usize = 32 * 1024;
+
+/// What pushing an entry found in its chunk's id map.
+enum Pushed {
+    /// The fingerprint now points at the new entry.
+    Indexed,
+    /// Another id in this chunk already has the fingerprint (practically never): the entry is
+    /// found through the index's collision map instead.
+    Collided,
+}
 
 impl Entries {
     fn len(&self) -> usize {
         self.len
     }
 
+    /// The oldest position still kept.
+    fn first(&self) -> usize {
+        self.dropped * CHUNK
+    }
+
     fn get(&self, i: usize) -> Option<&Entry> {
-        self.chunks.get(i / CHUNK)?.get(i % CHUNK)
+        let k = (i / CHUNK).checked_sub(self.dropped)?;
+        self.chunks.get(k)?.entries.get(i % CHUNK)
     }
 
     fn last(&self) -> Option<&Entry> {
         self.len.checked_sub(1).and_then(|i| self.get(i))
     }
 
-    fn push(&mut self, e: Entry) {
-        match self.chunks.last_mut() {
-            Some(c) if c.len() < CHUNK => c.push(e),
-            _ => {
-                let mut c = Vec::with_capacity(CHUNK);
-                c.push(e);
-                self.chunks.push(c);
-            }
+    fn push(&mut self, e: Entry, fp: u64) -> Pushed {
+        let full = self.chunks.back().is_none_or(|c| c.entries.len() >= CHUNK);
+        if full {
+            self.chunks.push_back(Chunk {
+                entries: Vec::with_capacity(CHUNK),
+                ids: HashMap::with_capacity(CHUNK),
+            });
         }
         self.len += 1;
+        let Some(c) = self.chunks.back_mut() else {
+            return Pushed::Collided;
+        };
+        let offset = c.entries.len() as u32;
+        let taken = c
+            .ids
+            .get(&fp)
+            .and_then(|&o| c.entries.get(o as usize))
+            .is_some_and(|x| x.id != e.id);
+        c.entries.push(e);
+        if taken {
+            return Pushed::Collided;
+        }
+        c.ids.insert(fp, offset);
+        Pushed::Indexed
+    }
+
+    /// The latest position whose entry has `key`, found through the chunks' id maps (newest
+    /// chunk first).
+    fn find(&self, key: &IdKey, fp: u64) -> Option<usize> {
+        for (k, c) in self.chunks.iter().enumerate().rev() {
+            if let Some(&o) = c.ids.get(&fp)
+                && c.entries.get(o as usize).is_some_and(|x| x.id == *key)
+            {
+                return Some((self.dropped + k) * CHUNK + o as usize);
+            }
+        }
+        None
+    }
+
+    /// Drops the oldest chunks until at most `keep` remain.
+    fn retain_chunks(&mut self, keep: usize) {
+        while self.chunks.len() > keep.max(1) {
+            self.chunks.pop_front();
+            self.dropped += 1;
+        }
     }
 
     /// The first position in `lo..hi` whose entry does not satisfy `pred`, which must hold for
@@ -481,50 +544,20 @@ impl Entries {
     }
 }
 
-/// Shards of the fingerprint map (by the fingerprint's low byte), so the map grows in 256 small
-/// rehashes rather than one of the whole index under the store's lock.
-const ID_SHARDS: usize = 256;
-
-#[derive(Debug)]
-struct IdMap {
-    shards: Vec<HashMap<u64, u64>>,
-}
-
-impl IdMap {
-    fn new() -> Self {
-        Self {
-            shards: (0..ID_SHARDS).map(|_| HashMap::new()).collect(),
-        }
-    }
-
-    fn shard(fp: u64) -> usize {
-        (fp as usize) % ID_SHARDS
-    }
-
-    fn get(&self, fp: u64) -> Option<u64> {
-        self.shards.get(Self::shard(fp))?.get(&fp).copied()
-    }
-
-    fn insert(&mut self, fp: u64, pos: u64) {
-        if let Some(m) = self.shards.get_mut(Self::shard(fp)) {
-            m.insert(fp, pos);
-        }
-    }
-}
-
 /// The record index. Positions are `seq - 1`.
 #[derive(Debug)]
 struct Index {
     entries: Entries,
     strings: Interner,
-    /// A 64-bit fingerprint of the decision id → the latest position with that id. Keeping the
-    /// key at 8 bytes (rather than the 36-byte id) is most of what keeps the index near 100 bytes
-    /// per record; the entry at the position holds the full id, so a lookup confirms it.
-    latest: IdMap,
-    /// The ids whose fingerprint was taken by a different id first (practically never).
+    /// Ids whose fingerprint another id took in the same chunk (practically never) → their
+    /// latest position. Keeping fingerprints at 8 bytes (rather than the 36-byte id) is most of
+    /// what keeps the index near 100 bytes per record; an entry holds the full id, so a lookup
+    /// confirms it.
     collided: HashMap<IdKey, u64>,
     /// Whether `at` never decreased so far; then time filters use binary search.
     time_ordered: bool,
+    /// Chunks kept (retention); `usize::MAX` keeps everything.
+    max_chunks: usize,
 }
 
 fn fingerprint(key: &IdKey) -> u64 {
@@ -536,12 +569,24 @@ fn fingerprint(key: &IdKey) -> u64 {
 
 impl Index {
     fn new() -> Self {
+        Self::keeping(None)
+    }
+
+    /// An index that keeps about the newest `max_records` records (whole chunks: between
+    /// `max_records` and `max_records + CHUNK`), or all of them.
+    fn keeping(max_records: Option<u64>) -> Self {
+        let max_chunks = match max_records {
+            None | Some(0) => usize::MAX,
+            Some(n) => usize::try_from(n.div_ceil(CHUNK as u64))
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+        };
         Self {
             entries: Entries::default(),
             strings: Interner::default(),
-            latest: IdMap::new(),
             collided: HashMap::new(),
             time_ordered: true,
+            max_chunks,
         }
     }
 
@@ -584,27 +629,30 @@ impl Index {
             self.time_ordered = false;
         }
         let fp = fingerprint(&e.id);
-        match self.latest.get(fp) {
-            Some(p) if self.entries.get(p as usize).is_some_and(|x| x.id != e.id) => {
-                self.collided.insert(e.id, pos);
-            }
-            _ => {
-                self.latest.insert(fp, pos);
-            }
+        let id = e.id;
+        if let Pushed::Collided = self.entries.push(e, fp) {
+            self.collided.insert(id, pos);
         }
-        self.entries.push(e);
+        if self.entries.chunks.len() > self.max_chunks {
+            self.entries.retain_chunks(self.max_chunks);
+            let first = self.entries.first() as u64;
+            self.collided.retain(|_, p| *p >= first);
+        }
     }
 
     fn find(&self, id: &str) -> Option<usize> {
         let key = self.key_for_lookup(id)?;
-        let pos = self.latest.get(fingerprint(&key))?;
-        let pos = usize::try_from(pos).ok()?;
-        if self.entries.get(pos)?.id == key {
-            return Some(pos);
-        }
-        self.collided
+        let in_chunks = self.entries.find(&key, fingerprint(&key));
+        let collided = self
+            .collided
             .get(&key)
             .and_then(|p| usize::try_from(*p).ok())
+            .filter(|p| self.entries.get(*p).is_some());
+        // The latest of the two: an id can collide in one chunk and be indexed in another.
+        match (in_chunks, collided) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn summary(&self, pos: usize, e: &Entry) -> TraceSummary {
@@ -642,13 +690,17 @@ impl Index {
         if let Some(b) = q.before_seq {
             hi = hi.min(usize::try_from(b.saturating_sub(1)).unwrap_or(usize::MAX));
         }
-        let mut lo = 0;
+        let first = self.entries.first().min(hi);
+        let mut lo = first;
         if self.time_ordered {
             if let Some(u) = q.until_ms {
-                hi = hi.min(self.entries.partition_point(0, hi, |e| e.at < u));
+                hi = hi.min(self.entries.partition_point(first, hi, |e| e.at < u));
             }
             if let Some(s) = q.since_ms {
-                lo = self.entries.partition_point(0, hi, |e| e.at < s).min(hi);
+                lo = self
+                    .entries
+                    .partition_point(first, hi, |e| e.at < s)
+                    .min(hi);
             }
         }
         Some(Plan {
@@ -1205,8 +1257,20 @@ impl FileTraceStore {
     /// last line is cut off and reported; any other damage is [`StoreError::Corrupt`]. The file is
     /// locked for as long as the store is open.
     pub fn open(dir: &Path, durability: Durability) -> Result<(Self, OpenReport), StoreError> {
+        Self::open_keeping(dir, durability, None)
+    }
+
+    /// [`open`](Self::open) with retention in the in-memory index: it keeps about the newest
+    /// `index_max_records` records (whole chunks of 32,768, so between that many and one chunk
+    /// more; `None` or 0 keeps all). Older records stay in the file, where the chain covers them
+    /// and `verify_log` checks them, but lookups and queries no longer find them.
+    pub fn open_keeping(
+        dir: &Path,
+        durability: Durability,
+        index_max_records: Option<u64>,
+    ) -> Result<(Self, OpenReport), StoreError> {
         let (path, file) = chain::open_locked(dir, TRACE_FILE)?;
-        let mut index = Index::new();
+        let mut index = Index::keeping(index_max_records);
         let end = scan(&path, &file, |rec, body_offset| {
             let h = Header {
                 seq: rec.head.seq,

@@ -1067,3 +1067,74 @@ fn the_index_reads_across_chunk_boundaries() {
     let got: Vec<u64> = rest.items.iter().map(|t| t.seq).collect();
     assert_eq!(got, want[2..].to_vec());
 }
+
+#[test]
+fn ids_sharing_a_fingerprint_across_chunks_resolve_to_their_latest_record() {
+    // `b` collides with `a` in the first chunk, then is indexed on its own in the second, then
+    // collides again in the second: every lookup returns the latest record of the id asked for.
+    let s = MemoryTraceStore::new();
+    let a = format!("sha256:{}{}", "22".repeat(8), "aa".repeat(24));
+    let b = format!("sha256:{}{}", "22".repeat(8), "bb".repeat(24));
+    let n = CHUNK as u64 + 10;
+    let mut records: Vec<_> = (1..=n).map(|i| rec(i, i, "t", "p", None)).collect();
+    let mut set = |seq: u64, id: &str| records[seq as usize - 1].decision_id = id.to_owned();
+    set(1, &a);
+    set(2, &b); // collides with `a` in chunk 0
+    set(CHUNK as u64 + 1, &b); // indexed in chunk 1
+    set(CHUNK as u64 + 2, &a); // collides with `b` in chunk 1
+    for batch in records.chunks(4096) {
+        s.append_batch(batch.to_vec()).unwrap();
+    }
+    assert_eq!(s.get(&a).unwrap().unwrap().summary.seq, CHUNK as u64 + 2);
+    assert_eq!(s.get(&b).unwrap().unwrap().summary.seq, CHUNK as u64 + 1);
+}
+
+#[test]
+fn the_file_index_keeps_its_newest_records_and_the_file_keeps_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = CHUNK as u64; // two chunks kept: the full one and the one being filled
+    let total = 3 * CHUNK as u64 + 5;
+    {
+        let (s, _) =
+            FileTraceStore::open_keeping(dir.path(), Durability::Buffered, Some(keep)).unwrap();
+        let records: Vec<_> = (1..=total)
+            .map(|i| rec(i, i * 10, "t", "p", Some("svc")))
+            .collect();
+        for batch in records.chunks(8192) {
+            s.append_batch(batch.to_vec()).unwrap();
+        }
+        assert_eq!(s.len(), total);
+        // The oldest chunks are gone from the index, the newest are there.
+        let first_kept = 2 * CHUNK as u64 + 1;
+        assert!(s.get(&id(1)).unwrap().is_none());
+        assert!(s.get(&id(first_kept - 1)).unwrap().is_none());
+        assert_eq!(
+            s.get(&id(first_kept)).unwrap().unwrap().summary.seq,
+            first_kept
+        );
+        assert_eq!(s.get(&id(total)).unwrap().unwrap().summary.seq, total);
+        // Queries see only kept records, time windows included.
+        let page = s
+            .query(&TraceQuery {
+                since_ms: Some(0),
+                limit: 1000,
+                before_seq: Some(first_kept + 3),
+                ..TraceQuery::default()
+            })
+            .unwrap();
+        let got: Vec<u64> = page.items.iter().map(|t| t.seq).collect();
+        assert_eq!(got, vec![first_kept + 2, first_kept + 1, first_kept]);
+        assert_eq!(page.next_cursor, None);
+    }
+    // The file holds every record, chained; reopening without a limit indexes them all.
+    verify_log(&dir.path().join(TRACE_FILE)).unwrap();
+    let (all, report) = open(dir.path());
+    assert_eq!(report.records, total);
+    assert_eq!(all.get(&id(1)).unwrap().unwrap().summary.seq, 1);
+    // Reopening with the limit keeps the same newest records.
+    drop(all);
+    let (again, _) =
+        FileTraceStore::open_keeping(dir.path(), Durability::Buffered, Some(keep)).unwrap();
+    assert!(again.get(&id(1)).unwrap().is_none());
+    assert!(again.get(&id(total)).unwrap().is_some());
+}
