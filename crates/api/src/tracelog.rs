@@ -399,32 +399,40 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn buffered_appends_arriving_during_a_write_join_one_batch_and_a_bad_one_fails_alone() {
+    /// A buffered writer over a [`Gate`] whose first append (record 0) has started and is held
+    /// inside the store until `release` is sent.
+    async fn gated(
+        panic_first: bool,
+    ) -> (
+        Arc<Gate>,
+        TraceWriter,
+        tokio::task::JoinHandle<Result<u64, String>>,
+        std::sync::mpsc::Sender<()>,
+    ) {
         let (release, rx) = std::sync::mpsc::channel();
         let gate = Arc::new(Gate {
             inner: caio_trace::MemoryTraceStore::new(),
             first: std::sync::Mutex::new(Some(rx)),
             batches: std::sync::Mutex::new(Vec::new()),
-            panic_first: false,
+            panic_first,
         });
         let writer = TraceWriter::new(
             Arc::clone(&gate) as Arc<dyn TraceStore>,
             Durability::Buffered,
             Arc::new(Metrics::new()),
         );
-        // The first append becomes the writer and blocks inside the store.
         let w = writer.clone();
         let leader = tokio::spawn(async move { w.append(record(0)).await });
-        while writer
-            .shared
-            .queue
-            .lock()
-            .map(|q| !q.writing)
-            .unwrap_or(true)
-        {
+        while !writer.shared.queue.lock().unwrap().writing {
             tokio::task::yield_now().await;
         }
+        (gate, writer, leader, release)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn buffered_appends_arriving_during_a_write_join_one_batch_and_a_bad_one_fails_alone() {
+        // The first append becomes the writer and blocks inside the store.
+        let (gate, writer, leader, release) = gated(false).await;
         // Ten more arrive while it writes (one of them invalid): they queue, nothing blocks.
         let followers: Vec<_> = (1..=10)
             .map(|n| {
@@ -490,23 +498,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_writer_that_panics_gives_up_the_role_and_its_waiters_get_errors() {
-        let (release, rx) = std::sync::mpsc::channel();
-        let gate = Arc::new(Gate {
-            inner: caio_trace::MemoryTraceStore::new(),
-            first: std::sync::Mutex::new(Some(rx)),
-            batches: std::sync::Mutex::new(Vec::new()),
-            panic_first: true,
-        });
-        let writer = TraceWriter::new(
-            Arc::clone(&gate) as Arc<dyn TraceStore>,
-            Durability::Buffered,
-            Arc::new(Metrics::new()),
-        );
-        let w = writer.clone();
-        let leader = tokio::spawn(async move { w.append(record(0)).await });
-        while !writer.shared.queue.lock().unwrap().writing {
-            tokio::task::yield_now().await;
-        }
+        let (_gate, writer, leader, release) = gated(true).await;
         let w = writer.clone();
         let follower = tokio::spawn(async move { w.append(record(1)).await });
         let started = std::time::Instant::now();
