@@ -361,14 +361,7 @@ pub async fn execute(
         .await;
     record_metrics(&state, &execution);
     let answered = execution.status != ExecutionStatus::Failed;
-    let record_body = record_execution(
-        &state,
-        &caller,
-        &decision,
-        decision.body.as_ref(),
-        &execution,
-    )
-    .await?;
+    let record_body = decision.record(&state, &caller, &execution).await?;
     if approval_token.is_some() {
         audit(
             &state,
@@ -428,6 +421,18 @@ pub async fn execute(
 pub(crate) struct Recorded {
     pub decision: Decision,
     pub body: Option<TraceBody>,
+}
+
+impl Recorded {
+    /// Appends an execution of this decision to its trace (see [`record_execution`]).
+    pub(crate) async fn record(
+        &self,
+        state: &AppState,
+        caller: &Identity,
+        execution: &Execution,
+    ) -> ApiResult<TraceBody> {
+        record_execution(state, caller, &self.decision, self.body.as_ref(), execution).await
+    }
 }
 
 impl std::ops::Deref for Recorded {

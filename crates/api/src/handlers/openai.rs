@@ -29,9 +29,7 @@ use serde_json::{Map, Value, json};
 use crate::auth::{Caller, require};
 use crate::error::{ApiError, ApiResult};
 use crate::extract;
-use crate::handlers::execute::{
-    record_execution, record_metrics, route_and_record, stopped_error, upstream_failed,
-};
+use crate::handlers::execute::{record_metrics, route_and_record, stopped_error, upstream_failed};
 use crate::state::AppState;
 use crate::tenancy::visible;
 
@@ -255,14 +253,7 @@ pub async fn chat_completions(
             .gateway
             .run(&snapshot, &decision, &request, &options)
             .await;
-        record_execution(
-            &state,
-            &caller,
-            &decision,
-            decision.body.as_ref(),
-            &execution,
-        )
-        .await?;
+        decision.record(&state, &caller, &execution).await?;
         record_metrics(&state, &execution);
         let Some(output) = execution
             .output
@@ -291,26 +282,12 @@ pub async fn chat_completions(
         .await
     {
         Streamed::Done(execution) => {
-            record_execution(
-                &state,
-                &caller,
-                &decision,
-                decision.body.as_ref(),
-                &execution,
-            )
-            .await?;
+            decision.record(&state, &caller, &execution).await?;
             record_metrics(&state, &execution);
             Err(upstream_failed(&decision.decision_id, &execution))
         }
         Streamed::Complete { adapter, execution } => {
-            record_execution(
-                &state,
-                &caller,
-                &decision,
-                decision.body.as_ref(),
-                &execution,
-            )
-            .await?;
+            decision.record(&state, &caller, &execution).await?;
             record_metrics(&state, &execution);
             let output = execution.output.clone().unwrap_or(Value::Null);
             let completion = as_chat_completion(adapter, &output, &decision, &model);
@@ -375,7 +352,7 @@ pub async fn chat_completions(
                     .gateway
                     .stream_finished(&snap, &d, execution, started, end);
                 record_metrics(&st, &execution);
-                if let Err(e) = record_execution(&st, &who, &d, d.body.as_ref(), &execution).await {
+                if let Err(e) = d.record(&st, &who, &execution).await {
                     tracing::error!(error = %e.message, "streamed execution not recorded");
                 }
             });
@@ -420,14 +397,7 @@ pub async fn embeddings(
         .gateway
         .run(&snapshot, &decision, &request, &ExecuteOptions::default())
         .await;
-    record_execution(
-        &state,
-        &caller,
-        &decision,
-        decision.body.as_ref(),
-        &execution,
-    )
-    .await?;
+    decision.record(&state, &caller, &execution).await?;
     record_metrics(&state, &execution);
     match execution.output.as_ref() {
         Some(out)
