@@ -28,27 +28,30 @@ pub fn can_see(caller: &Identity, tenant: &str) -> bool {
     caller.role == Role::Admin || visible(tenant, &caller.principal.tenant)
 }
 
+/// An `INVALID_CONTRACT` error for one problem the server finds beyond the contract's own
+/// checks, with the line of `path` in the submitted text.
+fn contract_problem(text: &extract::Text, path: &str, message: String) -> ApiError {
+    let line = caio_contracts::LineIndex::build(&text.text).line_of(path);
+    ApiError::new("INVALID_CONTRACT", format!("{path}: {message}")).with_details(
+        serde_json::json!({"problems": [{"path": path, "line": line, "message": message}]}),
+    )
+}
+
 fn parse_contract(state: &AppState, text: &extract::Text) -> ApiResult<ServiceContract> {
     let contract = parse::parse_contract("body", &text.text, text.format)
         .map_err(|r| ApiError::invalid("INVALID_CONTRACT", &r))?;
     if let Some(var) = &contract.service.api.credential_env
         && !state.config.gateway.credential_env_allowed(var)
     {
-        let line =
-            caio_contracts::LineIndex::build(&text.text).line_of("/service/api/credential_env");
         let message = format!(
             "`{var}` may not be used: credentials come from CAIO_UPSTREAM_* variables or the \
              names the operator lists in gateway.credential_envs"
         );
-        return Err(ApiError::new(
-            "INVALID_CONTRACT",
-            format!("/service/api/credential_env: {message}"),
-        )
-        .with_details(serde_json::json!({"problems": [{
-            "path": "/service/api/credential_env",
-            "line": line,
-            "message": message,
-        }]})));
+        return Err(contract_problem(
+            text,
+            "/service/api/credential_env",
+            message,
+        ));
     }
     // A base URL that is a literal forbidden address is refused now; host names are checked
     // each time they resolve, when the gateway connects.
@@ -59,16 +62,11 @@ fn parse_contract(state: &AppState, text: &extract::Text) -> ApiResult<ServiceCo
         .and_then(|u| u.host().map(str::to_owned))
         && let Err(refusal) = state.gateway.client().guard().check_host(&host)
     {
-        let line = caio_contracts::LineIndex::build(&text.text).line_of("/service/api/base_url");
-        return Err(ApiError::new(
-            "INVALID_CONTRACT",
-            format!("/service/api/base_url: `{host}` is refused: {refusal}"),
-        )
-        .with_details(serde_json::json!({"problems": [{
-            "path": "/service/api/base_url",
-            "line": line,
-            "message": format!("`{host}` is refused: {refusal}"),
-        }]})));
+        return Err(contract_problem(
+            text,
+            "/service/api/base_url",
+            format!("`{host}` is refused: {refusal}"),
+        ));
     }
     Ok(contract)
 }
