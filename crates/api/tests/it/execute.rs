@@ -330,7 +330,7 @@ async fn an_approved_decision_runs_exactly_once_and_only_as_approved() {
     // The decision body itself is unchanged by the approval.
     assert!(r.json.get("approval").is_none());
 
-    let exec = |token: &str, request: &Value| json!({"request": request, "approval_token": token});
+    let exec = approved_execute;
     let r = s
         .post("/api/v1/execute", &key, exec(&token, &request))
         .await;
@@ -419,11 +419,7 @@ async fn approvals_expire() {
     let r = s.post("/api/v1/route?approve", &key, request.clone()).await;
     let token = r.header("x-caio-approval-token").unwrap().to_owned();
     let r = s
-        .post(
-            "/api/v1/execute",
-            &key,
-            json!({"request": request, "approval_token": token}),
-        )
+        .post("/api/v1/execute", &key, approved_execute(&token, &request))
         .await;
     assert_eq!(
         r.json["error"]["details"]["reason"], "expired",
@@ -758,11 +754,7 @@ async fn an_approval_is_void_once_the_registry_changed_and_deadlines_only_shorte
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let r = s
-        .post(
-            "/api/v1/execute",
-            &key,
-            json!({"request": request, "approval_token": token}),
-        )
+        .post("/api/v1/execute", &key, approved_execute(&token, &request))
         .await;
     assert_eq!(
         r.json["error"]["details"]["reason"], "registry_changed",
@@ -778,4 +770,9 @@ async fn an_approval_is_void_once_the_registry_changed_and_deadlines_only_shorte
         )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+/// The body of `POST /api/v1/execute` running an approved decision.
+fn approved_execute(token: &str, request: &Value) -> Value {
+    json!({"request": request, "approval_token": token})
 }
