@@ -692,6 +692,7 @@ fn stage_request(capability: &str) -> RouteRequest {
     ))
 }
 
+/// A chain stage's service: `contract_with`'s shape offering `capability`, at 0.002 per request.
 fn chain_contract(
     id: &str,
     capability: &str,
@@ -701,29 +702,10 @@ fn chain_contract(
     latency: u64,
     accuracy: f64,
 ) -> ServiceContract {
-    let yaml = format!(
-        r#"
-apiVersion: caio/v1
-kind: ServiceContract
-service:
-  id: {id}
-  name: {id}
-  version: 1.0.0
-  capabilities: [{capability}]
-  guarantees:
-    accuracy: {{ min: {accuracy} }}
-    latency_ms: {{ max: {latency} }}
-  cost: {{ per_request: 0.002, currency: USD }}
-  privacy: {{ data_locality: local, encryption: true }}
-  api:
-    base_url: {url}
-    adapter: {adapter}
-    endpoints: {{ execute: {{ method: POST, path: {path} }} }}
-    timeout_ms: 1000
-"#
-    );
-    caio_contracts::parse_contract(id, &yaml, caio_contracts::Format::Yaml)
-        .unwrap_or_else(|e| panic!("{e}"))
+    let mut c = contract_with(id, url, adapter, path, accuracy, latency, 1000, "");
+    c.service.capabilities = vec![capability.to_owned()];
+    c.service.cost.per_request = 0.002;
+    c
 }
 
 #[tokio::test]
