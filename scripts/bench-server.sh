@@ -48,7 +48,7 @@ run() {
   echo "== $label"
   local before out
   before=$(cpu_ticks)
-  out=$(wrk "$@" --latency -s scripts/wrk-route.lua "http://127.0.0.1:$PORT/api/v1/route")
+  out=$(wrk "$@" --latency -s scripts/wrk-post.lua "http://127.0.0.1:$PORT/api/v1/route")
   echo "$out"
   local ticks=$(( $(cpu_ticks) - before )) n
   n=$(echo "$out" | awk '/requests in/ {print $1}')
