@@ -165,6 +165,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "cut a torn last record off the trace log (a crash during a write)"
         );
     }
+    if report.trace_removed_segments > 0 {
+        tracing::info!(
+            deleted = report.trace_removed_segments,
+            "deleted the oldest sealed trace segments beyond traces.retain_segments"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -174,6 +180,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         services = report.preloaded_services,
         policy_version = %report.policy_version,
         traces = report.trace_records,
+        trace_first_seq = report.trace_first_seq,
+        trace_segments = report.trace_segments,
         "caio-server ready"
     );
     serve(listener, state, shutdown_signal()).await?;

@@ -19,8 +19,8 @@ use caio_security::{
     MemoryRateLimiter, RateLimit, RateLimiter, ReplayGuard,
 };
 use caio_trace::{
-    AuditLog, Durability, FileAuditLog, FileTraceStore, MemoryAuditLog, MemoryTraceStore,
-    TraceStore,
+    AuditLog, Durability, FileAuditLog, FileOptions, FileTraceStore, MemoryAuditLog,
+    MemoryTraceStore, TraceStore,
 };
 use serde::Serialize;
 
@@ -123,6 +123,12 @@ pub struct StartReport {
     pub trace_records: u64,
     /// Bytes of a torn last trace record cut off at open.
     pub trace_truncated_bytes: u64,
+    /// The seq of the oldest trace record kept (1 unless retention deleted segments).
+    pub trace_first_seq: u64,
+    /// Sealed trace segments kept.
+    pub trace_segments: usize,
+    /// Sealed trace segments deleted by retention at open.
+    pub trace_removed_segments: usize,
     /// The version of `--policies` when the store already had a different active version (the
     /// store wins; use PUT /api/v1/policies to change it).
     pub policy_file_ignored: Option<String>,
@@ -207,14 +213,22 @@ impl AppState {
                     TraceDurability::Buffered => Durability::Buffered,
                     TraceDurability::Fsync => Durability::Fsync,
                 };
-                let (t, open) = FileTraceStore::open_keeping(
+                let (t, open) = FileTraceStore::open_with(
                     &data.join("traces"),
-                    durability,
-                    Some(config.traces.index_max_records),
+                    FileOptions {
+                        durability,
+                        index_max_records: Some(config.traces.index_max_records),
+                        segment_bytes: config.traces.segment_bytes,
+                        retain_segments: usize::try_from(config.traces.retain_segments)
+                            .unwrap_or(usize::MAX),
+                    },
                 )
                 .context("opening the trace store")?;
                 report.trace_records = open.records;
                 report.trace_truncated_bytes = open.truncated_bytes;
+                report.trace_first_seq = open.first_seq;
+                report.trace_segments = open.segments;
+                report.trace_removed_segments = open.removed_segments;
                 (
                     Arc::new(t),
                     Arc::new(

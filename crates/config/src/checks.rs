@@ -77,6 +77,8 @@ const KNOWN_DEFAULTS: &[&str] = &[
 
 /// Minimum length of a shared secret (admin key, HS256 secret, webhook secret).
 pub const MIN_SECRET_LEN: usize = 32;
+/// The smallest `traces.segment_bytes` other than 0 (never seal).
+pub const MIN_TRACE_SEGMENT_BYTES: u64 = 1 << 20;
 
 /// Why a secret is weak, if it is.
 fn weak_secret(s: &str) -> Option<String> {
@@ -310,6 +312,27 @@ pub fn check(config: &Config) -> Vec<Check> {
         Check::pass(
             "rate_limit",
             format!("{}/s, burst {}", rl.per_second, rl.burst),
+        )
+    });
+
+    let seg = config.traces.segment_bytes;
+    out.push(if seg == 0 {
+        Check::pass(
+            "traces.segment_bytes",
+            "one trace file that is never sealed",
+        )
+    } else if seg < MIN_TRACE_SEGMENT_BYTES {
+        Check::fail(
+            "traces.segment_bytes",
+            format!("{seg} is under the minimum of {MIN_TRACE_SEGMENT_BYTES} bytes (1 MiB); 0 never seals"),
+        )
+    } else {
+        Check::pass(
+            "traces.segment_bytes",
+            match config.traces.retain_segments {
+                0 => format!("sealed every {seg} bytes, every segment kept"),
+                n => format!("sealed every {seg} bytes, the newest {n} sealed segments kept"),
+            },
         )
     });
 

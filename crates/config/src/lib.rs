@@ -471,6 +471,11 @@ pub struct TracesConfig {
     /// Records the file store's in-memory index keeps (about 100 bytes each), newest first in
     /// whole chunks of 32,768; older records stay in the file. 0 keeps all.
     pub index_max_records: u64,
+    /// Seal the active trace file as `traces-<first seq>.jsonl` and start a new one once it
+    /// reaches this many bytes (at least 1 MiB); 0 never does.
+    pub segment_bytes: u64,
+    /// Sealed trace segments kept; the oldest beyond it are deleted. 0 keeps all.
+    pub retain_segments: u64,
 }
 
 impl Default for TracesConfig {
@@ -479,6 +484,8 @@ impl Default for TracesConfig {
             backend: TraceBackend::default(),
             durability: TraceDurability::default(),
             index_max_records: 10_000_000,
+            segment_bytes: 1 << 30,
+            retain_segments: 0,
         }
     }
 }

@@ -94,6 +94,8 @@ fn every_documented_variable_is_applied() {
         ("CAIO_TRACE_BACKEND", "memory"),
         ("CAIO_TRACE_DURABILITY", "fsync"),
         ("CAIO_TRACE_INDEX_MAX_RECORDS", "100000"),
+        ("CAIO_TRACE_SEGMENT_BYTES", "2097152"),
+        ("CAIO_TRACE_RETAIN_SEGMENTS", "7"),
         ("CAIO_WEBHOOK_SIGNATURE_REQUIRED", "false"),
         ("CAIO_WEBHOOK_REPLAY_WINDOW_S", "60"),
         ("CAIO_REDIS_URL", "redis://127.0.0.1:6379"),
@@ -423,4 +425,35 @@ fn the_execution_deadline_must_fit_under_the_request_timeout() {
     );
     assert!(c.gateway.credential_env_allowed("CAIO_UPSTREAM_X"));
     assert!(!c.gateway.credential_env_allowed("HOME"));
+}
+
+#[test]
+fn trace_segments_are_off_or_at_least_a_mebibyte() {
+    let verdict = |bytes: u64| {
+        let mut c = Config::default();
+        c.traces.segment_bytes = bytes;
+        let out = check(&c);
+        let k = out
+            .iter()
+            .find(|k| k.name == "traces.segment_bytes")
+            .unwrap();
+        (k.passed(), k.detail.clone())
+    };
+    assert!(verdict(0).0);
+    assert!(verdict(1 << 20).0);
+    assert!(verdict(Config::default().traces.segment_bytes).0);
+    let (passed, detail) = verdict((1 << 20) - 1);
+    assert!(!passed);
+    assert!(detail.contains("minimum"), "{detail}");
+    let c = load(
+        None,
+        &env_of(&[
+            ("CAIO_TRACE_SEGMENT_BYTES", "4194304"),
+            ("CAIO_TRACE_RETAIN_SEGMENTS", "3"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.traces.segment_bytes, 4 << 20);
+    assert_eq!(c.traces.retain_segments, 3);
+    assert!(load(None, &env_of(&[("CAIO_TRACE_SEGMENT_BYTES", "1GB")])).is_err());
 }

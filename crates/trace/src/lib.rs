@@ -25,8 +25,9 @@ pub use audit::{
 };
 pub use error::StoreError;
 pub use store::{
-    ChainHead, Durability, FileTraceStore, MemoryTraceStore, OpenReport, Outcome, StoredTrace,
-    TraceBody, TracePage, TraceQuery, TraceRecord, TraceStore, TraceSummary, verify_log,
+    ChainHead, Durability, FileOptions, FileTraceStore, MemoryTraceStore, OpenReport, Outcome,
+    StoredTrace, TraceBody, TracePage, TraceQuery, TraceRecord, TraceStore, TraceSummary,
+    verify_log,
 };
 
 /// The current time in unix milliseconds (0 before 1970, saturating far in the future).

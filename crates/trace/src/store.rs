@@ -342,12 +342,31 @@ pub enum Durability {
 }
 
 /// What opening a file store found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenReport {
     /// Records in the log.
     pub records: u64,
     /// Bytes of a torn last line (a write cut off by a crash) that were cut off the file.
     pub truncated_bytes: u64,
+    /// The seq of the oldest record kept (1 unless segments were deleted).
+    pub first_seq: u64,
+    /// Sealed segments kept.
+    pub segments: usize,
+    /// Sealed segments deleted by retention while opening.
+    pub removed_segments: usize,
+}
+
+impl Default for OpenReport {
+    /// An empty log.
+    fn default() -> OpenReport {
+        OpenReport {
+            records: 0,
+            truncated_bytes: 0,
+            first_seq: 1,
+            segments: 0,
+            removed_segments: 0,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -437,6 +456,9 @@ struct Entries {
     dropped: usize,
     /// Positions ever pushed (dropped ones included): the next position.
     len: usize,
+    /// Positions below this are gone (a log that starts after seq 1, or records whose segment
+    /// retention deleted), even where their chunk is still kept.
+    floor: usize,
 }
 
 #[derive(Debug)]
@@ -465,10 +487,13 @@ impl Entries {
 
     /// The oldest position still kept.
     fn first(&self) -> usize {
-        self.dropped * CHUNK
+        (self.dropped * CHUNK).max(self.floor)
     }
 
     fn get(&self, i: usize) -> Option<&Entry> {
+        if i < self.floor {
+            return None;
+        }
         let k = (i / CHUNK).checked_sub(self.dropped)?;
         self.chunks.get(k)?.entries.get(i % CHUNK)
     }
@@ -510,10 +535,41 @@ impl Entries {
             if let Some(&o) = c.ids.get(&fp)
                 && c.entries.get(o as usize).is_some_and(|x| x.id == *key)
             {
-                return Some((self.dropped + k) * CHUNK + o as usize);
+                let pos = (self.dropped + k) * CHUNK + o as usize;
+                // The latest entry with this id is gone: so are its older ones.
+                return (pos >= self.floor).then_some(pos);
             }
         }
         None
+    }
+
+    /// Makes an empty index start at position `pos`: a log whose records before seq `pos + 1`
+    /// are not here. The part of the first chunk before `pos` is padded with `filler`, which
+    /// is never found or returned.
+    fn start_at(&mut self, pos: usize, filler: Entry) {
+        self.chunks.clear();
+        self.dropped = pos / CHUNK;
+        self.len = pos;
+        self.floor = pos;
+        let pad = pos % CHUNK;
+        if pad > 0 {
+            let mut entries = Vec::with_capacity(CHUNK);
+            entries.resize(pad, filler);
+            self.chunks.push_back(Chunk {
+                entries,
+                ids: HashMap::with_capacity(CHUNK),
+            });
+        }
+    }
+
+    /// Forgets every position below `pos` (at most the length): whole chunks below it are
+    /// dropped, the rest is hidden.
+    fn forget_before(&mut self, pos: usize) {
+        self.floor = self.floor.max(pos.min(self.len));
+        while !self.chunks.is_empty() && (self.dropped + 1) * CHUNK <= self.floor {
+            self.chunks.pop_front();
+            self.dropped += 1;
+        }
     }
 
     /// Drops the oldest chunks until at most `keep` remain.
@@ -638,6 +694,30 @@ impl Index {
             let first = self.entries.first() as u64;
             self.collided.retain(|_, p| *p >= first);
         }
+    }
+
+    /// Makes an empty index start at position `pos` (see [`Entries::start_at`]).
+    fn start_at(&mut self, pos: usize) -> Result<(), StoreError> {
+        let none = self.strings.intern("")?;
+        let filler = Entry {
+            at: 0,
+            body_offset: 0,
+            body_len: 0,
+            tenant: none,
+            principal: none,
+            service: None,
+            outcome: Outcome::Routed,
+            id: IdKey::Sha256([0; 32]),
+        };
+        self.entries.start_at(pos, filler);
+        Ok(())
+    }
+
+    /// Forgets the records before position `pos` (their segment was deleted).
+    fn forget_before(&mut self, pos: usize) {
+        self.entries.forget_before(pos);
+        let first = self.entries.first() as u64;
+        self.collided.retain(|_, p| *p >= first);
     }
 
     fn find(&self, id: &str) -> Option<usize> {
@@ -1101,30 +1181,90 @@ impl TraceStore for MemoryTraceStore {
 // ---------------------------------------------------------------------------------------------
 // File store.
 
-/// A trace store in `DIR/traces.jsonl`, indexed in memory.
+/// How a file store opens, appends and cuts its log into segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileOptions {
+    /// When an append returns.
+    pub durability: Durability,
+    /// Records the in-memory index keeps (see [`FileTraceStore::open_keeping`]); `None` or 0
+    /// keeps all.
+    pub index_max_records: Option<u64>,
+    /// Seal the active file `traces.jsonl` as `traces-<first seq>.jsonl` and start a new one
+    /// once it holds at least this many bytes; 0 never does.
+    pub segment_bytes: u64,
+    /// Sealed segments kept, newest first; older ones are deleted when a segment is sealed and
+    /// when the store opens. 0 keeps all.
+    pub retain_segments: usize,
+}
+
+impl FileOptions {
+    /// One growing file, every record indexed.
+    pub fn new(durability: Durability) -> FileOptions {
+        FileOptions {
+            durability,
+            index_max_records: None,
+            segment_bytes: 0,
+            retain_segments: 0,
+        }
+    }
+}
+
+/// A trace store in `DIR/traces.jsonl` (and, with segments, the sealed `DIR/traces-<seq>.jsonl`
+/// before it), indexed in memory.
 pub struct FileTraceStore {
+    dir: PathBuf,
     path: PathBuf,
-    file: File,
-    durability: Durability,
+    options: FileOptions,
     state: Mutex<FileState>,
 }
 
 struct FileState {
     index: Index,
     chain: Chain,
-    /// The file's length: where the next batch lands.
+    /// The active file.
+    file: Arc<File>,
+    /// Where the active file starts in the log's byte offsets (the sealed segments kept come
+    /// first); index entries hold these offsets.
+    base: u64,
+    /// The active file's length: where the next batch lands.
     len: u64,
+    /// The seq of the active file's first record (the next one while it is empty).
+    first_seq: u64,
+    /// Sealed segments kept, oldest first.
+    sealed: VecDeque<Segment>,
     /// Set when a failed write left the file's end unknown; appends are refused from then on.
     failed: Option<String>,
     /// Reused across batches so a steady stream of appends does not allocate.
     buf: Vec<u8>,
 }
 
+/// A sealed segment: complete, never written again.
+struct Segment {
+    path: PathBuf,
+    file: Arc<File>,
+    /// Its first byte in the log's offsets.
+    base: u64,
+    len: u64,
+    first_seq: u64,
+}
+
+impl FileState {
+    /// The file holding log offset `offset` and the offset within it.
+    fn locate(&self, offset: u64) -> Option<(Arc<File>, u64)> {
+        if offset >= self.base {
+            return Some((Arc::clone(&self.file), offset - self.base));
+        }
+        let i = self.sealed.partition_point(|s| s.base + s.len <= offset);
+        let s = self.sealed.get(i).filter(|s| s.base <= offset)?;
+        Some((Arc::clone(&s.file), offset - s.base))
+    }
+}
+
 impl fmt::Debug for FileTraceStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileTraceStore")
             .field("path", &self.path)
-            .field("durability", &self.durability)
+            .field("options", &self.options)
             .field("len", &self.len())
             .finish_non_exhaustive()
     }
@@ -1138,22 +1278,26 @@ struct Scanned<'a> {
     body_at: usize,
 }
 
-/// Parses and checks one complete line (without its newline) against the chain so far.
-fn check_line<'a>(line: &'a [u8], chain: &Chain) -> Result<(Scanned<'a>, [u8; 32]), String> {
+/// The members before a line's body, closed into an object of their own.
+fn line_head(line: &[u8]) -> Result<(LineHeadIn, usize), String> {
     let Some(key) = line.windows(BODY_KEY.len()).position(|w| w == BODY_KEY) else {
         return Err("not a trace record: no `body` member".into());
     };
     if line.last() != Some(&b'}') {
         return Err("not a trace record: the line does not end with `}`".into());
     }
-    let body_at = key + BODY_KEY.len();
-    let body = line.get(body_at..line.len() - 1).unwrap_or(&[]);
-    // The members before the body, closed into an object of their own.
     let mut head_json = Vec::with_capacity(key + 1);
     head_json.extend_from_slice(&line[..key]);
     head_json.push(b'}');
     let head: LineHeadIn =
         serde_json::from_slice(&head_json).map_err(|e| format!("not a trace record: {e}"))?;
+    Ok((head, key + BODY_KEY.len()))
+}
+
+/// Parses and checks one complete line (without its newline) against the chain so far.
+fn check_line<'a>(line: &'a [u8], chain: &Chain) -> Result<(Scanned<'a>, [u8; 32]), String> {
+    let (head, body_at) = line_head(line)?;
+    let body = line.get(body_at..line.len() - 1).unwrap_or(&[]);
     let expected = chain.seq + 1;
     if head.seq != expected {
         return Err(format!(
@@ -1191,7 +1335,17 @@ fn check_line<'a>(line: &'a [u8], chain: &Chain) -> Result<(Scanned<'a>, [u8; 32
     ))
 }
 
-/// What a scan of a whole log found.
+/// Where a scanned file's chain starts.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// After this point of the chain (the genesis, or the end of the segment before).
+    After(Chain),
+    /// The oldest segment kept, whose name says it starts at `first_seq` (> 1): the records
+    /// before it were deleted, so its first `prev` is taken as given.
+    Anchored { first_seq: u64 },
+}
+
+/// What a scan of a whole file found.
 struct ScanEnd {
     chain: Chain,
     /// Bytes of complete, verified lines.
@@ -1200,20 +1354,24 @@ struct ScanEnd {
     torn: u64,
 }
 
-/// Reads and verifies every line of a trace log, calling `each` with every record and the file
-/// offset of its body.
+/// Reads and verifies every line of a trace log file, calling `each` with every record and the
+/// file offset of its body.
 fn scan(
     path: &Path,
     file: &File,
+    start: Start,
     mut each: impl FnMut(&Scanned<'_>, u64) -> Result<(), StoreError>,
 ) -> Result<ScanEnd, StoreError> {
     let mut lines = Lines::new(BufReader::with_capacity(1 << 20, file), MAX_LINE_BYTES);
     let mut buf = Vec::with_capacity(64 * 1024);
-    let mut chain = Chain::default();
     let corrupt = |line: u64, offset: u64, reason: String| StoreError::Corrupt {
         path: path.to_path_buf(),
         line,
         reason: format!("{reason} (the line starts at byte {offset})"),
+    };
+    let (mut chain, mut anchor) = match start {
+        Start::After(c) => (c, None),
+        Start::Anchored { first_seq } => (Chain::default(), Some(first_seq)),
     };
     loop {
         let start = lines.offset;
@@ -1240,6 +1398,22 @@ fn scan(
                 ));
             }
             Some((Line::Complete, _)) => {
+                if let Some(first_seq) = anchor.take() {
+                    // The chain before this segment is gone: start from its first `prev`.
+                    let (head, _) = line_head(&buf).map_err(|r| corrupt(lines.number, start, r))?;
+                    let mut prev = [0u8; 32];
+                    hex::decode_to_slice(&head.prev, &mut prev).map_err(|e| {
+                        corrupt(
+                            lines.number,
+                            start,
+                            format!("prev is not 64 hex digits: {e}"),
+                        )
+                    })?;
+                    chain = Chain {
+                        seq: first_seq - 1,
+                        hash: prev,
+                    };
+                }
                 let (rec, hash) =
                     check_line(&buf, &chain).map_err(|r| corrupt(lines.number, start, r))?;
                 each(&rec, start + rec.body_at as u64)?;
@@ -1252,12 +1426,99 @@ fn scan(
     }
 }
 
+/// The sealed segment file name for a segment starting at `first_seq`.
+fn segment_name(first_seq: u64) -> String {
+    format!("traces-{first_seq:020}.jsonl")
+}
+
+/// The first seq a sealed segment's file name gives, if it is one.
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("traces-")?.strip_suffix(".jsonl")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|&n| n > 0)
+}
+
+/// The sealed segments in `dir`, oldest first.
+fn sealed_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        if let Some(n) = entry.file_name().to_str().and_then(parse_segment_name) {
+            found.push((n, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Scans sealed segments in order, each continuing the chain of the one before (the first is
+/// anchored unless it starts at seq 1). Calls `each` with every record and its body's offset
+/// in the log (the segments' lengths summed). Returns the segments with their files and the
+/// chain after the last.
+fn scan_sealed(
+    segments: Vec<(u64, PathBuf)>,
+    mut each: impl FnMut(&Scanned<'_>, u64) -> Result<(), StoreError>,
+) -> Result<(VecDeque<Segment>, Option<Chain>), StoreError> {
+    let mut out = VecDeque::with_capacity(segments.len());
+    let mut chain: Option<Chain> = None;
+    let mut base = 0u64;
+    for (first_seq, path) in segments {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.clone(),
+            line: 1,
+            reason,
+        };
+        let start = match chain {
+            Some(c) if c.seq + 1 != first_seq => {
+                return Err(corrupt(format!(
+                    "the segment starts at seq {first_seq} but the one before it ends at seq {}: a segment is missing or was renamed",
+                    c.seq
+                )));
+            }
+            Some(c) => Start::After(c),
+            None if first_seq == 1 => Start::After(Chain::default()),
+            None => Start::Anchored { first_seq },
+        };
+        let file = File::open(&path).map_err(io_error(&path))?;
+        let end = scan(&path, &file, start, |rec, at| each(rec, base + at))?;
+        if end.torn > 0 {
+            return Err(StoreError::Corrupt {
+                path: path.clone(),
+                line: if end.good_len == 0 {
+                    1
+                } else {
+                    end.chain.seq + 2 - first_seq
+                },
+                reason: format!(
+                    "a sealed segment ends in an incomplete line ({} bytes without a newline)",
+                    end.torn
+                ),
+            });
+        }
+        if end.good_len == 0 {
+            return Err(corrupt("a sealed segment is empty".into()));
+        }
+        out.push_back(Segment {
+            path,
+            file: Arc::new(file),
+            base,
+            len: end.good_len,
+            first_seq,
+        });
+        base += end.good_len;
+        chain = Some(end.chain);
+    }
+    Ok((out, chain))
+}
+
 impl FileTraceStore {
     /// Opens (or creates) `dir/traces.jsonl`, verifies its hash chain and builds the index. A torn
     /// last line is cut off and reported; any other damage is [`StoreError::Corrupt`]. The file is
     /// locked for as long as the store is open.
     pub fn open(dir: &Path, durability: Durability) -> Result<(Self, OpenReport), StoreError> {
-        Self::open_keeping(dir, durability, None)
+        Self::open_with(dir, FileOptions::new(durability))
     }
 
     /// [`open`](Self::open) with retention in the in-memory index: it keeps about the newest
@@ -1269,9 +1530,35 @@ impl FileTraceStore {
         durability: Durability,
         index_max_records: Option<u64>,
     ) -> Result<(Self, OpenReport), StoreError> {
+        Self::open_with(
+            dir,
+            FileOptions {
+                index_max_records,
+                ..FileOptions::new(durability)
+            },
+        )
+    }
+
+    /// Opens the log in `dir` as `options` say: the sealed segments `traces-<seq>.jsonl` (the
+    /// oldest beyond `retain_segments` deleted first), then the active `traces.jsonl`, all
+    /// checked as one chain. The oldest segment kept may start after seq 1 (its predecessors
+    /// were deleted); the active file may not unless a sealed segment precedes it.
+    pub fn open_with(dir: &Path, options: FileOptions) -> Result<(Self, OpenReport), StoreError> {
         let (path, file) = chain::open_locked(dir, TRACE_FILE)?;
-        let mut index = Index::keeping(index_max_records);
-        let end = scan(&path, &file, |rec, body_offset| {
+        let mut segments = sealed_segments(dir)?;
+        let mut removed = 0;
+        if options.retain_segments > 0 {
+            while segments.len() > options.retain_segments {
+                let (_, old) = segments.remove(0);
+                std::fs::remove_file(&old).map_err(io_error(&old))?;
+                removed += 1;
+            }
+        }
+        let mut index = Index::keeping(options.index_max_records);
+        if let Some((first_seq, _)) = segments.first() {
+            index.start_at(usize::try_from(first_seq - 1).unwrap_or(usize::MAX))?;
+        }
+        let mut push = |rec: &Scanned<'_>, body_offset: u64| {
             let h = Header {
                 seq: rec.head.seq,
                 at: rec.head.at,
@@ -1284,6 +1571,12 @@ impl FileTraceStore {
             let e = index.entry(&h, body_offset, rec.body.len())?;
             index.push(e);
             Ok(())
+        };
+        let (sealed, before) = scan_sealed(segments, &mut push)?;
+        let base = sealed.back().map_or(0, |s| s.base + s.len);
+        let start = before.unwrap_or_default();
+        let end = scan(&path, &file, Start::After(start), |rec, at| {
+            push(rec, base + at)
         })?;
         if end.torn > 0 {
             chain::truncate(&path, &file, end.good_len)?;
@@ -1291,15 +1584,22 @@ impl FileTraceStore {
         let report = OpenReport {
             records: end.chain.seq,
             truncated_bytes: end.torn,
+            first_seq: sealed.front().map_or(1, |s| s.first_seq),
+            segments: sealed.len(),
+            removed_segments: removed,
         };
         let store = Self {
+            dir: dir.to_path_buf(),
             path,
-            file,
-            durability,
+            options,
             state: Mutex::new(FileState {
                 index,
                 chain: end.chain,
+                file: Arc::new(file),
+                base,
                 len: end.good_len,
+                first_seq: start.seq + 1,
+                sealed,
                 failed: None,
                 buf: Vec::new(),
             }),
@@ -1307,14 +1607,70 @@ impl FileTraceStore {
         Ok((store, report))
     }
 
-    /// The log file.
+    /// The active log file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// When appends return.
     pub fn durability(&self) -> Durability {
-        self.durability
+        self.options.durability
+    }
+
+    /// The sealed segments kept, oldest first.
+    pub fn segments(&self) -> Vec<PathBuf> {
+        lock(&self.state)
+            .sealed
+            .iter()
+            .map(|s| s.path.clone())
+            .collect()
+    }
+
+    /// Seals the active file as `traces-<first seq>.jsonl`, starts a new one, and deletes the
+    /// sealed segments beyond `retain_segments` (forgetting their records). On an error the
+    /// store stops accepting appends: the log's end on disk is no longer what it expects.
+    fn rotate(&self, s: &mut FileState) -> Result<(), String> {
+        let sealed_path = self.dir.join(segment_name(s.first_seq));
+        if sealed_path.exists() {
+            return Err(format!(
+                "cannot seal the trace log: {} exists already",
+                sealed_path.display()
+            ));
+        }
+        std::fs::rename(&self.path, &sealed_path).map_err(|e| {
+            format!(
+                "sealing {} as {}: {e}",
+                self.path.display(),
+                sealed_path.display()
+            )
+        })?;
+        // Creating the new file also syncs the directory, which makes the rename durable.
+        let (_, file) = chain::open_locked(&self.dir, TRACE_FILE)
+            .map_err(|e| format!("starting a new trace log after sealing one: {e}"))?;
+        let old = std::mem::replace(&mut s.file, Arc::new(file));
+        s.sealed.push_back(Segment {
+            path: sealed_path,
+            file: old,
+            base: s.base,
+            len: s.len,
+            first_seq: s.first_seq,
+        });
+        s.base += s.len;
+        s.len = 0;
+        s.first_seq = s.chain.seq + 1;
+        let keep = self.options.retain_segments;
+        while keep > 0 && s.sealed.len() > keep {
+            let Some(gone) = s.sealed.pop_front() else {
+                break;
+            };
+            // Its records go first, so no lookup finds a body that is no longer there. A file
+            // that cannot be deleted now is deleted by the next open.
+            let next = s.sealed.front().map_or(s.first_seq, |n| n.first_seq);
+            s.index
+                .forget_before(usize::try_from(next - 1).unwrap_or(usize::MAX));
+            let _ = std::fs::remove_file(&gone.path);
+        }
+        Ok(())
     }
 }
 
@@ -1337,15 +1693,21 @@ impl TraceStore for FileTraceStore {
         }
         let mut buf = std::mem::take(&mut s.buf);
         buf.clear();
-        let staged = stage(&mut s.index, s.chain, &records, s.len, Some(&mut buf));
+        let staged = stage(
+            &mut s.index,
+            s.chain,
+            &records,
+            s.base + s.len,
+            Some(&mut buf),
+        );
         let result = staged.and_then(|staged| {
             // One write call for the whole batch; the file is in append mode.
-            if let Err(e) = (&self.file).write_all(&buf) {
-                s.failed = chain::roll_back(&self.file, s.len, &e);
+            if let Err(e) = (&*s.file).write_all(&buf) {
+                s.failed = chain::roll_back(&s.file, s.len, &e);
                 return Err(io_error(&self.path)(e));
             }
-            if self.durability == Durability::Fsync
-                && let Err(e) = self.file.sync_data()
+            if self.options.durability == Durability::Fsync
+                && let Err(e) = s.file.sync_data()
             {
                 // After a failed fdatasync the kernel may have dropped the dirty pages, so what
                 // is on disk is unknown: stop rather than build on it.
@@ -1363,11 +1725,19 @@ impl TraceStore for FileTraceStore {
         if buf.capacity() <= 8 << 20 {
             s.buf = buf;
         }
+        // The batch is written either way; a failed rotation stops the appends after it.
+        if result.is_ok()
+            && self.options.segment_bytes > 0
+            && s.len >= self.options.segment_bytes
+            && let Err(reason) = self.rotate(s)
+        {
+            s.failed = Some(reason);
+        }
         result
     }
 
     fn get(&self, decision_id: &str) -> Result<Option<StoredTrace>, StoreError> {
-        let (summary, offset, len) = {
+        let (summary, file, offset, len) = {
             let s = lock(&self.state);
             let Some(pos) = s.index.find(decision_id) else {
                 return Ok(None);
@@ -1375,13 +1745,16 @@ impl TraceStore for FileTraceStore {
             let Some(e) = s.index.entries.get(pos) else {
                 return Ok(None);
             };
-            (s.index.summary(pos, e), e.body_offset, e.body_len)
+            let Some((file, offset)) = s.locate(e.body_offset) else {
+                return Ok(None);
+            };
+            (s.index.summary(pos, e), file, offset, e.body_len)
         };
         // The lock is released: a positioned read of bytes already written needs no coordination
-        // with appends, which only ever add bytes after them.
+        // with appends, which only ever add bytes after them (a segment deleted meanwhile stays
+        // readable through the handle held here).
         let mut body = vec![0u8; len as usize];
-        self.file
-            .read_exact_at(&mut body, offset)
+        file.read_exact_at(&mut body, offset)
             .map_err(io_error(&self.path))?;
         Ok(Some(StoredTrace {
             summary,
@@ -1402,22 +1775,55 @@ impl TraceStore for FileTraceStore {
     }
 }
 
-/// Checks a whole trace log offline (read-only, without taking the store's lock) and returns the
-/// end of its chain. The first bad line is named. A last line without a newline is reported as
+/// Checks a trace log offline (read-only, without taking the store's lock) and returns the end
+/// of its chain. The first bad line is named. A last line without a newline is reported as
 /// corrupt too, although opening the store would simply cut it off: a clean check means every
 /// byte of the file is part of the chain.
+///
+/// `path` is a log file, or a store's directory: then its sealed segments and `traces.jsonl`
+/// are checked in order as one chain. A sealed segment (`traces-<seq>.jsonl`), alone or the
+/// oldest in a directory, starts at the seq its name gives and its first `prev` is taken as
+/// given (the records before it were deleted or are elsewhere); any other file starts at seq 1.
 pub fn verify_log(path: &Path) -> Result<ChainHead, StoreError> {
+    let torn = |path: &Path, end: &ScanEnd| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        line: end.chain.seq + 1,
+        reason: format!(
+            "the last line is incomplete ({} bytes without a newline): a write cut off by a crash; opening the store cuts it off",
+            end.torn
+        ),
+    };
+    if path.is_dir() {
+        let (_, before) = scan_sealed(sealed_segments(path)?, |_, _| Ok(()))?;
+        let active = path.join(TRACE_FILE);
+        if !active.exists() && before.is_some() {
+            // Sealed just now, before the new file was created: nothing after them yet.
+            return Ok(ChainHead::of(&before.unwrap_or_default()));
+        }
+        let file = File::open(&active).map_err(io_error(&active))?;
+        let end = scan(
+            &active,
+            &file,
+            Start::After(before.unwrap_or_default()),
+            |_, _| Ok(()),
+        )?;
+        if end.torn > 0 {
+            return Err(torn(&active, &end));
+        }
+        return Ok(ChainHead::of(&end.chain));
+    }
     let file = File::open(path).map_err(io_error(path))?;
-    let end = scan(path, &file, |_, _| Ok(()))?;
+    let start = match path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(parse_segment_name)
+    {
+        Some(first_seq) if first_seq > 1 => Start::Anchored { first_seq },
+        _ => Start::After(Chain::default()),
+    };
+    let end = scan(path, &file, start, |_, _| Ok(()))?;
     if end.torn > 0 {
-        return Err(StoreError::Corrupt {
-            path: path.to_path_buf(),
-            line: end.chain.seq + 1,
-            reason: format!(
-                "the last line is incomplete ({} bytes without a newline): a write cut off by a crash; opening the store cuts it off",
-                end.torn
-            ),
-        });
+        return Err(torn(path, &end));
     }
     Ok(ChainHead::of(&end.chain))
 }

@@ -237,3 +237,90 @@ async fn traces_survive_a_restart() {
         StatusCode::OK
     );
 }
+
+/// Names of the sealed trace segments in a server's trace directory, oldest first.
+fn sealed_segments(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("traces"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("traces-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every answer's trace is the answer, except those before seq `kept_from` (deleted): 404.
+async fn check_traces(s: &Server, answers: &[(String, String)], kept_from: usize) {
+    for (i, (id, text)) in answers.iter().enumerate() {
+        let seq = i + 1;
+        let t = s.get(&format!("/api/v1/traces/{id}"), ADMIN_KEY).await;
+        if seq < kept_from {
+            assert_eq!(t.status, StatusCode::NOT_FOUND, "seq {seq}");
+        } else {
+            assert_eq!(t.status, StatusCode::OK, "seq {seq}");
+            assert_eq!(&t.text, text, "seq {seq}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_trace_log_is_sealed_into_segments_and_old_ones_are_deleted() {
+    let mut s = Server::start_with(|c| {
+        c.traces.segment_bytes = 1 << 20;
+        c.traces.retain_segments = 1;
+    })
+    .await;
+    let key = s
+        .client_key("acme", &["classify", "search", "chat", "translate"], 2)
+        .await;
+    // Distinct decisions (the seed is part of the request) until the log was sealed twice: the
+    // first segment is deleted then, the second kept.
+    let mut answers: Vec<(String, String)> = Vec::new();
+    let mut first_sealed: Option<String> = None;
+    for seed in 0..5000 {
+        let mut req = request("sentiment-de.yaml");
+        req["seed"] = json!(seed);
+        let r = s.post("/api/v1/route", &key, req).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        answers.push((r.json["decision_id"].as_str().unwrap().to_owned(), r.text));
+        let sealed = sealed_segments(s.dir.path());
+        assert!(
+            sealed.len() <= 1,
+            "retention keeps one sealed segment: {sealed:?}"
+        );
+        match (&first_sealed, sealed.first()) {
+            (None, Some(n)) => first_sealed = Some(n.clone()),
+            (Some(f), Some(n)) if f != n => break,
+            _ => {}
+        }
+    }
+    let kept = sealed_segments(s.dir.path());
+    assert_eq!(kept.len(), 1);
+    assert_ne!(
+        Some(&kept[0]),
+        first_sealed.as_ref(),
+        "the log was sealed twice"
+    );
+    // The first segment started at seq 1; the kept one at the seq its name gives.
+    let kept_from: usize = kept[0]["traces-".len()..kept[0].len() - ".jsonl".len()]
+        .parse()
+        .unwrap();
+    assert!(kept_from > 1);
+    check_traces(&s, &answers, kept_from).await;
+    // The directory verifies offline as one chain, from the kept segment to the last record.
+    let head = caio_trace::verify_log(&s.dir.path().join("traces")).unwrap();
+    assert_eq!(head.seq, answers.len() as u64);
+    // A restart indexes the kept segment and the active file again.
+    s.stop().await;
+    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
+    drop(s);
+    let mut c = config(dir.path());
+    c.traces.segment_bytes = 1 << 20;
+    c.traces.retain_segments = 1;
+    let (state, report) = caio_api::AppState::build(c).unwrap();
+    assert_eq!(report.trace_records, answers.len() as u64);
+    assert_eq!(report.trace_first_seq, kept_from as u64);
+    assert_eq!(report.trace_segments, 1);
+    let s2 = Server::start_state(state, dir).await;
+    check_traces(&s2, &answers, kept_from).await;
+}

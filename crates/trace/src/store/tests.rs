@@ -262,7 +262,10 @@ fn reopen_restores_index_bodies_and_head() {
         report,
         OpenReport {
             records: 50,
-            truncated_bytes: 0
+            truncated_bytes: 0,
+            first_seq: 1,
+            segments: 0,
+            removed_segments: 0
         }
     );
     assert_eq!(s.head(), head);
@@ -460,7 +463,10 @@ fn torn_last_line_is_cut_off_and_reported() {
         report,
         OpenReport {
             records: 2,
-            truncated_bytes: torn
+            truncated_bytes: torn,
+            first_seq: 1,
+            segments: 0,
+            removed_segments: 0
         }
     );
     assert_eq!(
@@ -478,7 +484,10 @@ fn torn_last_line_is_cut_off_and_reported() {
         report,
         OpenReport {
             records: 3,
-            truncated_bytes: 0
+            truncated_bytes: 0,
+            first_seq: 1,
+            segments: 0,
+            removed_segments: 0
         }
     );
     verify_log(s.path()).unwrap();
@@ -617,7 +626,10 @@ fn garbage_is_corrupt_wherever_it_is_complete() {
         report,
         OpenReport {
             records: 1,
-            truncated_bytes: 6
+            truncated_bytes: 6,
+            first_seq: 1,
+            segments: 0,
+            removed_segments: 0
         }
     );
 }
@@ -1137,4 +1149,323 @@ fn the_file_index_keeps_its_newest_records_and_the_file_keeps_all() {
         FileTraceStore::open_keeping(dir.path(), Durability::Buffered, Some(keep)).unwrap();
     assert!(again.get(&id(1)).unwrap().is_none());
     assert!(again.get(&id(total)).unwrap().is_some());
+}
+
+// Segments: rotation, retention, opening and verifying across files.
+
+fn segmented(
+    dir: &Path,
+    segment_bytes: u64,
+    retain_segments: usize,
+) -> (FileTraceStore, OpenReport) {
+    FileTraceStore::open_with(
+        dir,
+        FileOptions {
+            segment_bytes,
+            retain_segments,
+            ..FileOptions::new(Durability::Buffered)
+        },
+    )
+    .unwrap()
+}
+
+/// Appends records `from..=to`, one batch each (each record is about 400 bytes).
+fn append_range(s: &FileTraceStore, from: u64, to: u64) {
+    for i in from..=to {
+        s.append_batch(vec![rec(i, i * 10, "acme", "p", Some("svc"))])
+            .unwrap();
+    }
+}
+
+fn all_seqs(s: &FileTraceStore) -> Vec<u64> {
+    let page = s
+        .query(&TraceQuery {
+            limit: 1000,
+            ..TraceQuery::default()
+        })
+        .unwrap();
+    page.items.iter().map(|t| t.seq).collect()
+}
+
+fn segment_first_seqs(s: &FileTraceStore) -> Vec<u64> {
+    s.segments()
+        .iter()
+        .map(|p| parse_segment_name(p.file_name().unwrap().to_str().unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn segment_names_parse_only_in_their_own_form() {
+    assert_eq!(segment_name(42), "traces-00000000000000000042.jsonl");
+    assert_eq!(parse_segment_name(&segment_name(42)), Some(42));
+    assert_eq!(parse_segment_name(&segment_name(u64::MAX)), Some(u64::MAX));
+    for bad in [
+        "traces.jsonl",
+        "traces-42.jsonl",
+        "traces-0000000000000000004x.jsonl",
+        "traces-00000000000000000000.jsonl",
+        "traces-00000000000000000042.jsonl.tmp",
+        "traces-+0000000000000000042.jsonl",
+        "audit-00000000000000000042.jsonl",
+    ] {
+        assert_eq!(parse_segment_name(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn the_log_is_sealed_into_segments_and_one_chain_runs_across_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = {
+        let (s, _) = segmented(dir.path(), 1000, 0);
+        append_range(&s, 1, 20);
+        // About three records per segment: several sealed, each starting where the last ended.
+        let firsts = segment_first_seqs(&s);
+        assert!(firsts.len() >= 4, "{firsts:?}");
+        assert_eq!(firsts[0], 1);
+        assert!(firsts.windows(2).all(|w| w[0] < w[1]));
+        // Every body is readable, whichever file holds it.
+        for i in 1..=20 {
+            let got = s.get(&id(i)).unwrap().unwrap();
+            assert_eq!(got.summary.seq, i);
+            assert_eq!(got.body, body(i, 10));
+        }
+        assert_eq!(all_seqs(&s), (1..=20).rev().collect::<Vec<_>>());
+        // The directory verifies as one chain ending at the store's head.
+        assert_eq!(verify_log(dir.path()).unwrap(), s.head());
+        // A sealed segment alone verifies from the seq its name gives.
+        let second = &s.segments()[1];
+        let next = s.segments()[2].clone();
+        let end = parse_segment_name(next.file_name().unwrap().to_str().unwrap()).unwrap() - 1;
+        assert_eq!(verify_log(second).unwrap().seq, end);
+        // The active file alone does not start at seq 1: it needs the segments before it.
+        assert!(matches!(
+            verify_log(s.path()),
+            Err(StoreError::Corrupt { line: 1, .. })
+        ));
+        s.head()
+    };
+    // Reopened: the same records, head and segments, and appends continue the chain.
+    let (s, report) = segmented(dir.path(), 1000, 0);
+    assert_eq!(report.records, 20);
+    assert_eq!(report.first_seq, 1);
+    assert_eq!(report.segments, s.segments().len());
+    assert_eq!(s.head(), head);
+    for i in 1..=20 {
+        assert_eq!(s.get(&id(i)).unwrap().unwrap().body, body(i, 10));
+    }
+    append_range(&s, 21, 25);
+    assert_eq!(all_seqs(&s), (1..=25).rev().collect::<Vec<_>>());
+    assert_eq!(verify_log(dir.path()).unwrap(), s.head());
+}
+
+#[test]
+fn retention_deletes_the_oldest_segments_and_forgets_their_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = segmented(dir.path(), 1000, 2);
+    append_range(&s, 1, 30);
+    let firsts = segment_first_seqs(&s);
+    assert_eq!(firsts.len(), 2);
+    let oldest = firsts[0];
+    assert!(oldest > 1);
+    // Only the two kept segments and the active file are on disk.
+    let mut names: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = firsts.iter().map(|&n| segment_name(n)).collect();
+    want.push(TRACE_FILE.into());
+    assert_eq!(names, want);
+    // Records of deleted segments are gone from lookups and queries alike; the rest are there.
+    assert!(s.get(&id(1)).unwrap().is_none());
+    assert!(s.get(&id(oldest - 1)).unwrap().is_none());
+    assert_eq!(s.get(&id(oldest)).unwrap().unwrap().body, body(oldest, 10));
+    assert_eq!(all_seqs(&s), (oldest..=30).rev().collect::<Vec<_>>());
+    assert_eq!(s.len(), 30);
+    // The directory verifies from the oldest segment kept.
+    assert_eq!(verify_log(dir.path()).unwrap(), s.head());
+    let head = s.head();
+    drop(s);
+    let (s, report) = segmented(dir.path(), 1000, 2);
+    assert_eq!(report.first_seq, oldest);
+    assert_eq!(report.records, 30);
+    assert_eq!(report.removed_segments, 0);
+    assert_eq!(s.head(), head);
+    assert!(s.get(&id(oldest - 1)).unwrap().is_none());
+    assert_eq!(all_seqs(&s), (oldest..=30).rev().collect::<Vec<_>>());
+    append_range(&s, 31, 33);
+    assert_eq!(s.get(&id(33)).unwrap().unwrap().summary.seq, 33);
+}
+
+#[test]
+fn opening_with_a_smaller_retention_deletes_the_oldest_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let (s, _) = segmented(dir.path(), 1000, 0);
+        append_range(&s, 1, 20);
+        segment_first_seqs(&s)
+    };
+    let (s, report) = segmented(dir.path(), 1000, 1);
+    assert_eq!(report.removed_segments, before.len() - 1);
+    assert_eq!(report.segments, 1);
+    assert_eq!(report.first_seq, *before.last().unwrap());
+    assert_eq!(segment_first_seqs(&s), vec![*before.last().unwrap()]);
+    assert!(s.get(&id(1)).unwrap().is_none());
+    assert_eq!(s.get(&id(20)).unwrap().unwrap().summary.seq, 20);
+}
+
+#[test]
+fn a_missing_middle_segment_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = {
+        let (s, _) = segmented(dir.path(), 1000, 0);
+        append_range(&s, 1, 20);
+        s.segments()[1].clone()
+    };
+    fs::remove_file(&gone).unwrap();
+    let r = FileTraceStore::open_with(dir.path(), FileOptions::new(Durability::Buffered));
+    let (line, reason) = corrupt_line(r);
+    assert_eq!(line, 1);
+    assert!(reason.contains("a segment is missing"), "{reason}");
+    assert!(matches!(
+        verify_log(dir.path()),
+        Err(StoreError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn an_edited_or_torn_sealed_segment_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = {
+        let (s, _) = segmented(dir.path(), 1000, 0);
+        append_range(&s, 1, 12);
+        s.segments()[0].clone()
+    };
+    let original = fs::read(&first).unwrap();
+    // An edited body in the oldest segment.
+    let mut l = lines(&first);
+    l[1] = l[1].replace("\"n\":2", "\"n\":9");
+    write_lines(&first, &l);
+    let r = FileTraceStore::open_with(dir.path(), FileOptions::new(Durability::Buffered));
+    match r {
+        Err(StoreError::Corrupt { path, line, reason }) => {
+            assert_eq!(path, first);
+            assert_eq!(line, 2);
+            assert!(reason.contains("hash does not match"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // A sealed segment is never cut like the active file: a torn end is damage.
+    let mut torn = original.clone();
+    torn.extend_from_slice(b"{\"seq\":");
+    fs::write(&first, &torn).unwrap();
+    let r = FileTraceStore::open_with(dir.path(), FileOptions::new(Durability::Buffered));
+    let (_, reason) = corrupt_line(r);
+    assert!(reason.contains("incomplete line"), "{reason}");
+    assert_eq!(fs::read(&first).unwrap(), torn, "nothing was cut");
+    // Restored, it opens again.
+    fs::write(&first, &original).unwrap();
+    let (s, report) = segmented(dir.path(), 1000, 0);
+    assert_eq!(report.records, 12);
+    assert_eq!(s.get(&id(2)).unwrap().unwrap().body, body(2, 10));
+}
+
+#[test]
+fn the_index_can_start_and_forget_in_the_middle_of_a_chunk() {
+    let entry = |index: &mut Index, i: u64| {
+        let r = rec(i, i, "t", "p", None);
+        let e = index.entry(&Header::of(i, &r), i * 100, 10).unwrap();
+        index.push(e);
+    };
+    // Starting just before a chunk boundary and growing across it.
+    let mut index = Index::new();
+    let start = CHUNK - 2;
+    index.start_at(start).unwrap();
+    assert_eq!(index.entries.first(), start);
+    for seq in (start as u64 + 1)..=(start as u64 + 5) {
+        entry(&mut index, seq);
+    }
+    assert_eq!(index.entries.len(), start + 5);
+    assert!(index.entries.get(start - 1).is_none());
+    for seq in (start as u64 + 1)..=(start as u64 + 5) {
+        let pos = index.find(&id(seq)).unwrap();
+        assert_eq!(pos as u64, seq - 1);
+        assert_eq!(index.entries.get(pos).unwrap().body_offset, seq * 100);
+    }
+    // The padding is never found: not by id, not by a query.
+    assert!(index.find(&format!("sha256:{}", "00".repeat(32))).is_none());
+    let plan = index.plan(&TraceQuery::default()).unwrap();
+    assert_eq!(plan.lo, start);
+    // Forgetting across the boundary drops the first chunk and hides the rest.
+    index.forget_before(CHUNK + 1);
+    assert_eq!(index.entries.first(), CHUNK + 1);
+    assert_eq!(index.entries.chunks.len(), 1);
+    assert!(index.find(&id(CHUNK as u64)).is_none());
+    assert!(index.find(&id(CHUNK as u64 + 1)).is_none());
+    assert_eq!(index.find(&id(CHUNK as u64 + 2)), Some(CHUNK + 1));
+    // Forgetting everything leaves an index that goes on at the right position.
+    index.forget_before(usize::MAX);
+    assert_eq!(index.entries.first(), start + 5);
+    entry(&mut index, start as u64 + 6);
+    assert_eq!(index.find(&id(start as u64 + 6)), Some(start + 5));
+}
+
+#[test]
+fn a_crash_between_sealing_and_the_new_file_loses_nothing() {
+    // Sealing renames the active file, then creates a new one: a crash in between leaves only
+    // sealed segments, which open (and verify) as the whole log.
+    let dir = tempfile::tempdir().unwrap();
+    let n = {
+        let (s, _) = segmented(dir.path(), 1000, 0);
+        let mut n = 0;
+        loop {
+            n += 1;
+            append_range(&s, n, n);
+            if fs::metadata(s.path()).unwrap().len() == 0 {
+                break n;
+            }
+            assert!(n < 100, "never sealed");
+        }
+    };
+    fs::remove_file(dir.path().join(TRACE_FILE)).unwrap();
+    assert_eq!(verify_log(dir.path()).unwrap().seq, n);
+    let (s, report) = segmented(dir.path(), 1000, 0);
+    assert_eq!(report.records, n);
+    for i in 1..=n {
+        assert_eq!(s.get(&id(i)).unwrap().unwrap().summary.seq, i);
+    }
+    append_range(&s, n + 1, n + 2);
+    assert_eq!(verify_log(dir.path()).unwrap(), s.head());
+}
+
+#[test]
+fn a_segment_whose_name_disagrees_with_its_records_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let second = {
+        let (s, _) = segmented(dir.path(), 1000, 0);
+        append_range(&s, 1, 12);
+        s.segments()[1].clone()
+    };
+    let from = parse_segment_name(second.file_name().unwrap().to_str().unwrap()).unwrap();
+    // The oldest segment deleted, the next one renamed to claim it starts one record later.
+    fs::remove_file(dir.path().join(segment_name(1))).unwrap();
+    fs::rename(&second, dir.path().join(segment_name(from + 1))).unwrap();
+    let r = FileTraceStore::open_with(dir.path(), FileOptions::new(Durability::Buffered));
+    let (line, reason) = corrupt_line(r);
+    assert_eq!(line, 1);
+    assert!(
+        reason.contains(&format!("seq {from} where {} was expected", from + 1)),
+        "{reason}"
+    );
+    // Files that only look like segments are not read at all.
+    fs::rename(dir.path().join(segment_name(from + 1)), &second).unwrap();
+    fs::write(dir.path().join("traces-1.jsonl"), b"junk").unwrap();
+    fs::write(
+        dir.path().join("traces-00000000000000000001.jsonl.bak"),
+        b"junk",
+    )
+    .unwrap();
+    let (s, report) = segmented(dir.path(), 1000, 0);
+    assert_eq!(report.first_seq, from);
+    assert_eq!(s.len(), 12);
 }
