@@ -169,6 +169,17 @@ pub(crate) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_
 /// Opens (creating it if needed) a log file for reading and appending, and takes an exclusive
 /// advisory lock on it so two processes never append to the same chain.
 pub(crate) fn open_locked(dir: &Path, name: &str) -> Result<(PathBuf, File), StoreError> {
+    open_locked_syncing(dir, name, true)
+}
+
+/// [`open_locked`], with the directory synced after creating the file only when `sync_dir`:
+/// a directory sync is a journal commit (milliseconds), which a log that does not promise to
+/// survive a power loss need not wait for.
+pub(crate) fn open_locked_syncing(
+    dir: &Path,
+    name: &str,
+    sync_dir: bool,
+) -> Result<(PathBuf, File), StoreError> {
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let path = dir.join(name);
     let existed = path.exists();
@@ -183,7 +194,7 @@ pub(crate) fn open_locked(dir: &Path, name: &str) -> Result<(PathBuf, File), Sto
         Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked { path }),
         Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&path)(e)),
     }
-    if !existed {
+    if !existed && sync_dir {
         // A new file's directory entry is only durable once the directory itself is synced.
         File::open(dir)
             .and_then(|d| d.sync_all())

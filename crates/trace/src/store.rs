@@ -1644,8 +1644,12 @@ impl FileTraceStore {
                 sealed_path.display()
             )
         })?;
-        // Creating the new file also syncs the directory, which makes the rename durable.
-        let (_, file) = chain::open_locked(&self.dir, TRACE_FILE)
+        // Under fsync durability, creating the new file also syncs the directory, which makes
+        // the rename durable; buffered durability does not promise that (a power loss may
+        // undo the rename, which leaves a valid log either way) and does not wait the
+        // milliseconds of a journal commit with every request queued behind it.
+        let sync_dir = self.options.durability == Durability::Fsync;
+        let (_, file) = chain::open_locked_syncing(&self.dir, TRACE_FILE, sync_dir)
             .map_err(|e| format!("starting a new trace log after sealing one: {e}"))?;
         let old = std::mem::replace(&mut s.file, Arc::new(file));
         s.sealed.push_back(Segment {
