@@ -344,7 +344,8 @@ pub enum Durability {
 /// What opening a file store found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenReport {
-    /// Records in the log.
+    /// The head's seq: records ever appended to the log (with deleted segments, more than
+    /// the ones kept, which start at `first_seq`).
     pub records: u64,
     /// Bytes of a torn last line (a write cut off by a crash) that were cut off the file.
     pub truncated_bytes: u64,
@@ -1238,25 +1239,31 @@ struct FileState {
     buf: Vec<u8>,
 }
 
-/// A sealed segment: complete, never written again.
+/// A sealed segment: complete, never written again. No handle is kept open (a long-running
+/// server seals thousands of them); a lookup in one opens it by name.
 struct Segment {
     path: PathBuf,
-    file: Arc<File>,
     /// Its first byte in the log's offsets.
     base: u64,
     len: u64,
     first_seq: u64,
 }
 
+/// Where a body is: the active file (held open) or a sealed segment (opened by name).
+enum Located {
+    Active(Arc<File>),
+    Sealed(PathBuf),
+}
+
 impl FileState {
     /// The file holding log offset `offset` and the offset within it.
-    fn locate(&self, offset: u64) -> Option<(Arc<File>, u64)> {
+    fn locate(&self, offset: u64) -> Option<(Located, u64)> {
         if offset >= self.base {
-            return Some((Arc::clone(&self.file), offset - self.base));
+            return Some((Located::Active(Arc::clone(&self.file)), offset - self.base));
         }
         let i = self.sealed.partition_point(|s| s.base + s.len <= offset);
         let s = self.sealed.get(i).filter(|s| s.base <= offset)?;
-        Some((Arc::clone(&s.file), offset - s.base))
+        Some((Located::Sealed(s.path.clone()), offset - s.base))
     }
 }
 
@@ -1437,8 +1444,15 @@ fn parse_segment_name(name: &str) -> Option<u64> {
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok().filter(|&n| n > 0)
+    digits
+        .parse()
+        .ok()
+        .filter(|&n| n > 0 && n <= MAX_SEGMENT_SEQ)
 }
+
+/// The largest first seq a segment name may give: far beyond any real log, and far enough
+/// from `u64::MAX` that seq arithmetic cannot overflow on a hostile name.
+const MAX_SEGMENT_SEQ: u64 = 1 << 62;
 
 /// The sealed segments in `dir`, oldest first.
 fn sealed_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
@@ -1502,7 +1516,6 @@ fn scan_sealed(
         }
         out.push_back(Segment {
             path,
-            file: Arc::new(file),
             base,
             len: end.good_len,
             first_seq,
@@ -1511,6 +1524,22 @@ fn scan_sealed(
         chain = Some(end.chain);
     }
     Ok((out, chain))
+}
+
+/// Drops the oldest sealed segments beyond `keep` (0 keeps all) from `s`, forgetting their
+/// records first so no lookup looks for them; returns their paths, for the caller to delete.
+fn retire(s: &mut FileState, keep: usize) -> Vec<PathBuf> {
+    let mut gone = Vec::new();
+    while keep > 0 && s.sealed.len() > keep {
+        let Some(old) = s.sealed.pop_front() else {
+            break;
+        };
+        let next = s.sealed.front().map_or(s.first_seq, |n| n.first_seq);
+        s.index
+            .forget_before(usize::try_from(next.saturating_sub(1)).unwrap_or(usize::MAX));
+        gone.push(old.path);
+    }
+    gone
 }
 
 impl FileTraceStore {
@@ -1545,15 +1574,7 @@ impl FileTraceStore {
     /// were deleted); the active file may not unless a sealed segment precedes it.
     pub fn open_with(dir: &Path, options: FileOptions) -> Result<(Self, OpenReport), StoreError> {
         let (path, file) = chain::open_locked(dir, TRACE_FILE)?;
-        let mut segments = sealed_segments(dir)?;
-        let mut removed = 0;
-        if options.retain_segments > 0 {
-            while segments.len() > options.retain_segments {
-                let (_, old) = segments.remove(0);
-                std::fs::remove_file(&old).map_err(io_error(&old))?;
-                removed += 1;
-            }
-        }
+        let segments = sealed_segments(dir)?;
         let mut index = Index::keeping(options.index_max_records);
         if let Some((first_seq, _)) = segments.first() {
             index.start_at(usize::try_from(first_seq - 1).unwrap_or(usize::MAX))?;
@@ -1581,28 +1602,35 @@ impl FileTraceStore {
         if end.torn > 0 {
             chain::truncate(&path, &file, end.good_len)?;
         }
+        let mut state = FileState {
+            index,
+            chain: end.chain,
+            file: Arc::new(file),
+            base,
+            len: end.good_len,
+            first_seq: start.seq + 1,
+            sealed,
+            failed: None,
+            buf: Vec::new(),
+        };
+        // Retention after the whole log checked out: nothing is deleted from a log that does
+        // not open.
+        let retired = retire(&mut state, options.retain_segments);
+        for old in &retired {
+            std::fs::remove_file(old).map_err(io_error(old))?;
+        }
         let report = OpenReport {
             records: end.chain.seq,
             truncated_bytes: end.torn,
-            first_seq: sealed.front().map_or(1, |s| s.first_seq),
-            segments: sealed.len(),
-            removed_segments: removed,
+            first_seq: state.sealed.front().map_or(1, |s| s.first_seq),
+            segments: state.sealed.len(),
+            removed_segments: retired.len(),
         };
         let store = Self {
             dir: dir.to_path_buf(),
             path,
             options,
-            state: Mutex::new(FileState {
-                index,
-                chain: end.chain,
-                file: Arc::new(file),
-                base,
-                len: end.good_len,
-                first_seq: start.seq + 1,
-                sealed,
-                failed: None,
-                buf: Vec::new(),
-            }),
+            state: Mutex::new(state),
         };
         Ok((store, report))
     }
@@ -1629,7 +1657,7 @@ impl FileTraceStore {
     /// Seals the active file as `traces-<first seq>.jsonl`, starts a new one, and deletes the
     /// sealed segments beyond `retain_segments` (forgetting their records). On an error the
     /// store stops accepting appends: the log's end on disk is no longer what it expects.
-    fn rotate(&self, s: &mut FileState) -> Result<(), String> {
+    fn rotate(&self, s: &mut FileState) -> Result<Vec<PathBuf>, String> {
         let sealed_path = self.dir.join(segment_name(s.first_seq));
         if sealed_path.exists() {
             return Err(format!(
@@ -1652,9 +1680,19 @@ impl FileTraceStore {
         let (_, file) = chain::open_locked_syncing(&self.dir, TRACE_FILE, sync_dir)
             .map_err(|e| format!("starting a new trace log after sealing one: {e}"))?;
         let old = std::mem::replace(&mut s.file, Arc::new(file));
+        if self.options.durability == Durability::Buffered {
+            // Buffered durability still should not let a power loss take a sealed segment's
+            // tail while the next file survives (the chain would break between them, not just
+            // lose its end): flush the sealed file now, off the store's lock and off the
+            // request path. Fsync durability synced every batch already.
+            let _ = std::thread::Builder::new()
+                .name("caio-trace-seal".into())
+                .spawn(move || {
+                    let _ = old.sync_data();
+                });
+        }
         s.sealed.push_back(Segment {
             path: sealed_path,
-            file: old,
             base: s.base,
             len: s.len,
             first_seq: s.first_seq,
@@ -1662,19 +1700,7 @@ impl FileTraceStore {
         s.base += s.len;
         s.len = 0;
         s.first_seq = s.chain.seq + 1;
-        let keep = self.options.retain_segments;
-        while keep > 0 && s.sealed.len() > keep {
-            let Some(gone) = s.sealed.pop_front() else {
-                break;
-            };
-            // Its records go first, so no lookup finds a body that is no longer there. A file
-            // that cannot be deleted now is deleted by the next open.
-            let next = s.sealed.front().map_or(s.first_seq, |n| n.first_seq);
-            s.index
-                .forget_before(usize::try_from(next - 1).unwrap_or(usize::MAX));
-            let _ = std::fs::remove_file(&gone.path);
-        }
-        Ok(())
+        Ok(retire(s, self.options.retain_segments))
     }
 }
 
@@ -1730,12 +1756,18 @@ impl TraceStore for FileTraceStore {
             s.buf = buf;
         }
         // The batch is written either way; a failed rotation stops the appends after it.
-        if result.is_ok()
-            && self.options.segment_bytes > 0
-            && s.len >= self.options.segment_bytes
-            && let Err(reason) = self.rotate(s)
-        {
-            s.failed = Some(reason);
+        let mut retired = Vec::new();
+        if result.is_ok() && self.options.segment_bytes > 0 && s.len >= self.options.segment_bytes {
+            match self.rotate(s) {
+                Ok(paths) => retired = paths,
+                Err(reason) => s.failed = Some(reason),
+            }
+        }
+        drop(guard);
+        // Unlinking a large file can take milliseconds: not while every append waits. A file
+        // that cannot be deleted now is deleted by the next open.
+        for path in retired {
+            let _ = std::fs::remove_file(path);
         }
         result
     }
@@ -1755,11 +1787,22 @@ impl TraceStore for FileTraceStore {
             (s.index.summary(pos, e), file, offset, e.body_len)
         };
         // The lock is released: a positioned read of bytes already written needs no coordination
-        // with appends, which only ever add bytes after them (a segment deleted meanwhile stays
-        // readable through the handle held here).
+        // with appends, which only ever add bytes after them.
         let mut body = vec![0u8; len as usize];
-        file.read_exact_at(&mut body, offset)
-            .map_err(io_error(&self.path))?;
+        match file {
+            Located::Active(file) => file
+                .read_exact_at(&mut body, offset)
+                .map_err(io_error(&self.path))?,
+            Located::Sealed(path) => match File::open(&path) {
+                Ok(file) => file
+                    .read_exact_at(&mut body, offset)
+                    .map_err(io_error(&path))?,
+                // Deleted by retention since the lookup, or moved away by the operator: the
+                // record is gone, as it would be a moment later.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_error(&path)(e)),
+            },
+        }
         Ok(Some(StoredTrace {
             summary,
             body: Bytes::from(body),
@@ -1789,9 +1832,10 @@ impl TraceStore for FileTraceStore {
 /// oldest in a directory, starts at the seq its name gives and its first `prev` is taken as
 /// given (the records before it were deleted or are elsewhere); any other file starts at seq 1.
 pub fn verify_log(path: &Path) -> Result<ChainHead, StoreError> {
-    let torn = |path: &Path, end: &ScanEnd| StoreError::Corrupt {
+    // `after`: the seq before the file's first record.
+    let torn = |path: &Path, end: &ScanEnd, after: u64| StoreError::Corrupt {
         path: path.to_path_buf(),
-        line: end.chain.seq + 1,
+        line: end.chain.seq.saturating_sub(after) + 1,
         reason: format!(
             "the last line is incomplete ({} bytes without a newline): a write cut off by a crash; opening the store cuts it off",
             end.torn
@@ -1805,14 +1849,10 @@ pub fn verify_log(path: &Path) -> Result<ChainHead, StoreError> {
             return Ok(ChainHead::of(&before.unwrap_or_default()));
         }
         let file = File::open(&active).map_err(io_error(&active))?;
-        let end = scan(
-            &active,
-            &file,
-            Start::After(before.unwrap_or_default()),
-            |_, _| Ok(()),
-        )?;
+        let before = before.unwrap_or_default();
+        let end = scan(&active, &file, Start::After(before), |_, _| Ok(()))?;
         if end.torn > 0 {
-            return Err(torn(&active, &end));
+            return Err(torn(&active, &end, before.seq));
         }
         return Ok(ChainHead::of(&end.chain));
     }
@@ -1827,7 +1867,23 @@ pub fn verify_log(path: &Path) -> Result<ChainHead, StoreError> {
     };
     let end = scan(path, &file, start, |_, _| Ok(()))?;
     if end.torn > 0 {
-        return Err(torn(path, &end));
+        let after = match start {
+            Start::Anchored { first_seq } => first_seq - 1,
+            Start::After(c) => c.seq,
+        };
+        // An anchored file with no complete line never set its chain.
+        let end = if end.good_len == 0 {
+            ScanEnd {
+                chain: Chain {
+                    seq: after,
+                    ..end.chain
+                },
+                ..end
+            }
+        } else {
+            end
+        };
+        return Err(torn(path, &end, after));
     }
     Ok(ChainHead::of(&end.chain))
 }

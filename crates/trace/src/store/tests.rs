@@ -1198,8 +1198,12 @@ fn segment_first_seqs(s: &FileTraceStore) -> Vec<u64> {
 fn segment_names_parse_only_in_their_own_form() {
     assert_eq!(segment_name(42), "traces-00000000000000000042.jsonl");
     assert_eq!(parse_segment_name(&segment_name(42)), Some(42));
-    assert_eq!(parse_segment_name(&segment_name(u64::MAX)), Some(u64::MAX));
+    assert_eq!(parse_segment_name(&segment_name(1 << 62)), Some(1 << 62));
     for bad in [
+        // Seqs that would let arithmetic on them overflow are not segment names.
+        &segment_name((1 << 62) + 1),
+        &segment_name(u64::MAX),
+        "traces-99999999999999999999.jsonl",
         "traces.jsonl",
         "traces-42.jsonl",
         "traces-0000000000000000004x.jsonl",
@@ -1468,4 +1472,108 @@ fn a_segment_whose_name_disagrees_with_its_records_is_corrupt() {
     let (s, report) = segmented(dir.path(), 1000, 0);
     assert_eq!(report.first_seq, from);
     assert_eq!(s.len(), 12);
+}
+
+#[test]
+fn a_failed_seal_stops_the_appends_after_it_and_keeps_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = segmented(dir.path(), 1000, 0);
+    // Something already has the name the first segment will get.
+    fs::create_dir(dir.path().join(segment_name(1))).unwrap();
+    let mut written = 0;
+    let err = loop {
+        written += 1;
+        match s.append_batch(vec![rec(written, written, "t", "p", None)]) {
+            Ok(_) => assert!(written < 100, "never sealed"),
+            Err(e) => break e,
+        }
+    };
+    match err {
+        StoreError::Failed { reason, .. } => {
+            assert!(reason.contains(&segment_name(1)), "{reason}");
+            assert!(reason.contains("exists already"), "{reason}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    // The batch that crossed the size was written; the refused one was not.
+    assert_eq!(s.len(), written - 1);
+    for i in 1..written {
+        assert_eq!(s.get(&id(i)).unwrap().unwrap().summary.seq, i);
+    }
+    assert_eq!(verify_log(s.path()).unwrap(), s.head());
+}
+
+#[test]
+fn verify_names_the_torn_line_of_the_file_it_is_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (in_active, segment) = {
+        let (s, _) = segmented(dir.path(), 1000, 0);
+        append_range(&s, 1, 10);
+        (
+            fs::read_to_string(s.path()).unwrap().lines().count() as u64,
+            s.segments()[1].clone(),
+        )
+    };
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join(TRACE_FILE))
+        .unwrap();
+    f.write_all(b"{\"seq\":").unwrap();
+    match verify_log(dir.path()) {
+        Err(StoreError::Corrupt { path, line, .. }) => {
+            assert_eq!(path, dir.path().join(TRACE_FILE));
+            assert_eq!(line, in_active + 1);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    let in_segment = fs::read_to_string(&segment).unwrap().lines().count() as u64;
+    let mut f = fs::OpenOptions::new().append(true).open(&segment).unwrap();
+    f.write_all(b"{\"seq\":").unwrap();
+    match verify_log(&segment) {
+        Err(StoreError::Corrupt { line, reason, .. }) => {
+            assert_eq!(line, in_segment + 1);
+            assert!(reason.contains("incomplete"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn segments_and_index_retention_work_together() {
+    // 3 chunks of records in 64 KiB segments, the index keeping about one chunk, the disk
+    // keeping four segments: whichever bound is tighter decides what is found.
+    let dir = tempfile::tempdir().unwrap();
+    let total = 3 * CHUNK as u64;
+    let (s, _) = FileTraceStore::open_with(
+        dir.path(),
+        FileOptions {
+            index_max_records: Some(CHUNK as u64),
+            segment_bytes: 64 << 10,
+            retain_segments: 4,
+            ..FileOptions::new(Durability::Buffered)
+        },
+    )
+    .unwrap();
+    let records: Vec<_> = (1..=total).map(|i| rec(i, i, "t", "p", None)).collect();
+    for batch in records.chunks(64) {
+        s.append_batch(batch.to_vec()).unwrap();
+    }
+    let firsts = segment_first_seqs(&s);
+    assert_eq!(firsts.len(), 4);
+    // The segments bound it here (four of 64 KiB hold far fewer records than a chunk).
+    let oldest = firsts[0];
+    assert!(total - oldest < CHUNK as u64);
+    assert!(s.get(&id(oldest - 1)).unwrap().is_none());
+    assert_eq!(s.get(&id(oldest)).unwrap().unwrap().summary.seq, oldest);
+    let page = s
+        .query(&TraceQuery {
+            limit: 1000,
+            before_seq: Some(oldest + 2),
+            ..TraceQuery::default()
+        })
+        .unwrap();
+    let got: Vec<u64> = page.items.iter().map(|t| t.seq).collect();
+    assert_eq!(got, vec![oldest + 1, oldest]);
+    assert_eq!(page.next_cursor, None);
+    assert_eq!(verify_log(dir.path()).unwrap(), s.head());
 }
