@@ -1177,6 +1177,19 @@ fn append_range(s: &FileTraceStore, from: u64, to: u64) {
     }
 }
 
+/// A closed log of records `1..=n` in 1000-byte segments: its directory and sealed segments.
+fn closed_segmented_log(n: u64) -> (tempfile::TempDir, Vec<PathBuf>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = segmented(dir.path(), 1000, 0);
+    append_range(&s, 1, n);
+    let segments = s.segments();
+    (dir, segments)
+}
+
+fn first_seq_of(segment: &Path) -> u64 {
+    parse_segment_name(segment.file_name().unwrap().to_str().unwrap()).unwrap()
+}
+
 fn all_seqs(s: &FileTraceStore) -> Vec<u64> {
     let page = s
         .query(&TraceQuery {
@@ -1188,10 +1201,7 @@ fn all_seqs(s: &FileTraceStore) -> Vec<u64> {
 }
 
 fn segment_first_seqs(s: &FileTraceStore) -> Vec<u64> {
-    s.segments()
-        .iter()
-        .map(|p| parse_segment_name(p.file_name().unwrap().to_str().unwrap()).unwrap())
-        .collect()
+    s.segments().iter().map(|p| first_seq_of(p)).collect()
 }
 
 #[test]
@@ -1238,8 +1248,7 @@ fn the_log_is_sealed_into_segments_and_one_chain_runs_across_them() {
         assert_eq!(verify_log(dir.path()).unwrap(), s.head());
         // A sealed segment alone verifies from the seq its name gives.
         let second = &s.segments()[1];
-        let next = s.segments()[2].clone();
-        let end = parse_segment_name(next.file_name().unwrap().to_str().unwrap()).unwrap() - 1;
+        let end = first_seq_of(&s.segments()[2]) - 1;
         assert_eq!(verify_log(second).unwrap().seq, end);
         // The active file alone does not start at seq 1: it needs the segments before it.
         assert!(matches!(
@@ -1303,12 +1312,8 @@ fn retention_deletes_the_oldest_segments_and_forgets_their_records() {
 
 #[test]
 fn opening_with_a_smaller_retention_deletes_the_oldest_segments() {
-    let dir = tempfile::tempdir().unwrap();
-    let before = {
-        let (s, _) = segmented(dir.path(), 1000, 0);
-        append_range(&s, 1, 20);
-        segment_first_seqs(&s)
-    };
+    let (dir, segments) = closed_segmented_log(20);
+    let before: Vec<u64> = segments.iter().map(|p| first_seq_of(p)).collect();
     let (s, report) = segmented(dir.path(), 1000, 1);
     assert_eq!(report.removed_segments, before.len() - 1);
     assert_eq!(report.segments, 1);
@@ -1320,13 +1325,8 @@ fn opening_with_a_smaller_retention_deletes_the_oldest_segments() {
 
 #[test]
 fn a_missing_middle_segment_is_corrupt() {
-    let dir = tempfile::tempdir().unwrap();
-    let gone = {
-        let (s, _) = segmented(dir.path(), 1000, 0);
-        append_range(&s, 1, 20);
-        s.segments()[1].clone()
-    };
-    fs::remove_file(&gone).unwrap();
+    let (dir, segments) = closed_segmented_log(20);
+    fs::remove_file(&segments[1]).unwrap();
     let r = FileTraceStore::open_with(dir.path(), FileOptions::new(Durability::Buffered));
     let (line, reason) = corrupt_line(r);
     assert_eq!(line, 1);
@@ -1339,12 +1339,8 @@ fn a_missing_middle_segment_is_corrupt() {
 
 #[test]
 fn an_edited_or_torn_sealed_segment_is_corrupt() {
-    let dir = tempfile::tempdir().unwrap();
-    let first = {
-        let (s, _) = segmented(dir.path(), 1000, 0);
-        append_range(&s, 1, 12);
-        s.segments()[0].clone()
-    };
+    let (dir, segments) = closed_segmented_log(12);
+    let first = segments[0].clone();
     let original = fs::read(&first).unwrap();
     // An edited body in the oldest segment.
     let mut l = lines(&first);
@@ -1444,13 +1440,9 @@ fn a_crash_between_sealing_and_the_new_file_loses_nothing() {
 
 #[test]
 fn a_segment_whose_name_disagrees_with_its_records_is_corrupt() {
-    let dir = tempfile::tempdir().unwrap();
-    let second = {
-        let (s, _) = segmented(dir.path(), 1000, 0);
-        append_range(&s, 1, 12);
-        s.segments()[1].clone()
-    };
-    let from = parse_segment_name(second.file_name().unwrap().to_str().unwrap()).unwrap();
+    let (dir, segments) = closed_segmented_log(12);
+    let second = segments[1].clone();
+    let from = first_seq_of(&second);
     // The oldest segment deleted, the next one renamed to claim it starts one record later.
     fs::remove_file(dir.path().join(segment_name(1))).unwrap();
     fs::rename(&second, dir.path().join(segment_name(from + 1))).unwrap();
