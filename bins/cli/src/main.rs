@@ -8,7 +8,7 @@ mod output;
 mod smoke;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -63,6 +63,15 @@ enum Command {
         /// Policy set file.
         #[arg(long)]
         policies: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the hash chain of a trace log (a `traces/` directory with its segments, or one
+    /// file) or an audit log (`audit.jsonl` or its directory), offline.
+    VerifyLog {
+        /// The log: a directory or a file.
+        path: PathBuf,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -150,6 +159,73 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             policies,
             json,
         } => verify(&mut out, &decision, &services, &policies, json),
+        Command::VerifyLog { path, json } => verify_log(&mut out, &path, json),
+    }
+}
+
+/// `caio verify-log`: which log `path` is, checked; exit 1 when it does not verify.
+fn verify_log(out: &mut impl Write, path: &Path, json: bool) -> anyhow::Result<Outcome> {
+    use caio_gateway::logs::{self, StoreError};
+    let audit = if path.is_dir() {
+        path.join("audit.jsonl").exists() && !path.join("traces.jsonl").exists()
+    } else {
+        path.file_name().is_some_and(|n| n == "audit.jsonl")
+    };
+    let kind = if audit { "audit" } else { "traces" };
+    let result = if audit && path.is_dir() {
+        logs::verify_audit_log(&path.join("audit.jsonl"))
+    } else if audit {
+        logs::verify_audit_log(path)
+    } else {
+        logs::verify_log(path)
+    };
+    let shown = path.display();
+    match result {
+        Ok(head) => {
+            if json {
+                let v = serde_json::json!({
+                    "verified": true,
+                    "path": shown.to_string(),
+                    "kind": kind,
+                    "head": {"seq": head.seq, "hash": head.hash},
+                });
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(
+                    out,
+                    "VERIFIED {shown} ({} log): head seq {} hash {}",
+                    if audit { "audit" } else { "trace" },
+                    head.seq,
+                    head.hash
+                )?;
+            }
+            Ok(Outcome::Yes)
+        }
+        Err(e) => {
+            let (code, details) = match &e {
+                StoreError::Corrupt { path, line, .. } => (
+                    "LOG_CORRUPT",
+                    serde_json::json!({"path": path.display().to_string(), "line": line}),
+                ),
+                StoreError::Io { path, .. } => (
+                    "LOG_UNREADABLE",
+                    serde_json::json!({"path": path.display().to_string()}),
+                ),
+                _ => ("LOG_UNREADABLE", serde_json::json!({})),
+            };
+            if json {
+                let v = serde_json::json!({
+                    "verified": false,
+                    "path": shown.to_string(),
+                    "kind": kind,
+                    "error": {"code": code, "message": e.to_string(), "details": details},
+                });
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(out, "NOT VERIFIED: {e}")?;
+            }
+            Ok(Outcome::No)
+        }
     }
 }
 

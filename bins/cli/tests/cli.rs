@@ -244,3 +244,118 @@ fn garbage_decisions_are_refused() {
         assert!(err.contains("not a CAIO decision"), "{garbage:?}: {err}");
     }
 }
+
+/// A trace log line written from the format in docs/reference/stores.md, independently of
+/// the store's code; returns the line and its hash.
+fn trace_line(seq: u64, prev: &str, body: &str) -> (String, String) {
+    use sha2::{Digest, Sha256};
+    let id = format!("sha256:{}", hex::encode(Sha256::digest(seq.to_be_bytes())));
+    let string = |s: &str| {
+        let mut v = (s.len() as u64).to_be_bytes().to_vec();
+        v.extend_from_slice(s.as_bytes());
+        v
+    };
+    let mut h = Sha256::new();
+    h.update(hex::decode(prev).unwrap_or_else(|e| panic!("prev {prev}: {e}")));
+    h.update(seq.to_be_bytes());
+    h.update((1000 + seq).to_be_bytes());
+    h.update(string(&id));
+    h.update(string("acme"));
+    h.update(string("alice"));
+    h.update([1u8]);
+    h.update(string("svc"));
+    h.update(string("routed"));
+    h.update(body.as_bytes());
+    let hash = hex::encode(h.finalize());
+    let line = format!(
+        "{{\"seq\":{seq},\"at\":{},\"id\":\"{id}\",\"tenant\":\"acme\",\"principal\":\"alice\",\"service\":\"svc\",\"outcome\":\"routed\",\"prev\":\"{prev}\",\"hash\":\"{hash}\",\"body\":{body}}}\n",
+        1000 + seq
+    );
+    (line, hash)
+}
+
+#[test]
+fn verify_log_checks_a_segmented_trace_directory_and_names_the_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let traces = dir.path().join("traces");
+    std::fs::create_dir(&traces).unwrap();
+    // Records 1–3 in a sealed segment, 4–5 in the active file: one chain.
+    let mut prev = "0".repeat(64);
+    let mut files = [String::new(), String::new()];
+    for seq in 1..=5u64 {
+        let (line, hash) = trace_line(seq, &prev, &format!("{{\"n\":{seq}}}"));
+        files[usize::from(seq > 3)].push_str(&line);
+        prev = hash;
+    }
+    let segment = traces.join("traces-00000000000000000001.jsonl");
+    std::fs::write(&segment, &files[0]).unwrap();
+    std::fs::write(traces.join("traces.jsonl"), &files[1]).unwrap();
+    let dir_arg = traces.to_str().unwrap();
+
+    let o = caio(&["verify-log", dir_arg]);
+    let (stdout, _) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}");
+    assert_eq!(
+        stdout.trim(),
+        format!("VERIFIED {dir_arg} (trace log): head seq 5 hash {prev}")
+    );
+    let o = caio(&["verify-log", "--json", dir_arg]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["kind"], "traces");
+    assert_eq!(v["head"]["seq"], 5);
+    assert_eq!(v["head"]["hash"], prev.as_str());
+
+    // The active file alone starts at seq 4: not a log by itself.
+    let o = caio(&["verify-log", traces.join("traces.jsonl").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+
+    // An edited body in the segment: named by file and line, exit 1.
+    std::fs::write(&segment, files[0].replace("{\"n\":2}", "{\"n\":7}")).unwrap();
+    let o = caio(&["verify-log", dir_arg]);
+    let (stdout, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout.starts_with("NOT VERIFIED: "), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{}:2: hash does not match", segment.display())),
+        "{stdout}"
+    );
+    let o = caio(&["verify-log", "--json", dir_arg]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["verified"], false);
+    assert_eq!(v["error"]["code"], "LOG_CORRUPT");
+    assert_eq!(v["error"]["details"]["line"], 2);
+    assert_eq!(
+        v["error"]["details"]["path"],
+        segment.display().to_string().as_str()
+    );
+
+    // Nothing there: unreadable, not a crash.
+    let missing = dir.path().join("nowhere/traces.jsonl");
+    let o = caio(&["verify-log", "--json", missing.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "LOG_UNREADABLE");
+}
+
+#[test]
+fn verify_log_takes_an_audit_directory_as_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit");
+    std::fs::create_dir(&audit).unwrap();
+    std::fs::write(audit.join("audit.jsonl"), "not a record\n").unwrap();
+    let o = caio(&["verify-log", "--json", audit.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["kind"], "audit");
+    assert_eq!(v["error"]["code"], "LOG_CORRUPT");
+    assert_eq!(
+        v["error"]["details"]["path"],
+        audit.join("audit.jsonl").display().to_string().as_str()
+    );
+    // An empty audit log is a valid one.
+    std::fs::write(audit.join("audit.jsonl"), "").unwrap();
+    let o = caio(&["verify-log", audit.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).0);
+    assert!(text(&o).0.contains("(audit log): head seq 0"));
+}

@@ -30,6 +30,12 @@ pub use verify::{Disagreement, Verified, verify};
 
 pub use caio_rules::CompiledPolicies;
 
+/// Offline checks of the hash-chained logs a server keeps (its trace log and audit log), for
+/// tools that link the gateway rather than the stores.
+pub mod logs {
+    pub use caio_trace::{ChainHead, StoreError, verify_audit_log, verify_log};
+}
+
 /// Compiles a policy set (CEL errors name the policy and position).
 pub fn compile_policy_set(
     set: &caio_contracts::PolicySet,
