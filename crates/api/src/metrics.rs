@@ -102,6 +102,10 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// Services registered.
     pub services: Gauge,
+    /// Bytes the file trace log keeps on disk (set when metrics are read).
+    pub trace_log_bytes: Gauge,
+    /// Sealed trace segments kept (set when metrics are read).
+    pub trace_segments: Gauge,
     /// Executions by final status (`succeeded`, `failed`, `dry_run`).
     pub executions: Family<OutcomeLabels, Counter>,
     /// Calls made to services (every attempt).
@@ -158,6 +162,8 @@ impl Metrics {
         let trace_batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
         let in_flight = Gauge::default();
         let services = Gauge::default();
+        let trace_log_bytes = Gauge::default();
+        let trace_segments = Gauge::default();
         registry.register(
             "http_requests",
             "HTTP requests by route template, method and status",
@@ -228,6 +234,16 @@ impl Metrics {
             "Services in the registry",
             services.clone(),
         );
+        registry.register(
+            "trace_log_bytes",
+            "Bytes the file trace log keeps on disk: sealed segments kept and the active file",
+            trace_log_bytes.clone(),
+        );
+        registry.register(
+            "trace_segments",
+            "Sealed trace log segments kept on disk",
+            trace_segments.clone(),
+        );
         let executions = Family::<OutcomeLabels, Counter>::default();
         let upstream_attempts = Counter::default();
         let fallbacks = Counter::default();
@@ -289,6 +305,8 @@ impl Metrics {
             trace_batch_size,
             in_flight,
             services,
+            trace_log_bytes,
+            trace_segments,
             executions,
             upstream_attempts,
             fallbacks,

@@ -25,8 +25,8 @@ pub use audit::{
 };
 pub use error::StoreError;
 pub use store::{
-    ChainHead, Durability, FileOptions, FileTraceStore, MemoryTraceStore, OpenReport, Outcome,
-    StoredTrace, TraceBody, TracePage, TraceQuery, TraceRecord, TraceStore, TraceSummary,
+    ChainHead, DiskUsage, Durability, FileOptions, FileTraceStore, MemoryTraceStore, OpenReport,
+    Outcome, StoredTrace, TraceBody, TracePage, TraceQuery, TraceRecord, TraceStore, TraceSummary,
     verify_log,
 };
 

@@ -327,6 +327,21 @@ pub trait TraceStore: Send + Sync + fmt::Debug {
     }
     /// The end of the hash chain.
     fn head(&self) -> ChainHead;
+    /// What the log keeps on disk; `None` for a store without files.
+    fn disk_usage(&self) -> Option<DiskUsage> {
+        None
+    }
+}
+
+/// What a file trace log keeps on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Sealed segments kept.
+    pub segments: u64,
+    /// Bytes of the sealed segments kept and the active file.
+    pub bytes: u64,
+    /// The seq of the oldest record kept (1 unless segments were deleted).
+    pub first_seq: u64,
 }
 
 /// When an append returns.
@@ -1819,6 +1834,16 @@ impl TraceStore for FileTraceStore {
 
     fn head(&self) -> ChainHead {
         ChainHead::of(&lock(&self.state).chain)
+    }
+
+    fn disk_usage(&self) -> Option<DiskUsage> {
+        let s = lock(&self.state);
+        let oldest = s.sealed.front();
+        Some(DiskUsage {
+            segments: s.sealed.len() as u64,
+            bytes: s.base + s.len - oldest.map_or(0, |o| o.base),
+            first_seq: oldest.map_or(s.first_seq, |o| o.first_seq),
+        })
     }
 }
 

@@ -174,6 +174,11 @@ pub async fn runtime_dependencies(
 
 /// GET /metrics
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    if let Some(disk) = state.traces.store().disk_usage() {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        state.metrics.trace_log_bytes.set(gauge(disk.bytes));
+        state.metrics.trace_segments.set(gauge(disk.segments));
+    }
     match state.metrics.encode() {
         Ok(text) => {
             let mut r = text.into_response();

@@ -307,6 +307,17 @@ async fn the_trace_log_is_sealed_into_segments_and_old_ones_are_deleted() {
         .unwrap();
     assert!(kept_from > 1);
     check_traces(&s, &answers, kept_from).await;
+    // The metrics report what is on disk: one sealed segment, and the bytes of both files.
+    let on_disk: u64 = std::fs::read_dir(s.dir.path().join("traces"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let metrics = s.call(Method::GET, "/metrics", None, Body::None).await.text;
+    assert!(metrics.contains("\ncaio_trace_segments 1\n"), "{metrics}");
+    assert!(
+        metrics.contains(&format!("\ncaio_trace_log_bytes {on_disk}\n")),
+        "{on_disk}: {metrics}"
+    );
     // The directory verifies offline as one chain, from the kept segment to the last record.
     let head = caio_trace::verify_log(&s.dir.path().join("traces")).unwrap();
     assert_eq!(head.seq, answers.len() as u64);

@@ -1297,6 +1297,20 @@ fn retention_deletes_the_oldest_segments_and_forgets_their_records() {
     assert_eq!(s.len(), 30);
     // The directory verifies from the oldest segment kept.
     assert_eq!(verify_log(dir.path()).unwrap(), s.head());
+    // Disk usage counts the files that are there.
+    let on_disk: u64 = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(
+        s.disk_usage(),
+        Some(DiskUsage {
+            segments: 2,
+            bytes: on_disk,
+            first_seq: oldest
+        })
+    );
+    assert_eq!(MemoryTraceStore::new().disk_usage(), None);
     let head = s.head();
     drop(s);
     let (s, report) = segmented(dir.path(), 1000, 2);
