@@ -126,7 +126,7 @@ pub struct StartReport {
     /// The seq of the oldest trace record kept (1 unless retention deleted segments).
     pub trace_first_seq: u64,
     /// Sealed trace segments kept.
-    pub trace_segments: usize,
+    pub trace_segments: u64,
     /// Sealed trace segments deleted by retention at open.
     pub trace_removed_segments: usize,
     /// The version of `--policies` when the store already had a different active version (the
@@ -226,8 +226,10 @@ impl AppState {
                 .context("opening the trace store")?;
                 report.trace_records = open.records;
                 report.trace_truncated_bytes = open.truncated_bytes;
-                report.trace_first_seq = open.first_seq;
-                report.trace_segments = open.segments;
+                if let Some(disk) = t.disk_usage() {
+                    report.trace_first_seq = disk.first_seq;
+                    report.trace_segments = disk.segments;
+                }
                 report.trace_removed_segments = open.removed_segments;
                 (
                     Arc::new(t),

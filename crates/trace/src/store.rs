@@ -357,32 +357,15 @@ pub enum Durability {
 }
 
 /// What opening a file store found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OpenReport {
     /// The head's seq: records ever appended to the log (with deleted segments, more than
-    /// the ones kept, which start at `first_seq`).
+    /// the ones kept; [`TraceStore::disk_usage`] says where they start).
     pub records: u64,
     /// Bytes of a torn last line (a write cut off by a crash) that were cut off the file.
     pub truncated_bytes: u64,
-    /// The seq of the oldest record kept (1 unless segments were deleted).
-    pub first_seq: u64,
-    /// Sealed segments kept.
-    pub segments: usize,
     /// Sealed segments deleted by retention while opening.
     pub removed_segments: usize,
-}
-
-impl Default for OpenReport {
-    /// An empty log.
-    fn default() -> OpenReport {
-        OpenReport {
-            records: 0,
-            truncated_bytes: 0,
-            first_seq: 1,
-            segments: 0,
-            removed_segments: 0,
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1448,6 +1431,13 @@ fn scan(
     }
 }
 
+/// The line number of a scanned file's torn last line; `after` is the seq before the file's
+/// first record.
+fn torn_line(end: &ScanEnd, after: u64) -> u64 {
+    // A file without a complete line never moved its chain: saturating, that is line 1.
+    end.chain.seq.saturating_sub(after) + 1
+}
+
 /// The sealed segment file name for a segment starting at `first_seq`.
 fn segment_name(first_seq: u64) -> String {
     format!("traces-{first_seq:020}.jsonl")
@@ -1484,8 +1474,8 @@ fn sealed_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
 
 /// Scans sealed segments in order, each continuing the chain of the one before (the first is
 /// anchored unless it starts at seq 1). Calls `each` with every record and its body's offset
-/// in the log (the segments' lengths summed). Returns the segments with their files and the
-/// chain after the last.
+/// in the log (the segments' lengths summed). Returns the segments and the chain after the
+/// last.
 fn scan_sealed(
     segments: Vec<(u64, PathBuf)>,
     mut each: impl FnMut(&Scanned<'_>, u64) -> Result<(), StoreError>,
@@ -1515,11 +1505,7 @@ fn scan_sealed(
         if end.torn > 0 {
             return Err(StoreError::Corrupt {
                 path: path.clone(),
-                line: if end.good_len == 0 {
-                    1
-                } else {
-                    end.chain.seq + 2 - first_seq
-                },
+                line: torn_line(&end, first_seq - 1),
                 reason: format!(
                     "a sealed segment ends in an incomplete line ({} bytes without a newline)",
                     end.torn
@@ -1583,9 +1569,9 @@ impl FileTraceStore {
         )
     }
 
-    /// Opens the log in `dir` as `options` say: the sealed segments `traces-<seq>.jsonl` (the
-    /// oldest beyond `retain_segments` deleted first), then the active `traces.jsonl`, all
-    /// checked as one chain. The oldest segment kept may start after seq 1 (its predecessors
+    /// Opens the log in `dir` as `options` say: the sealed segments `traces-<seq>.jsonl`, then
+    /// the active `traces.jsonl`, all checked as one chain; then the oldest segments beyond
+    /// `retain_segments` are deleted. The oldest segment kept may start after seq 1 (its predecessors
     /// were deleted); the active file may not unless a sealed segment precedes it.
     pub fn open_with(dir: &Path, options: FileOptions) -> Result<(Self, OpenReport), StoreError> {
         let (path, file) = chain::open_locked(dir, TRACE_FILE)?;
@@ -1637,8 +1623,6 @@ impl FileTraceStore {
         let report = OpenReport {
             records: end.chain.seq,
             truncated_bytes: end.torn,
-            first_seq: state.sealed.front().map_or(1, |s| s.first_seq),
-            segments: state.sealed.len(),
             removed_segments: retired.len(),
         };
         let store = Self {
@@ -1860,7 +1844,7 @@ pub fn verify_log(path: &Path) -> Result<ChainHead, StoreError> {
     // `after`: the seq before the file's first record.
     let torn = |path: &Path, end: &ScanEnd, after: u64| StoreError::Corrupt {
         path: path.to_path_buf(),
-        line: end.chain.seq.saturating_sub(after) + 1,
+        line: torn_line(end, after),
         reason: format!(
             "the last line is incomplete ({} bytes without a newline): a write cut off by a crash; opening the store cuts it off",
             end.torn
@@ -1895,18 +1879,6 @@ pub fn verify_log(path: &Path) -> Result<ChainHead, StoreError> {
         let after = match start {
             Start::Anchored { first_seq } => first_seq - 1,
             Start::After(c) => c.seq,
-        };
-        // An anchored file with no complete line never set its chain.
-        let end = if end.good_len == 0 {
-            ScanEnd {
-                chain: Chain {
-                    seq: after,
-                    ..end.chain
-                },
-                ..end
-            }
-        } else {
-            end
         };
         return Err(torn(path, &end, after));
     }
