@@ -166,18 +166,22 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
 /// `caio verify-log`: which log `path` is, checked; exit 1 when it does not verify.
 fn verify_log(out: &mut impl Write, path: &Path, json: bool) -> anyhow::Result<Outcome> {
     use caio_gateway::logs::{self, StoreError};
-    let audit = if path.is_dir() {
-        path.join("audit.jsonl").exists() && !path.join("traces.jsonl").exists()
+    // An audit log is `audit.jsonl`, or a directory holding it and no trace log.
+    let audit_file = if path.is_dir() {
+        let file = path.join("audit.jsonl");
+        (file.exists() && !path.join("traces.jsonl").exists()).then_some(file)
     } else {
-        path.file_name().is_some_and(|n| n == "audit.jsonl")
+        path.file_name()
+            .is_some_and(|n| n == "audit.jsonl")
+            .then(|| path.to_path_buf())
     };
-    let kind = if audit { "audit" } else { "traces" };
-    let result = if audit && path.is_dir() {
-        logs::verify_audit_log(&path.join("audit.jsonl"))
-    } else if audit {
-        logs::verify_audit_log(path)
-    } else {
-        logs::verify_log(path)
+    let (kind, label) = match audit_file {
+        Some(_) => ("audit", "audit"),
+        None => ("traces", "trace"),
+    };
+    let result = match &audit_file {
+        Some(file) => logs::verify_audit_log(file),
+        None => logs::verify_log(path),
     };
     let shown = path.display();
     match result {
@@ -193,10 +197,8 @@ fn verify_log(out: &mut impl Write, path: &Path, json: bool) -> anyhow::Result<O
             } else {
                 writeln!(
                     out,
-                    "VERIFIED {shown} ({} log): head seq {} hash {}",
-                    if audit { "audit" } else { "trace" },
-                    head.seq,
-                    head.hash
+                    "VERIFIED {shown} ({label} log): head seq {} hash {}",
+                    head.seq, head.hash
                 )?;
             }
             Ok(Outcome::Yes)
