@@ -3,6 +3,11 @@
 # API-key authentication, rate limiter on (with a ceiling the load cannot reach), file trace log.
 # Prints wrk's report at 64 connections and at 1 connection. Needs wrk (apt-get install wrk).
 #
+# First, the machine's baseline: `GET /health` (no authentication, no routing, no trace; a
+# 15-byte answer) at 64 connections for 10 s with the same wrk settings. The machine is a shared
+# VM whose speed moves between days; the baseline, from the same run, tells a slow day from a
+# slower server.
+#
 # wrk shares the two cores with the server, so it runs as one thread (enough for 64 connections
 # at these rates: it uses about a quarter of a core) under SCHED_BATCH (`chrt -b 0`), which only
 # stops its wake-ups from preempting the server mid-request; it still gets its fair share of CPU.
@@ -52,22 +57,25 @@ STATUS=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$PORT/
   -H "Authorization: Bearer $KEY" -H 'content-type: application/json' --data-binary "@$BODY")
 [ "$STATUS" = 200 ] || { echo "warm-up route answered $STATUS" >&2; exit 1; }
 
-export CAIO_BENCH_KEY="$KEY" CAIO_BENCH_BODY="$BODY"
 # CPU the server spent per request: utime + stime of its process over the run / requests.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER/stat"; }
+# run LABEL PATH wrk-args...: POST $CAIO_BENCH_BODY to PATH (a GET when it is empty).
 run() {
-  local label=$1; shift
+  local label=$1 path=$2; shift 2
   echo "== $label: ${WRK[*]} $* --latency"
   local before out
   before=$(cpu_ticks)
-  out=$("${WRK[@]}" "$@" --latency -s scripts/wrk-post.lua "http://127.0.0.1:$PORT/api/v1/route")
+  out=$("${WRK[@]}" "$@" --latency -s scripts/wrk-post.lua "http://127.0.0.1:$PORT$path")
   echo "$out"
   local ticks=$(( $(cpu_ticks) - before )) n
   n=$(echo "$out" | awk '/requests in/ {print $1}')
   python3 -c "print(f'server CPU per request: {$ticks / $(getconf CLK_TCK) / $n * 1e6:.0f} us')"
 }
-run "64 connections, ${DURATION}s" -t"$WRK_THREADS" -c64 -d"${DURATION}s"
-run "1 connection, 10s" -t1 -c1 -d10s
+CAIO_BENCH_KEY="" CAIO_BENCH_BODY="" \
+  run "baseline: GET /health, 64 connections, 10s" /health -t"$WRK_THREADS" -c64 -d10s
+export CAIO_BENCH_KEY="$KEY" CAIO_BENCH_BODY="$BODY"
+run "64 connections, ${DURATION}s" /api/v1/route -t"$WRK_THREADS" -c64 -d"${DURATION}s"
+run "1 connection, 10s" /api/v1/route -t1 -c1 -d10s
 echo "== trace log"
 ls -l "$DATA/data/traces/"
 curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^caio_(decisions_total|traces_persisted_total|trace_batch_records_(sum|count)|rate_limited_total)'

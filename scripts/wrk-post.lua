@@ -1,14 +1,17 @@
 -- wrk script: POST a JSON body, with an API key when one is given.
--- CAIO_BENCH_BODY: a file holding the JSON body; CAIO_BENCH_KEY (optional): the API key, sent as
+-- CAIO_BENCH_BODY: a file holding the JSON body (empty or unset: a plain GET, for the machine's
+-- baseline in scripts/bench-server.sh); CAIO_BENCH_KEY (optional): the API key, sent as
 -- `Authorization: Bearer <key>`. Without it no Authorization header is sent (the direct-to-mock
 -- baseline of scripts/bench-gateway.sh).
 local key = os.getenv("CAIO_BENCH_KEY")
-local f = assert(io.open(os.getenv("CAIO_BENCH_BODY"), "rb"))
-local body = f:read("*a")
-f:close()
-wrk.method = "POST"
-wrk.body = body
-wrk.headers["Content-Type"] = "application/json"
+local path = os.getenv("CAIO_BENCH_BODY")
+if path and path ~= "" then
+  local f = assert(io.open(path, "rb"))
+  wrk.body = f:read("*a")
+  f:close()
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+end
 if key and key ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. key
 end
