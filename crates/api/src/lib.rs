@@ -159,7 +159,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "--policies differs from the active policy version, which was set through the API and stays active; PUT /api/v1/policies to change it"
         );
     }
-    if report.trace_truncated_bytes > 0 {
+    if let Some(segment) = &report.trace_truncated_segment {
+        tracing::warn!(
+            bytes = report.trace_truncated_bytes,
+            segment = %segment.display(),
+            "cut a torn last record off the newest sealed trace segment (a power loss right after a seal); the log goes on from its last complete record"
+        );
+    } else if report.trace_truncated_bytes > 0 {
         tracing::warn!(
             bytes = report.trace_truncated_bytes,
             "cut a torn last record off the trace log (a crash during a write)"

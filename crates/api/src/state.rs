@@ -123,6 +123,9 @@ pub struct StartReport {
     pub trace_records: u64,
     /// Bytes of a torn last trace record cut off at open.
     pub trace_truncated_bytes: u64,
+    /// The newest sealed trace segment, when its torn tail was cut off at open (a power loss
+    /// right after a seal).
+    pub trace_truncated_segment: Option<std::path::PathBuf>,
     /// The seq of the oldest trace record kept (1 unless retention deleted segments).
     pub trace_first_seq: u64,
     /// Sealed trace segments kept.
@@ -226,6 +229,7 @@ impl AppState {
                 .context("opening the trace store")?;
                 report.trace_records = open.records;
                 report.trace_truncated_bytes = open.truncated_bytes;
+                report.trace_truncated_segment = open.truncated_segment;
                 if let Some(disk) = t.disk_usage() {
                     report.trace_first_seq = disk.first_seq;
                     report.trace_segments = disk.segments;

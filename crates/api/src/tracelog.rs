@@ -119,6 +119,16 @@ impl TraceWriter {
         self.shared.healthy.load(Ordering::Relaxed)
     }
 
+    /// What readiness reports about the log: the store refuses every record from now on (said
+    /// by the failure itself, e.g. a failed seal, before a request is refused), or the last
+    /// write failed; `None` when neither.
+    pub fn problem(&self) -> Option<String> {
+        if let Some(why) = self.shared.store.refusal() {
+            return Some(format!("refusing records: {why}"));
+        }
+        (!self.healthy()).then(|| "the last write failed".to_owned())
+    }
+
     /// The store, for reads.
     pub fn store(&self) -> &Arc<dyn TraceStore> {
         &self.shared.store

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Write};
 use std::num::NonZeroU32;
 use std::os::unix::fs::FileExt;
@@ -331,6 +331,12 @@ pub trait TraceStore: Send + Sync + fmt::Debug {
     fn disk_usage(&self) -> Option<DiskUsage> {
         None
     }
+    /// Why the store refuses every append from now on, if it does: a failed write it could not
+    /// undo, a failed `fdatasync`, a failed seal. Set by the failure itself, so readiness can
+    /// report it before the next append is refused.
+    fn refusal(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What a file trace log keeps on disk.
@@ -362,8 +368,12 @@ pub struct OpenReport {
     /// The head's seq: records ever appended to the log (with deleted segments, more than
     /// the ones kept; [`TraceStore::disk_usage`] says where they start).
     pub records: u64,
-    /// Bytes of a torn last line (a write cut off by a crash) that were cut off the file.
+    /// Bytes of a torn last line (a write cut off by a crash) that were cut off the log.
     pub truncated_bytes: u64,
+    /// The newest sealed segment, when its torn last line was cut off (a power loss right after
+    /// a seal; `traces.jsonl` held no record yet). `None` when only the active file was cut,
+    /// or nothing.
+    pub truncated_segment: Option<PathBuf>,
     /// Sealed segments deleted by retention while opening.
     pub removed_segments: usize,
 }
@@ -1472,18 +1482,42 @@ fn sealed_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     Ok(found)
 }
 
+/// The newest sealed segment ending in an incomplete line: what a power loss right after a seal
+/// can leave under `buffered` durability. Opening cuts the line off when no record follows the
+/// segment (see [`FileTraceStore::open_with`]); anywhere else it is corruption.
+struct TornSegment {
+    path: PathBuf,
+    /// Bytes of complete lines, which stay.
+    good_len: u64,
+    /// The error to give when the segment cannot be cut.
+    error: StoreError,
+}
+
+/// What [`scan_sealed`] found.
+struct SealedScan {
+    segments: VecDeque<Segment>,
+    /// The chain after the last segment.
+    chain: Option<Chain>,
+    /// The newest segment's torn tail, when `allow_torn_last` let it through.
+    torn: Option<TornSegment>,
+}
+
 /// Scans sealed segments in order, each continuing the chain of the one before (the first is
 /// anchored unless it starts at seq 1). Calls `each` with every record and its body's offset
-/// in the log (the segments' lengths summed). Returns the segments and the chain after the
-/// last.
+/// in the log (the segments' lengths summed). A segment ending in an incomplete line is
+/// corruption, except the newest one when `allow_torn_last` is set and it holds at least one
+/// complete record: it is then reported, with its complete lines counted as its length.
 fn scan_sealed(
     segments: Vec<(u64, PathBuf)>,
+    allow_torn_last: bool,
     mut each: impl FnMut(&Scanned<'_>, u64) -> Result<(), StoreError>,
-) -> Result<(VecDeque<Segment>, Option<Chain>), StoreError> {
+) -> Result<SealedScan, StoreError> {
     let mut out = VecDeque::with_capacity(segments.len());
     let mut chain: Option<Chain> = None;
     let mut base = 0u64;
-    for (first_seq, path) in segments {
+    let mut torn = None;
+    let count = segments.len();
+    for (i, (first_seq, path)) in segments.into_iter().enumerate() {
         let corrupt = |reason: String| StoreError::Corrupt {
             path: path.clone(),
             line: 1,
@@ -1503,13 +1537,21 @@ fn scan_sealed(
         let file = File::open(&path).map_err(io_error(&path))?;
         let end = scan(&path, &file, start, |rec, at| each(rec, base + at))?;
         if end.torn > 0 {
-            return Err(StoreError::Corrupt {
+            let error = StoreError::Corrupt {
                 path: path.clone(),
                 line: torn_line(&end, first_seq - 1),
                 reason: format!(
-                    "a sealed segment ends in an incomplete line ({} bytes without a newline)",
+                    "a sealed segment ends in an incomplete line ({} bytes without a newline); opening the store cuts it off only from the newest segment, and only when no record follows it",
                     end.torn
                 ),
+            };
+            if !(allow_torn_last && i + 1 == count && end.good_len > 0) {
+                return Err(error);
+            }
+            torn = Some(TornSegment {
+                path: path.clone(),
+                good_len: end.good_len,
+                error,
             });
         }
         if end.good_len == 0 {
@@ -1524,7 +1566,11 @@ fn scan_sealed(
         base += end.good_len;
         chain = Some(end.chain);
     }
-    Ok((out, chain))
+    Ok(SealedScan {
+        segments: out,
+        chain,
+        torn,
+    })
 }
 
 /// Drops the oldest sealed segments beyond `keep` (0 keeps all) from `s`, forgetting their
@@ -1594,14 +1640,39 @@ impl FileTraceStore {
             index.push(e);
             Ok(())
         };
-        let (sealed, before) = scan_sealed(segments, &mut push)?;
+        let SealedScan {
+            segments: sealed,
+            chain: before,
+            torn: torn_seal,
+        } = scan_sealed(segments, true, &mut push)?;
         let base = sealed.back().map_or(0, |s| s.base + s.len);
         let start = before.unwrap_or_default();
         let end = scan(&path, &file, Start::After(start), |rec, at| {
             push(rec, base + at)
-        })?;
+        });
+        let mut truncated_bytes = 0;
+        let mut truncated_segment = None;
+        if let Some(t) = torn_seal {
+            // The newest segment lost its tail (a power loss right after a seal). Cutting it
+            // is safe only at the very end of the log: a record after it would chain from
+            // records that are gone.
+            match &end {
+                Ok(e) if e.chain.seq == start.seq => {}
+                _ => return Err(t.error),
+            }
+            let sealed_file = OpenOptions::new()
+                .write(true)
+                .open(&t.path)
+                .map_err(io_error(&t.path))?;
+            let len = sealed_file.metadata().map_err(io_error(&t.path))?.len();
+            chain::truncate(&t.path, &sealed_file, t.good_len)?;
+            truncated_bytes += len.saturating_sub(t.good_len);
+            truncated_segment = Some(t.path);
+        }
+        let end = end?;
         if end.torn > 0 {
             chain::truncate(&path, &file, end.good_len)?;
+            truncated_bytes += end.torn;
         }
         let mut state = FileState {
             index,
@@ -1622,7 +1693,8 @@ impl FileTraceStore {
         }
         let report = OpenReport {
             records: end.chain.seq,
-            truncated_bytes: end.torn,
+            truncated_bytes,
+            truncated_segment,
             removed_segments: retired.len(),
         };
         let store = Self {
@@ -1820,6 +1892,10 @@ impl TraceStore for FileTraceStore {
         ChainHead::of(&lock(&self.state).chain)
     }
 
+    fn refusal(&self) -> Option<String> {
+        lock(&self.state).failed.clone()
+    }
+
     fn disk_usage(&self) -> Option<DiskUsage> {
         let s = lock(&self.state);
         let oldest = s.sealed.front();
@@ -1851,7 +1927,7 @@ pub fn verify_log(path: &Path) -> Result<ChainHead, StoreError> {
         ),
     };
     if path.is_dir() {
-        let (_, before) = scan_sealed(sealed_segments(path)?, |_, _| Ok(()))?;
+        let before = scan_sealed(sealed_segments(path)?, false, |_, _| Ok(()))?.chain;
         let active = path.join(TRACE_FILE);
         if !active.exists() && before.is_some() {
             // Sealed just now, before the new file was created: nothing after them yet.

@@ -55,12 +55,9 @@ fn probe(
 /// Probes every dependency (blocking: run off the async workers).
 pub fn dependencies(state: &AppState) -> Vec<Dependency> {
     let mut out = vec![
-        probe("trace_store", true, || {
-            if state.traces.healthy() {
-                Ok(format!("{} records", state.traces.store().len()))
-            } else {
-                Err("the last write failed".to_owned())
-            }
+        probe("trace_store", true, || match state.traces.problem() {
+            None => Ok(format!("{} records", state.traces.store().len())),
+            Some(problem) => Err(problem),
         }),
         probe("audit_log", true, || {
             Ok(format!("head seq {}", state.audit.head().seq))
@@ -128,8 +125,8 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if state.draining.load(Ordering::Relaxed) {
         reasons.push("draining: shutdown in progress".to_owned());
     }
-    if !state.traces.healthy() {
-        reasons.push("trace_store: the last write failed".to_owned());
+    if let Some(problem) = state.traces.problem() {
+        reasons.push(format!("trace_store: {problem}"));
     }
     if !state.audit_healthy.load(Ordering::Relaxed) {
         reasons.push("audit_log: the last write failed".to_owned());

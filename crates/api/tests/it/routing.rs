@@ -332,6 +332,105 @@ async fn the_trace_log_is_sealed_into_segments_and_old_ones_are_deleted() {
     assert_eq!(report.trace_records, answers.len() as u64);
     assert_eq!(report.trace_first_seq, kept_from as u64);
     assert_eq!(report.trace_segments, 1);
-    let s2 = Server::start_state(state, dir).await;
+    let mut s2 = Server::start_state(state, dir).await;
     check_traces(&s2, &answers, kept_from).await;
+    // A power loss right after a seal: the kept segment lost half its last line, and the new
+    // traces.jsonl nothing yet. The server cuts the line off, says so, and goes on from the
+    // record before it.
+    s2.stop().await;
+    let dir = std::mem::replace(&mut s2.dir, tempfile::tempdir().unwrap());
+    drop(s2);
+    let traces = dir.path().join("traces");
+    let segment = traces.join(&kept[0]);
+    let bytes = std::fs::read(&segment).unwrap();
+    let last_start = bytes[..bytes.len() - 1]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .unwrap()
+        + 1;
+    std::fs::write(&segment, &bytes[..last_start + 10]).unwrap();
+    std::fs::write(traces.join("traces.jsonl"), b"").unwrap();
+    let last_kept = kept_from - 1 + bytes[..last_start].iter().filter(|b| **b == b'\n').count();
+    let mut c = config(dir.path());
+    c.traces.segment_bytes = 1 << 20;
+    c.traces.retain_segments = 1;
+    let (state, report) = caio_api::AppState::build(c).unwrap();
+    assert_eq!(report.trace_truncated_segment, Some(segment));
+    assert_eq!(report.trace_truncated_bytes, 10);
+    assert_eq!(report.trace_records, last_kept as u64);
+    let s3 = Server::start_state(state, dir).await;
+    check_traces(&s3, &answers[..last_kept], kept_from).await;
+    let lost = s3
+        .get(
+            &format!("/api/v1/traces/{}", answers[last_kept].0),
+            ADMIN_KEY,
+        )
+        .await;
+    assert_eq!(lost.status, StatusCode::NOT_FOUND);
+    let r = s3
+        .post("/api/v1/route", &key, request("sentiment-de.yaml"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let head = caio_trace::verify_log(&s3.dir.path().join("traces")).unwrap();
+    assert_eq!(head.seq, last_kept as u64 + 1);
+}
+
+#[tokio::test]
+async fn a_failed_seal_turns_readiness_red_before_any_request_is_refused() {
+    let s = Server::start_with(|c| c.traces.segment_bytes = 1 << 20).await;
+    let key = s
+        .client_key("acme", &["classify", "search", "chat", "translate"], 2)
+        .await;
+    // Something already has the name the first segment will get (a read-only directory or
+    // a full disk fail the same way): the seal fails.
+    std::fs::create_dir(
+        s.dir
+            .path()
+            .join("traces/traces-00000000000000000001.jsonl"),
+    )
+    .unwrap();
+    let ready = || s.call(Method::GET, "/health/ready", None, Body::None);
+    let mut routed = 0;
+    let red = loop {
+        let r = ready().await;
+        if r.status != StatusCode::OK {
+            break r;
+        }
+        assert!(routed < 2000, "the log never reached 1 MiB");
+        let mut req = request("sentiment-de.yaml");
+        req["seed"] = json!(routed);
+        let r = s.post("/api/v1/route", &key, req).await;
+        assert_eq!(r.status, StatusCode::OK, "request {routed}: {}", r.text);
+        routed += 1;
+    };
+    // Every request so far was answered (the one whose batch crossed the size too), and
+    // readiness already names the cause.
+    assert_eq!(red.status, StatusCode::SERVICE_UNAVAILABLE);
+    let reason = red.json["reasons"][0].as_str().unwrap();
+    assert!(
+        reason.starts_with("trace_store: refusing records"),
+        "{reason}"
+    );
+    assert!(reason.contains("exists already"), "{reason}");
+    let r = s
+        .post("/api/v1/route", &key, request("sentiment-de.yaml"))
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(r.json["error"]["code"], "UNAVAILABLE");
+    let deps = s.get("/api/v1/runtime/dependencies", ADMIN_KEY).await.json;
+    let store = deps["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "trace_store")
+        .unwrap()
+        .clone();
+    assert_eq!(store["state"], "down", "{store}");
+    assert!(
+        store["detail"]
+            .as_str()
+            .unwrap()
+            .contains("refusing records"),
+        "{store}"
+    );
 }

@@ -263,6 +263,7 @@ fn reopen_restores_index_bodies_and_head() {
         OpenReport {
             records: 50,
             truncated_bytes: 0,
+            truncated_segment: None,
             removed_segments: 0
         }
     );
@@ -462,6 +463,7 @@ fn torn_last_line_is_cut_off_and_reported() {
         OpenReport {
             records: 2,
             truncated_bytes: torn,
+            truncated_segment: None,
             removed_segments: 0
         }
     );
@@ -481,6 +483,7 @@ fn torn_last_line_is_cut_off_and_reported() {
         OpenReport {
             records: 3,
             truncated_bytes: 0,
+            truncated_segment: None,
             removed_segments: 0
         }
     );
@@ -621,6 +624,7 @@ fn garbage_is_corrupt_wherever_it_is_complete() {
         OpenReport {
             records: 1,
             truncated_bytes: 6,
+            truncated_segment: None,
             removed_segments: 0
         }
     );
@@ -1376,6 +1380,103 @@ fn an_edited_or_torn_sealed_segment_is_corrupt() {
     assert_eq!(s.get(&id(2)).unwrap().unwrap().body, body(2, 10));
 }
 
+/// Cuts the newest sealed segment of `dir` in the middle of its last line, as a power loss right
+/// after a seal can (buffered durability); returns the segment, its bytes before the cut, and the
+/// number of bytes of the incomplete line left.
+fn tear_newest_segment(segments: &[PathBuf]) -> (PathBuf, Vec<u8>, u64) {
+    let newest = segments.last().unwrap().clone();
+    let original = fs::read(&newest).unwrap();
+    let last_start = original[..original.len() - 1]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let keep = last_start + (original.len() - last_start) / 2;
+    fs::write(&newest, &original[..keep]).unwrap();
+    (
+        newest,
+        original[..keep].to_vec(),
+        (keep - last_start) as u64,
+    )
+}
+
+#[test]
+fn a_newest_sealed_segment_torn_by_a_power_loss_is_cut_when_no_record_follows_it() {
+    // 12 records of about 400 bytes in 1000-byte segments: the 12th sealed the fourth segment,
+    // so traces.jsonl holds nothing yet.
+    let (dir, segments) = closed_segmented_log(12);
+    let active = dir.path().join(TRACE_FILE);
+    assert_eq!(fs::metadata(&active).unwrap().len(), 0, "the setup");
+    let (newest, _, torn) = tear_newest_segment(&segments);
+    let last_kept = first_seq_of(&newest) + lines(&newest).len() as u64 - 2;
+    // An offline check still calls it damage: a clean check means every byte is in the chain.
+    let (line, reason) = match verify_log(dir.path()) {
+        Err(StoreError::Corrupt { line, reason, .. }) => (line, reason),
+        other => panic!("expected Corrupt, got {other:?}"),
+    };
+    assert!(reason.contains("incomplete line"), "{reason}");
+    assert_eq!(line, last_kept - first_seq_of(&newest) + 2);
+    // The half-written new file is cut too.
+    fs::write(&active, b"{\"seq\":13,\"at").unwrap();
+    let (s, report) = segmented(dir.path(), 1000, 0);
+    assert_eq!(
+        report,
+        OpenReport {
+            records: last_kept,
+            truncated_bytes: torn + 13,
+            truncated_segment: Some(newest.clone()),
+            removed_segments: 0,
+        }
+    );
+    assert_eq!(s.len(), last_kept);
+    assert_eq!(fs::metadata(&active).unwrap().len(), 0);
+    assert!(fs::read(&newest).unwrap().ends_with(b"\n"));
+    assert_eq!(
+        s.get(&id(last_kept)).unwrap().unwrap().body,
+        body(last_kept, 10)
+    );
+    assert!(s.get(&id(last_kept + 1)).unwrap().is_none());
+    // The log goes on from the last complete record, and checks out as one chain.
+    append_range(&s, last_kept + 1, last_kept + 4);
+    assert_eq!(s.len(), last_kept + 4);
+    assert_eq!(verify_log(dir.path()).unwrap(), s.head());
+    let head = s.head();
+    drop(s);
+    let (s, report) = segmented(dir.path(), 1000, 0);
+    assert_eq!(report.truncated_segment, None);
+    assert_eq!(s.head(), head);
+}
+
+#[test]
+fn a_torn_sealed_segment_is_corruption_when_records_follow_it_or_none_is_left() {
+    // Record 13 is in traces.jsonl after the torn segment: it chains from records that are
+    // gone, so nothing is cut.
+    let (dir, segments) = closed_segmented_log(13);
+    let active = dir.path().join(TRACE_FILE);
+    assert!(!lines(&active).is_empty(), "the setup");
+    let (newest, torn_bytes, _) = tear_newest_segment(&segments);
+    let r = FileTraceStore::open_with(dir.path(), FileOptions::new(Durability::Buffered));
+    match r {
+        Err(StoreError::Corrupt { path, reason, .. }) => {
+            assert_eq!(path, newest);
+            assert!(
+                reason.contains("only when no record follows it"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(fs::read(&newest).unwrap(), torn_bytes, "nothing was cut");
+    // A segment left without one complete line is not cut to nothing.
+    let (dir, segments) = closed_segmented_log(12);
+    let newest = segments.last().unwrap();
+    fs::write(newest, b"{\"seq\":10,\"at\":1").unwrap();
+    let r = FileTraceStore::open_with(dir.path(), FileOptions::new(Durability::Buffered));
+    let (line, reason) = corrupt_line(r);
+    assert_eq!(line, 1);
+    assert!(reason.contains("incomplete line"), "{reason}");
+    assert_eq!(fs::read(newest).unwrap(), b"{\"seq\":10,\"at\":1");
+}
+
 #[test]
 fn the_index_can_start_and_forget_in_the_middle_of_a_chunk() {
     let entry = |index: &mut Index, i: u64| {
@@ -1479,13 +1580,25 @@ fn a_failed_seal_stops_the_appends_after_it_and_keeps_what_was_written() {
     // Something already has the name the first segment will get.
     fs::create_dir(dir.path().join(segment_name(1))).unwrap();
     let mut written = 0;
-    let err = loop {
+    let (why, err) = loop {
+        assert_eq!(s.refusal(), None, "record {written}");
         written += 1;
         match s.append_batch(vec![rec(written, written, "t", "p", None)]) {
-            Ok(_) => assert!(written < 100, "never sealed"),
-            Err(e) => break e,
+            // The batch that crossed the size is answered, and the store says at once that it
+            // refuses the next one.
+            Ok(_) => match s.refusal() {
+                Some(why) => {
+                    let next = rec(written + 1, written + 1, "t", "p", None);
+                    break (why, s.append_batch(vec![next]).unwrap_err());
+                }
+                None => assert!(written < 100, "never sealed"),
+            },
+            Err(e) => panic!("refused without saying so first: {e}"),
         }
     };
+    written += 1;
+    assert!(why.contains("exists already"), "{why}");
+    assert_eq!(s.refusal(), Some(why));
     match err {
         StoreError::Failed { reason, .. } => {
             assert!(reason.contains(&segment_name(1)), "{reason}");
