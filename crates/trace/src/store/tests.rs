@@ -1380,7 +1380,7 @@ fn an_edited_or_torn_sealed_segment_is_corrupt() {
     assert_eq!(s.get(&id(2)).unwrap().unwrap().body, body(2, 10));
 }
 
-/// Cuts the newest sealed segment of `dir` in the middle of its last line, as a power loss right
+/// Cuts the newest of `segments` in the middle of its last line, as a power loss right
 /// after a seal can (buffered durability); returns the segment, its bytes before the cut, and the
 /// number of bytes of the incomplete line left.
 fn tear_newest_segment(segments: &[PathBuf]) -> (PathBuf, Vec<u8>, u64) {
