@@ -61,7 +61,8 @@ fn main() -> ExitCode {
         config.policies_file = Some(p);
     }
     if args.check {
-        let checks = caio_config::check(&config);
+        let mut checks = caio_config::check(&config);
+        checks.extend(caio_api::check_preload(&config));
         for c in &checks {
             println!(
                 "{:<4} {:<32} {}",

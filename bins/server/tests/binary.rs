@@ -99,6 +99,74 @@ fn check_flag_reports_without_serving() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+#[test]
+fn check_flag_loads_the_preload_the_way_the_server_would() {
+    let stdout = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no {name} line: {text}"))
+            .to_owned()
+    };
+    // The fixtures load: the versions the server would serve, the same as the CLI computes.
+    let out = server()
+        .args([
+            "--check",
+            "--services",
+            "fixtures/services",
+            "--policies",
+            "fixtures/policies.yaml",
+        ])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let services = line(&text, "preload.services");
+    assert!(services.starts_with("PASS"), "{services}");
+    let contracts = std::fs::read_dir(root().join("fixtures/services"))
+        .unwrap()
+        .count();
+    assert!(
+        services.contains(&format!("{contracts} contract(s)")),
+        "{services}"
+    );
+    assert!(services.contains("registry sha256:"), "{services}");
+    let policies = line(&text, "preload.policies");
+    assert!(policies.starts_with("PASS"), "{policies}");
+    assert!(policies.contains("version sha256:"), "{policies}");
+    // A missing directory and a policy that does not compile fail the check, naming the file.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("policies.yaml");
+    std::fs::write(
+        &bad,
+        "policies:\n  - id: x\n    require: \"service.cost <\"\n",
+    )
+    .unwrap();
+    let out = server()
+        .args([
+            "--check",
+            "--services",
+            "/nonexistent/services",
+            "--policies",
+        ])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let services = line(&text, "preload.services");
+    assert!(services.starts_with("FAIL"), "{services}");
+    assert!(services.contains("/nonexistent/services"), "{services}");
+    let policies = line(&text, "preload.policies");
+    assert!(policies.starts_with("FAIL"), "{policies}");
+    // The problems follow on their own lines, each with file, line and field path.
+    let problems = &text[text.find("preload.policies").unwrap()..];
+    assert!(
+        problems.contains("policies.yaml:3: /policies/0/require: policy `x`"),
+        "{problems}"
+    );
+}
+
 /// Reads a chunk of the response with a deadline.
 fn read_response(s: &mut TcpStream) -> String {
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

@@ -31,7 +31,7 @@ use axum::serve::ListenerExt;
 use caio_config::{Config, LogFormat};
 
 pub use app::app;
-pub use state::{AppState, StartReport};
+pub use state::{AppState, StartReport, check_preload};
 
 /// Serves `state` on `listener` until `shutdown` completes, then drains in-flight requests for
 /// at most the configured grace period.

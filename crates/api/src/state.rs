@@ -137,6 +137,48 @@ pub struct StartReport {
     pub policy_file_ignored: Option<String>,
 }
 
+/// What `caio-server --check` adds to the configuration's checks: the preload (`--services`,
+/// `--policies`) loaded the way the server loads it at start (every contract parsed and
+/// validated, the registry built, the policy set parsed and compiled), with the versions it would
+/// serve. Reads only; no store is opened.
+pub fn check_preload(config: &Config) -> Vec<caio_config::Check> {
+    use caio_config::Check;
+    let mut out = Vec::new();
+    if let Some(dir) = &config.services_dir {
+        let loaded = loader::load_services_dir(dir)
+            .map_err(|e| e.to_string())
+            .and_then(|contracts| {
+                let n = contracts.len();
+                let registry =
+                    MemoryRegistry::with_contracts(contracts).map_err(|e| e.to_string())?;
+                Ok((n, registry.snapshot().version().to_owned()))
+            });
+        out.push(match loaded {
+            Ok((n, version)) => Check::pass(
+                "preload.services",
+                format!("{n} contract(s) from {}, registry {version}", dir.display()),
+            ),
+            // The loader's errors name the file (and line) themselves.
+            Err(e) => Check::fail("preload.services", e),
+        });
+    }
+    if let Some(file) = &config.policies_file {
+        out.push(match loader::load_policies(file) {
+            Ok((set, compiled)) => Check::pass(
+                "preload.policies",
+                format!(
+                    "{} rule(s) from {}, version {}",
+                    set.policies.len(),
+                    file.display(),
+                    compiled.version
+                ),
+            ),
+            Err(e) => Check::fail("preload.policies", e.to_string()),
+        });
+    }
+    out
+}
+
 /// The five stores, file-backed or in memory.
 type Stores = (
     Arc<dyn TraceStore>,

@@ -31,14 +31,16 @@ pub struct Check {
 }
 
 impl Check {
-    fn pass(name: &'static str, detail: impl Into<String>) -> Check {
+    /// A passed check.
+    pub fn pass(name: &'static str, detail: impl Into<String>) -> Check {
         Check {
             name,
             status: CheckStatus::Pass,
             detail: detail.into(),
         }
     }
-    fn fail(name: &'static str, detail: impl Into<String>) -> Check {
+    /// A failed check.
+    pub fn fail(name: &'static str, detail: impl Into<String>) -> Check {
         Check {
             name,
             status: CheckStatus::Fail,
