@@ -700,7 +700,7 @@ fn components() -> Map<String, Value> {
                 "success_rate": {"type": "number"}, "ewma_latency_ms": {"type": ["number", "null"]},
                 "calls": {"type": "integer"}, "failures": {"type": "integer"},
                 "violations": {"type": "integer"}, "consecutive_failures": {"type": "integer"},
-                "times_opened": {"type": "integer"}
+                "times_opened": {"type": "integer"}, "reported_down": {"type": "boolean"}
             }}}
         }}),
     );

@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use caio_gateway::exec::health::ReportedStatus;
 use caio_security::webhook::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use serde::Deserialize;
 use serde_json::json;
@@ -140,6 +141,16 @@ pub async fn event(
     if state.registry().snapshot().get(&id).is_none() {
         return Err(ApiError::service_not_found(&id));
     }
+    // `down` takes the service out of routing (its circuit opens and stays open) until it
+    // reports again; see caio_gateway::exec::health.
+    state.gateway.health().report_status(
+        &id,
+        match status {
+            "down" => ReportedStatus::Down,
+            "degraded" => ReportedStatus::Degraded,
+            _ => ReportedStatus::Healthy,
+        },
+    );
     state
         .status
         .write()

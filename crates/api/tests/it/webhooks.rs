@@ -124,3 +124,62 @@ async fn signed_events_update_status_and_everything_else_is_refused() {
     .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
 }
+
+#[tokio::test]
+async fn a_service_that_reports_itself_down_is_not_routed_to_until_it_reports_again() {
+    let s = Server::start().await;
+    let key = s
+        .client_key("acme", &["classify", "search", "chat", "translate"], 2)
+        .await;
+    let route = || s.post("/api/v1/route", &key, request("sentiment-de.yaml"));
+    let r = route().await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["service_id"], "sentiment-eu");
+    let rot = s
+        .call(
+            Method::POST,
+            "/api/v1/services/sentiment-eu/webhook-secret",
+            Some(ADMIN_KEY),
+            Body::None,
+        )
+        .await;
+    assert_eq!(rot.status, StatusCode::OK, "{}", rot.text);
+    let secret = rot.json["webhook_secret"].as_str().unwrap().to_owned();
+    let event = |body: &'static str| {
+        let now = caio_trace::now_ms() / 1000;
+        let sig = webhook::sign(secret.as_bytes(), now, body.as_bytes());
+        send(&s, "sentiment-eu", Some(now), Some(sig), body)
+    };
+
+    let r = event(r#"{"type":"status","status":"down","detail":"maintenance"}"#).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    // The only service that met the request is out: no route, and the proof says why.
+    let r = route().await;
+    assert_eq!(r.json["error"]["code"], "NO_MATCHING_SERVICE", "{}", r.text);
+    let rejected = r.json["error"]["details"]["rejected"].as_array().unwrap();
+    let eu = rejected
+        .iter()
+        .find(|x| x["service_id"] == "sentiment-eu")
+        .unwrap();
+    assert_eq!(eu["reason"], "circuit_open", "{eu}");
+    assert_eq!(eu["step"], "health", "{eu}");
+    let health = s.get("/api/v1/gateway/health", ADMIN_KEY).await;
+    let board = health.json["services"].as_array().unwrap();
+    let eu = board
+        .iter()
+        .find(|x| x["service_id"] == "sentiment-eu")
+        .unwrap();
+    assert_eq!(eu["circuit"], "open", "{eu}");
+    assert_eq!(eu["reported_down"], true, "{eu}");
+    // Degraded is informational while the service is up; a heartbeat after `down` lets it back
+    // in (half-open: the next call is its trial).
+    let r = event(r#"{"type":"heartbeat"}"#).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let r = route().await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["service_id"], "sentiment-eu");
+    let r = event(r#"{"type":"status","status":"degraded"}"#).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let r = route().await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}

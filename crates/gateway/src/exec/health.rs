@@ -12,6 +12,10 @@
 //!   leave the success-rate window); one call at a time is let through as a trial. Its success
 //!   closes the circuit, its failure opens it for another cooldown.
 //!
+//! A service that reports itself `down` (a signed webhook, [`HealthBoard::report_status`]) has its
+//! circuit opened at once and held open, past any cooldown, until it reports `healthy` or
+//! `degraded`; the circuit is then half-open, and a trial call decides as above.
+//!
 //! Guarantee violations count as failures for the success rate (the service's reliability term)
 //! but not toward the consecutive-failure trip: a slow answer is still an answer. Active probes
 //! count when they fail; a passing probe adds a success to the window but neither clears a run of
@@ -114,6 +118,8 @@ struct ServiceHealth {
     failures: u64,
     violations: u64,
     opened: u64,
+    /// The service said it is down: the circuit stays open until it says otherwise.
+    reported_down: bool,
 }
 
 impl ServiceHealth {
@@ -129,7 +135,17 @@ impl ServiceHealth {
             failures: 0,
             violations: 0,
             opened: 0,
+            reported_down: false,
         }
+    }
+
+    /// An open circuit whose cooldown has ended, and which its service does not hold down.
+    fn cooled_down(&self, now: Instant, cooldown: Duration) -> bool {
+        self.state == CircuitState::Open
+            && !self.reported_down
+            && self
+                .opened_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= cooldown)
     }
 
     fn success_rate(&self) -> f64 {
@@ -176,6 +192,19 @@ pub struct HealthReport {
     pub consecutive_failures: u32,
     /// Times the circuit opened since start.
     pub times_opened: u64,
+    /// The service reported itself down (its circuit stays open until it reports otherwise).
+    pub reported_down: bool,
+}
+
+/// What a service says of itself (a signed status webhook).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportedStatus {
+    /// It serves (`healthy`, or a heartbeat).
+    Healthy,
+    /// It serves, worse than usual: routing keeps it, the report is informational.
+    Degraded,
+    /// It does not serve: routing leaves it out until it reports otherwise.
+    Down,
 }
 
 /// The health of every service the gateway has called.
@@ -231,11 +260,43 @@ impl HealthBoard {
         }
         let mut services = self.lock();
         for h in services.values_mut() {
-            if h.state == CircuitState::Open
-                && h.opened_at
-                    .is_some_and(|t| now.saturating_duration_since(t) >= self.config.cooldown)
-            {
+            if h.cooled_down(now, self.config.cooldown) {
                 h.half_open();
+            }
+        }
+        self.publish(&services);
+    }
+
+    /// Takes what a service says of itself. `Down` opens its circuit now (routing leaves it out
+    /// with `circuit_open`, the gateway refuses calls) and holds it open past the cooldown;
+    /// `Healthy` or `Degraded` after `Down` makes it half-open, so one trial call decides.
+    /// Otherwise a report changes nothing: a circuit the gateway opened on failures is not
+    /// closed by the service's word.
+    pub fn report_status(&self, service: &str, status: ReportedStatus) {
+        self.report_status_at(service, status, Instant::now());
+    }
+
+    fn report_status_at(&self, service: &str, status: ReportedStatus, now: Instant) {
+        let mut services = self.lock();
+        let h = services
+            .entry(service.to_owned())
+            .or_insert_with(ServiceHealth::new);
+        match status {
+            ReportedStatus::Down => {
+                if h.state != CircuitState::Open {
+                    h.open(now);
+                    tracing::warn!(service, "circuit opened: the service reported itself down");
+                }
+                h.reported_down = true;
+            }
+            ReportedStatus::Healthy | ReportedStatus::Degraded => {
+                if !h.reported_down {
+                    return;
+                }
+                h.reported_down = false;
+                if h.state == CircuitState::Open {
+                    h.half_open();
+                }
             }
         }
         self.publish(&services);
@@ -252,10 +313,7 @@ impl HealthBoard {
         let Some(h) = services.get_mut(service) else {
             return Admission::Allowed;
         };
-        if h.state == CircuitState::Open
-            && h.opened_at
-                .is_some_and(|t| now.saturating_duration_since(t) >= self.config.cooldown)
-        {
+        if h.cooled_down(now, self.config.cooldown) {
             h.half_open();
         }
         match h.state {
@@ -363,6 +421,7 @@ impl HealthBoard {
             .iter()
             .map(|(id, h)| {
                 if h.state == CircuitState::Open
+                    && !h.reported_down
                     && let Some(t) = h.opened_at
                 {
                     next = next.min(self.since_start_ms(t + self.config.cooldown));
@@ -397,6 +456,7 @@ impl HealthBoard {
                 violations: h.violations,
                 consecutive_failures: h.consecutive_failures,
                 times_opened: h.opened,
+                reported_down: h.reported_down,
             })
             .collect();
         out.sort_by(|a, b| a.service_id.cmp(&b.service_id));
@@ -473,6 +533,53 @@ mod tests {
         let r = &b.report()[0];
         assert_eq!(r.times_opened, 2);
         assert_eq!(r.failures, 4);
+    }
+
+    #[test]
+    fn a_service_reported_down_stays_out_until_it_reports_otherwise() {
+        let b = board();
+        let t0 = Instant::now();
+        // A report about a healthy service changes nothing.
+        b.report_status_at("s", ReportedStatus::Healthy, t0);
+        assert_eq!(b.state("s"), CircuitState::Closed);
+        b.report_status_at("s", ReportedStatus::Down, t0);
+        assert_eq!(b.state("s"), CircuitState::Open);
+        assert!(b.history().load()["s"].circuit_open);
+        assert!(b.report()[0].reported_down);
+        // Held open long past the cooldown.
+        let later = t0 + Duration::from_secs(600);
+        b.refresh_at(later);
+        assert_eq!(b.state("s"), CircuitState::Open);
+        assert_eq!(b.admit_at("s", later), Admission::Refused);
+        // Degraded is still up: half-open, and one trial call decides.
+        b.report_status_at("s", ReportedStatus::Degraded, later);
+        assert_eq!(b.state("s"), CircuitState::HalfOpen);
+        assert!(!b.history().load()["s"].circuit_open);
+        assert!(!b.report()[0].reported_down);
+        assert_eq!(b.admit_at("s", later), Admission::Trial);
+        b.record_at("s", CallResult::Success { latency_ms: 5.0 }, later);
+        assert_eq!(b.state("s"), CircuitState::Closed);
+        // A circuit opened on failures is not closed by the service's word, and it cools down
+        // as usual.
+        for _ in 0..3 {
+            b.record_at("s", CallResult::Failure, later);
+        }
+        assert_eq!(b.state("s"), CircuitState::Open);
+        b.report_status_at("s", ReportedStatus::Healthy, later);
+        assert_eq!(b.state("s"), CircuitState::Open);
+        b.refresh_at(later + Duration::from_secs(10));
+        assert_eq!(b.state("s"), CircuitState::HalfOpen);
+        // Down while already open on failures: then held past the cooldown too.
+        let t1 = later + Duration::from_secs(20);
+        for _ in 0..3 {
+            b.record_at("t", CallResult::Failure, t1);
+        }
+        b.report_status_at("t", ReportedStatus::Down, t1);
+        b.refresh_at(t1 + Duration::from_secs(60));
+        assert_eq!(b.state("t"), CircuitState::Open);
+        assert_eq!(b.report()[1].times_opened, 1);
+        b.report_status_at("t", ReportedStatus::Healthy, t1 + Duration::from_secs(60));
+        assert_eq!(b.state("t"), CircuitState::HalfOpen);
     }
 
     #[test]
