@@ -278,25 +278,23 @@ impl HealthBoard {
 
     fn report_status_at(&self, service: &str, status: ReportedStatus, now: Instant) {
         let mut services = self.lock();
-        let h = services
-            .entry(service.to_owned())
-            .or_insert_with(ServiceHealth::new);
-        match status {
-            ReportedStatus::Down => {
-                if h.state != CircuitState::Open {
-                    h.open(now);
-                    tracing::warn!(service, "circuit opened: the service reported itself down");
-                }
-                h.reported_down = true;
+        if status == ReportedStatus::Down {
+            let h = services
+                .entry(service.to_owned())
+                .or_insert_with(ServiceHealth::new);
+            if h.state != CircuitState::Open {
+                h.open(now);
+                tracing::warn!(service, "circuit opened: the service reported itself down");
             }
-            ReportedStatus::Healthy | ReportedStatus::Degraded => {
-                if !h.reported_down {
-                    return;
-                }
-                h.reported_down = false;
-                if h.state == CircuitState::Open {
-                    h.half_open();
-                }
+            h.reported_down = true;
+        } else {
+            // Only a service held down changes; a heartbeat of one never called adds nothing.
+            let Some(h) = services.get_mut(service).filter(|h| h.reported_down) else {
+                return;
+            };
+            h.reported_down = false;
+            if h.state == CircuitState::Open {
+                h.half_open();
             }
         }
         self.publish(&services);
@@ -539,9 +537,10 @@ mod tests {
     fn a_service_reported_down_stays_out_until_it_reports_otherwise() {
         let b = board();
         let t0 = Instant::now();
-        // A report about a healthy service changes nothing.
+        // A report about a healthy service changes nothing, and adds no entry.
         b.report_status_at("s", ReportedStatus::Healthy, t0);
         assert_eq!(b.state("s"), CircuitState::Closed);
+        assert!(b.report().is_empty());
         b.report_status_at("s", ReportedStatus::Down, t0);
         assert_eq!(b.state("s"), CircuitState::Open);
         assert!(b.history().load()["s"].circuit_open);
