@@ -101,7 +101,13 @@ fn check_flag_reports_without_serving() {
 
 #[test]
 fn check_flag_loads_the_preload_the_way_the_server_would() {
-    let stdout = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    let check = |args: &[&str]| {
+        let out = server().arg("--check").args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
     let line = |text: &str, name: &str| {
         text.lines()
             .find(|l| l.contains(name))
@@ -109,18 +115,13 @@ fn check_flag_loads_the_preload_the_way_the_server_would() {
             .to_owned()
     };
     // The fixtures load: the versions the server would serve, the same as the CLI computes.
-    let out = server()
-        .args([
-            "--check",
-            "--services",
-            "fixtures/services",
-            "--policies",
-            "fixtures/policies.yaml",
-        ])
-        .output()
-        .unwrap();
-    let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let (code, text) = check(&[
+        "--services",
+        "fixtures/services",
+        "--policies",
+        "fixtures/policies.yaml",
+    ]);
+    assert_eq!(code, Some(0), "{text}");
     let services = line(&text, "preload.services");
     assert!(services.starts_with("PASS"), "{services}");
     let contracts = std::fs::read_dir(root().join("fixtures/services"))
@@ -142,18 +143,13 @@ fn check_flag_loads_the_preload_the_way_the_server_would() {
         "policies:\n  - id: x\n    require: \"service.cost <\"\n",
     )
     .unwrap();
-    let out = server()
-        .args([
-            "--check",
-            "--services",
-            "/nonexistent/services",
-            "--policies",
-        ])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = check(&[
+        "--services",
+        "/nonexistent/services",
+        "--policies",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{text}");
     let services = line(&text, "preload.services");
     assert!(services.starts_with("FAIL"), "{services}");
     assert!(services.contains("/nonexistent/services"), "{services}");
