@@ -106,5 +106,11 @@ fn main() {
         time("serialize decision (json)", &|| {
             serde_json::to_vec(&d).is_ok()
         });
+        // What the server answers and records per decision: every rejection is listed.
+        println!(
+            "  decision JSON: {} bytes, {} rejected",
+            serde_json::to_vec(&d).map(|b| b.len()).unwrap_or(0),
+            d.rejected.len()
+        );
     }
 }
