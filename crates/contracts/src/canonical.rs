@@ -14,9 +14,9 @@
 
 use std::io::{self, Write};
 
+use ring::digest::{Context, SHA256};
 use serde::Serialize;
 use serde_json::ser::{CharEscape, Formatter};
-use sha2::{Digest, Sha256};
 
 /// A value that has no canonical JSON form (a non-string map key, an I/O failure of the sink).
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +51,13 @@ pub fn digest<T: Serialize>(value: &T) -> Result<String, CanonicalError> {
     // hash fragment by fragment.
     let mut bytes = Vec::with_capacity(4096);
     match write_fast(value, &mut bytes) {
-        Ok(()) => Ok(format_digest(&Sha256::digest(&bytes))),
+        Ok(()) => Ok(format_digest(
+            ring::digest::digest(&SHA256, &bytes).as_ref(),
+        )),
         Err(Fast::Fallback) => {
-            let mut writer = HashWriter(Sha256::new());
+            let mut writer = HashWriter(Context::new(&SHA256));
             serde_json_canonicalizer::to_writer(value, &mut writer)?;
-            Ok(format_digest(&writer.0.finalize()))
+            Ok(format_digest(writer.0.finish().as_ref()))
         }
         Err(Fast::Error(e)) => Err(CanonicalError(e)),
     }
@@ -69,14 +71,14 @@ pub fn streams<T: Serialize>(value: &T) -> bool {
 
 /// The reference serializer's digest, for tests that hold the two paths to the same output.
 pub fn reference_digest<T: Serialize>(value: &T) -> Result<String, CanonicalError> {
-    let mut writer = HashWriter(Sha256::new());
+    let mut writer = HashWriter(Context::new(&SHA256));
     serde_json_canonicalizer::to_writer(value, &mut writer)?;
-    Ok(format_digest(&writer.0.finalize()))
+    Ok(format_digest(writer.0.finish().as_ref()))
 }
 
 /// `sha256:<hex>` of raw bytes.
 pub fn digest_bytes(bytes: &[u8]) -> String {
-    format_digest(&Sha256::digest(bytes))
+    format_digest(ring::digest::digest(&SHA256, bytes).as_ref())
 }
 
 fn format_digest(bytes: &[u8]) -> String {
@@ -91,7 +93,7 @@ fn format_digest(bytes: &[u8]) -> String {
 }
 
 /// Feeds serialized bytes straight into a SHA-256 state.
-struct HashWriter(Sha256);
+struct HashWriter(Context);
 
 impl Write for HashWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use ed25519_dalek::VerifyingKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePublicKey, EncodePublicKey};
-use sha2::{Digest, Sha256};
 
 use crate::error::KeyError;
 
@@ -14,8 +13,8 @@ pub const MAX_PEM_BYTES: usize = 16 * 1024;
 
 /// A public key's id: the first 16 hex digits (8 bytes) of SHA-256 over the raw 32-byte key.
 pub fn key_id(key: &VerifyingKey) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    hex::encode(&digest[..8])
+    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    hex::encode(digest.as_ref().get(..8).unwrap_or_default())
 }
 
 /// Reads an Ed25519 public key from SPKI PEM (`-----BEGIN PUBLIC KEY-----`).

@@ -19,7 +19,6 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::AuthError;
@@ -225,12 +224,21 @@ pub fn generate(
     Ok((plaintext, record))
 }
 
+/// SHA-256 of `bytes`.
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (o, b) in out
+        .iter_mut()
+        .zip(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+    {
+        *o = *b;
+    }
+    out
+}
+
 /// `sha256:<hex>` of a key string, the form stores keep.
 pub fn hash_key(plaintext: &str) -> String {
-    format!(
-        "{HASH_PREFIX}{}",
-        hex::encode(Sha256::digest(plaintext.as_bytes()))
-    )
+    format!("{HASH_PREFIX}{}", hex::encode(sha256(plaintext.as_bytes())))
 }
 
 /// The id part of a presented API key, after a strict check of the whole shape:
@@ -379,7 +387,7 @@ fn authenticate_in(
     now_ms: u64,
 ) -> Result<KeyRecord, AuthError> {
     let id = key_id(presented)?;
-    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    let digest = sha256(presented.as_bytes());
     let map = keys.read().unwrap_or_else(PoisonError::into_inner);
     let record = map.get(id).ok_or(AuthError::UnknownKey)?;
     check_record(record, &digest, now_ms)?;
@@ -668,14 +676,14 @@ impl BootstrapKey {
             ));
         }
         Ok(BootstrapKey {
-            digest: Sha256::digest(s.as_bytes()).into(),
+            digest: sha256(s.as_bytes()),
         })
     }
 
     /// Whether `presented` is the bootstrap key, compared in constant time over SHA-256 digests
     /// (so the comparison's time depends neither on the key nor on its length).
     pub fn matches(&self, presented: &str) -> bool {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let digest = sha256(presented.as_bytes());
         bool::from(digest.ct_eq(&self.digest))
     }
 

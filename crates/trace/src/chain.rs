@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use ring::digest::{Context, SHA256};
 
 use crate::error::StoreError;
 
@@ -17,18 +17,18 @@ use crate::error::StoreError;
 pub(crate) const GENESIS: [u8; 32] = [0; 32];
 
 /// One step of the chain: SHA-256 over `prev ‖ encoded fields ‖ raw tail`.
-pub(crate) struct Link(Sha256);
+pub(crate) struct Link(Context);
 
 impl Link {
     pub(crate) fn new(prev: &[u8; 32]) -> Self {
-        let mut h = Sha256::new();
+        let mut h = Context::new(&SHA256);
         h.update(prev);
         Self(h)
     }
 
     /// A number: 8 bytes, big-endian.
     pub(crate) fn u64(mut self, v: u64) -> Self {
-        self.0.update(v.to_be_bytes());
+        self.0.update(&v.to_be_bytes());
         self
     }
 
@@ -43,11 +43,11 @@ impl Link {
     pub(crate) fn opt(mut self, s: Option<&str>) -> Self {
         match s {
             None => {
-                self.0.update([0u8]);
+                self.0.update(&[0u8]);
                 self
             }
             Some(s) => {
-                self.0.update([1u8]);
+                self.0.update(&[1u8]);
                 self.str(s)
             }
         }
@@ -60,7 +60,11 @@ impl Link {
     }
 
     pub(crate) fn finish(self) -> [u8; 32] {
-        self.0.finalize().into()
+        let mut out = [0u8; 32];
+        for (o, b) in out.iter_mut().zip(self.0.finish().as_ref()) {
+            *o = *b;
+        }
+        out
     }
 }
 
