@@ -98,6 +98,10 @@ pub struct Metrics {
     pub traces_persisted: Counter,
     /// Records per trace-store write (group commit).
     pub trace_batch_size: Histogram,
+    /// Buffered trace appends that found another write in progress and waited for it.
+    pub trace_gate_waits: Counter,
+    /// Of those, the ones that waited past the spin limit and blocked their thread.
+    pub trace_gate_blocked: Counter,
     /// Requests being served.
     pub in_flight: Gauge,
     /// Services registered.
@@ -160,6 +164,8 @@ impl Metrics {
         let webhook_rejections = Family::<ReasonLabels, Counter>::default();
         let traces_persisted = Counter::default();
         let trace_batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
+        let trace_gate_waits = Counter::default();
+        let trace_gate_blocked = Counter::default();
         let in_flight = Gauge::default();
         let services = Gauge::default();
         let trace_log_bytes = Gauge::default();
@@ -223,6 +229,16 @@ impl Metrics {
             "trace_batch_records",
             "Records per trace-store write (group commit)",
             trace_batch_size.clone(),
+        );
+        registry.register(
+            "trace_gate_waits",
+            "Buffered trace appends that found another write in progress and spun until it ended",
+            trace_gate_waits.clone(),
+        );
+        registry.register(
+            "trace_gate_blocked",
+            "Buffered trace appends that waited past the spin limit and blocked their thread",
+            trace_gate_blocked.clone(),
         );
         registry.register(
             "http_requests_in_flight",
@@ -303,6 +319,8 @@ impl Metrics {
             webhook_rejections,
             traces_persisted,
             trace_batch_size,
+            trace_gate_waits,
+            trace_gate_blocked,
             in_flight,
             services,
             trace_log_bytes,
