@@ -32,6 +32,10 @@ case "${CAIO_BENCH_WRK_SCHED:-batch}" in
 esac
 
 cargo build -q --release -p caio-server -p caio-cli
+# The machine: its CPU, and whether it has the SHA extensions (without them SHA-256, about 9.5 KB
+# of it per route, costs several times more: docs/benchmarks.md, fifth sitting).
+echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores," \
+  "SHA extensions: $(grep -q -w sha_ni /proc/cpuinfo && echo yes || echo no)"
 # fixtures/requests/sentiment-de.yaml as JSON.
 cat > "$BODY" <<'JSON'
 {"requirements":{"capabilities":["sentiment_analysis"],"guarantees":{"accuracy":{"min":0.9},"latency_ms":{"max":200}},"constraints":{"language":"de","region":"eu-west-1"}},"budget":{"max_cost":0.001},"context":{"priority":"high"},"data":{"sensitive":false},"payload":{"text":"Das ist gut."},"seed":42}
@@ -87,6 +91,11 @@ CAIO_BENCH_KEY="" CAIO_BENCH_BODY="" \
   run baseline "baseline: GET /health, 64 connections, 10s" /health -t"$WRK_THREADS" -c64 -d10s
 export CAIO_BENCH_KEY="$KEY" CAIO_BENCH_BODY="$BODY"
 run c64 "64 connections, ${DURATION}s" /api/v1/route -t"$WRK_THREADS" -c64 -d"${DURATION}s"
+# The server's own latency histogram for routes after the 64-connection run (from the request's
+# head to its response, without the wait for a core before the handler runs): when wrk's p99 is
+# far above it, the difference is scheduling, not the server.
+curl -s "http://127.0.0.1:$PORT/metrics" \
+  | grep -E '^caio_http_request_duration_seconds_bucket\{.*route="/api/v1/route"' > "$DATA/c64.server"
 run c1 "1 connection, 10s" /api/v1/route -t1 -c1 -d10s
 echo "== trace log"
 ls -l "$DATA/data/traces/"
@@ -114,6 +123,18 @@ for name, label in [("baseline", "baseline: GET /health, 64 conns"),
                     ("c1", "POST /api/v1/route, 1 conn")]:
     rps, p, cpu = read(name)
     print(f"| {label:<36} | {rps:>10,.0f} | {int(p['50']):>5} us | {int(p['99']):>5} us | {int(p['99.9']):>5} us | {cpu:>4} us |")
+buckets = []
+for line in open(f"{data}/c64.server"):
+    le = re.search(r'le="([^"]+)"', line).group(1)
+    buckets.append((float("inf") if le == "+Inf" else float(le), int(float(line.split()[-1]))))
+buckets.sort()
+total = buckets[-1][1]
+if total:
+    within_1ms = next(c for le, c in buckets if le >= 0.001) / total * 100
+    p99_bound = next(le for le, c in buckets if c >= 0.99 * total)
+    print()
+    print(f"inside the server, 64 connections: {within_1ms:.1f} % of routes within 1 ms, "
+          f"p99 within {p99_bound * 1000:g} ms (histogram bucket)")
 rps, p, _ = read("c64")
 verdict = lambda ok: "PASS" if ok else "FAIL"
 print()
