@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use ring::digest::{Context, SHA256};
+use caio_contracts::canonical::Sha256;
 
 /// The first outcome of a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,15 +185,11 @@ pub fn scoped(tenant: &str, principal: &str, key: &str) -> String {
 
 /// SHA-256 of what identifies a request.
 pub fn fingerprint(path: &str, body: &[u8]) -> [u8; 32] {
-    let mut h = Context::new(&SHA256);
+    let mut h = Sha256::new();
     h.update(path.as_bytes());
     h.update(&[0]);
     h.update(body);
-    let mut out = [0u8; 32];
-    for (o, b) in out.iter_mut().zip(h.finish().as_ref()) {
-        *o = *b;
-    }
-    out
+    h.finish()
 }
 
 /// An `Idempotency-Key` value: 1–255 visible ASCII characters.

@@ -449,8 +449,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
-    async fn a_buffered_append_during_a_write_waits_for_it_without_yielding_and_a_bad_one_fails_at_once()
-     {
+    async fn an_append_during_a_write_spins_then_blocks_and_a_bad_one_fails_at_once() {
         // The first append takes the gate and is held inside the store.
         let Gated {
             gate,

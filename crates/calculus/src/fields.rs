@@ -145,12 +145,10 @@ pub fn overlap(a: &[f64; BANDS], b: &[f64; BANDS]) -> f64 {
 /// The deterministic unit-norm encoding of a label in ℂⁿ: phases drawn from SplitMix64 seeded
 /// with the first 8 bytes of SHA-256(label). Equal labels give equal encodings on every platform.
 pub fn encoding(label: &str, n: usize) -> Vec<Complex64> {
-    let digest = ring::digest::digest(&ring::digest::SHA256, label.as_bytes());
-    let mut first = [0u8; 8];
-    for (o, b) in first.iter_mut().zip(digest.as_ref()) {
-        *o = *b;
-    }
-    let mut seed = u64::from_le_bytes(first);
+    let digest = caio_contracts::canonical::sha256(label.as_bytes());
+    let mut seed = u64::from_le_bytes([
+        digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
+    ]);
     let scale = if n == 0 { 0.0 } else { 1.0 / (n as f64).sqrt() };
     (0..n)
         .map(|_| {

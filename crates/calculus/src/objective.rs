@@ -4,9 +4,9 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+use caio_contracts::canonical::Sha256;
 use caio_contracts::decision::ScoreTerms;
 use caio_contracts::model::{DataLocality, ServiceSpec};
-use ring::digest::{Context, SHA256};
 
 use crate::fields::FieldTerms;
 
@@ -249,14 +249,10 @@ pub fn conductivity(reliability: f64, risk: f64, latency: f64) -> f64 {
 
 /// The tie-break key: SHA-256 of the seed (8 bytes little-endian) followed by the service id.
 pub fn tiebreak(seed: u64, service_id: &str) -> [u8; 32] {
-    let mut h = Context::new(&SHA256);
+    let mut h = Sha256::new();
     h.update(&seed.to_le_bytes());
     h.update(service_id.as_bytes());
-    let mut out = [0u8; 32];
-    for (o, b) in out.iter_mut().zip(h.finish().as_ref()) {
-        *o = *b;
-    }
-    out
+    h.finish()
 }
 
 /// The ranking order: higher score first; equal scores by lower tie-break key; then by id. Total,

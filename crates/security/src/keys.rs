@@ -18,6 +18,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use caio_contracts::canonical::sha256;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -222,18 +223,6 @@ pub fn generate(
         hash: hash_key(&plaintext),
     };
     Ok((plaintext, record))
-}
-
-/// SHA-256 of `bytes`.
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (o, b) in out
-        .iter_mut()
-        .zip(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
-    {
-        *o = *b;
-    }
-    out
 }
 
 /// `sha256:<hex>` of a key string, the form stores keep.

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 
-use ring::digest::{Context, SHA256};
+use caio_contracts::canonical::Sha256;
 
 use crate::error::StoreError;
 
@@ -17,11 +17,11 @@ use crate::error::StoreError;
 pub(crate) const GENESIS: [u8; 32] = [0; 32];
 
 /// One step of the chain: SHA-256 over `prev ‖ encoded fields ‖ raw tail`.
-pub(crate) struct Link(Context);
+pub(crate) struct Link(Sha256);
 
 impl Link {
     pub(crate) fn new(prev: &[u8; 32]) -> Self {
-        let mut h = Context::new(&SHA256);
+        let mut h = Sha256::new();
         h.update(prev);
         Self(h)
     }
@@ -60,11 +60,7 @@ impl Link {
     }
 
     pub(crate) fn finish(self) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        for (o, b) in out.iter_mut().zip(self.0.finish().as_ref()) {
-            *o = *b;
-        }
-        out
+        self.0.finish()
     }
 }
 
