@@ -20,9 +20,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-20}"
 PORT="${CAIO_BENCH_PORT:-18080}"
-ADMIN="bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 DATA="$(mktemp -d)"
-BODY="$DATA/request.json"
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 2; }
 WRK_THREADS="${CAIO_BENCH_WRK_THREADS:-1}"
 case "${CAIO_BENCH_WRK_SCHED:-batch}" in
@@ -32,35 +32,10 @@ case "${CAIO_BENCH_WRK_SCHED:-batch}" in
 esac
 
 cargo build -q --release -p caio-server -p caio-cli
-# The machine: its CPU, and whether it has the SHA extensions (without them SHA-256, about 9.5 KB
-# of it per route, costs several times more: docs/benchmarks.md, fifth sitting).
-echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores," \
-  "SHA extensions: $(grep -q -w sha_ni /proc/cpuinfo && echo yes || echo no)"
-# fixtures/requests/sentiment-de.yaml as JSON.
-cat > "$BODY" <<'JSON'
-{"requirements":{"capabilities":["sentiment_analysis"],"guarantees":{"accuracy":{"min":0.9},"latency_ms":{"max":200}},"constraints":{"language":"de","region":"eu-west-1"}},"budget":{"max_cost":0.001},"context":{"priority":"high"},"data":{"sensitive":false},"payload":{"text":"Das ist gut."},"seed":42}
-JSON
-
-# No active health probes: the fixture contracts' health endpoints do not exist on this machine,
-# and five failed probes in a row (50 s at the default interval) would open the chosen
-# service's circuit, turning every later request into a NO_MATCHING_SERVICE answer.
-printf 'gateway:\n  probe_interval_s: 0\n' > "$DATA/caio.yaml"
-CAIO_DATA_DIR="$DATA/data" CAIO_BOOTSTRAP_ADMIN_KEY="$ADMIN" CAIO_AUTH_STRICT=true \
-CAIO_ACCESS_LOG=false CAIO_LOG=warn \
-CAIO_RATE_LIMIT_PER_SECOND=10000000 CAIO_RATE_LIMIT_BURST=10000000 \
-  target/release/caio-server --config "$DATA/caio.yaml" --listen "127.0.0.1:$PORT" \
-  --services fixtures/services --policies fixtures/policies.yaml &
-SERVER=$!
+bench_machine
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$DATA"' EXIT
-for _ in $(seq 100); do
-  curl -fs "http://127.0.0.1:$PORT/health/ready" >/dev/null && break
-  sleep 0.1
-done
-
-KEY=$(curl -fs -X POST "http://127.0.0.1:$PORT/api/v1/keys" -H "Authorization: Bearer $ADMIN" \
-  -H 'content-type: application/json' \
-  -d '{"name":"bench","role":"client","tenant":"acme","permissions":["classify","search","chat","translate"],"trust_level":2}' \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+SERVER=""
+bench_start
 STATUS=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$PORT/api/v1/route" \
   -H "Authorization: Bearer $KEY" -H 'content-type: application/json' --data-binary "@$BODY")
 [ "$STATUS" = 200 ] || { echo "warm-up route answered $STATUS" >&2; exit 1; }

@@ -15,41 +15,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-300}"
 PORT="${CAIO_BENCH_PORT:-18081}"
-ADMIN="bench-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 DATA="$(mktemp -d)"
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
 
 cargo build -q --release -p caio-server
-echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')," \
-  "SHA extensions: $(grep -q -w sha_ni /proc/cpuinfo && echo yes || echo no)"
-printf 'gateway:\n  probe_interval_s: 0\n' > "$DATA/caio.yaml"
+bench_machine
 OUT="$DATA/callgrind.out"
-CAIO_DATA_DIR="$DATA/data" CAIO_BOOTSTRAP_ADMIN_KEY="$ADMIN" CAIO_AUTH_STRICT=true \
-CAIO_ACCESS_LOG=false CAIO_LOG=warn \
-CAIO_RATE_LIMIT_PER_SECOND=10000000 CAIO_RATE_LIMIT_BURST=10000000 \
-  valgrind --tool=callgrind --callgrind-out-file="$OUT" \
-  target/release/caio-server --config "$DATA/caio.yaml" --listen "127.0.0.1:$PORT" \
-  --services fixtures/services --policies fixtures/policies.yaml 2> "$DATA/valgrind.log" &
-SERVER=$!
+SERVER=""
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null' EXIT
-for _ in $(seq 600); do
-  curl -fs "http://127.0.0.1:$PORT/health/ready" >/dev/null && break
-  sleep 0.1
-done
-KEY=$(curl -fs -X POST "http://127.0.0.1:$PORT/api/v1/keys" -H "Authorization: Bearer $ADMIN" \
-  -H 'content-type: application/json' \
-  -d '{"name":"bench","role":"client","tenant":"acme","permissions":["classify","search","chat","translate"],"trust_level":2}' \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+bench_start valgrind --tool=callgrind --callgrind-out-file="$OUT"
 
 # route N: N routes of the bench's request over one keep-alive connection.
 route() {
-  CAIO_KEY="$KEY" python3 - "$PORT" "$1" <<'PY'
+  CAIO_KEY="$KEY" python3 - "$PORT" "$1" "$BODY" <<'PY'
 import http.client, os, sys
 port, n = int(sys.argv[1]), int(sys.argv[2])
-body = (b'{"requirements":{"capabilities":["sentiment_analysis"],"guarantees":{"accuracy":{"min":0.9},'
-        b'"latency_ms":{"max":200}},"constraints":{"language":"de","region":"eu-west-1"}},'
-        b'"budget":{"max_cost":0.001},"context":{"priority":"high"},"data":{"sensitive":false},'
-        b'"payload":{"text":"Das ist gut."},"seed":42}')
+body = open(sys.argv[3], "rb").read()
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
 h = {"Authorization": "Bearer " + os.environ["CAIO_KEY"], "Content-Type": "application/json"}
 for _ in range(n):
