@@ -29,7 +29,7 @@ JSON
   CAIO_DATA_DIR="$DATA/data" CAIO_BOOTSTRAP_ADMIN_KEY="$ADMIN" CAIO_AUTH_STRICT=true \
   CAIO_ACCESS_LOG=false CAIO_LOG=warn \
   CAIO_RATE_LIMIT_PER_SECOND=10000000 CAIO_RATE_LIMIT_BURST=10000000 \
-    "$@" target/release/caio-server --config "$DATA/caio.yaml" --listen "127.0.0.1:$PORT" \
+    "$@" ${CAIO_BENCH_BIN:-target/release/caio-server} --config "$DATA/caio.yaml" --listen "127.0.0.1:$PORT" \
     --services fixtures/services --policies fixtures/policies.yaml 2> "$DATA/server.log" &
   SERVER=$!
   local ready=""

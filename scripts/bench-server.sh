@@ -14,11 +14,17 @@
 # CAIO_BENCH_WRK_SCHED=other runs it with the default policy, CAIO_BENCH_WRK_THREADS=2 with two
 # threads (the figures of both are in docs/benchmarks.md).
 #
+# The 64-connection route run is repeated (CAIO_BENCH_RUNS, default 3) and the verdict is on the
+# median run: on this shared VM the p99 of one run moves by 2x within minutes (docs/benchmarks.md),
+# so one run proves nothing either way. CAIO_BENCH_BIN runs another build of the server (e.g. a
+# copy of an earlier one, for alternating A/B runs).
+#
 #   bash scripts/bench-server.sh [duration_s]       e.g. bash scripts/bench-server.sh 30
 #   CAIO_TRACE_DURABILITY=fsync bash scripts/bench-server.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-20}"
+RUNS="${CAIO_BENCH_RUNS:-3}"
 PORT="${CAIO_BENCH_PORT:-18080}"
 DATA="$(mktemp -d)"
 # shellcheck source=scripts/bench-lib.sh
@@ -65,7 +71,9 @@ run() {
 CAIO_BENCH_KEY="" CAIO_BENCH_BODY="" \
   run baseline "baseline: GET /health, 64 connections, 10s" /health -t"$WRK_THREADS" -c64 -d10s
 export CAIO_BENCH_KEY="$KEY" CAIO_BENCH_BODY="$BODY"
-run c64 "64 connections, ${DURATION}s" /api/v1/route -t"$WRK_THREADS" -c64 -d"${DURATION}s"
+for i in $(seq "$RUNS"); do
+  run "c64-$i" "64 connections, ${DURATION}s, run $i of $RUNS" /api/v1/route -t"$WRK_THREADS" -c64 -d"${DURATION}s"
+done
 # The server's own latency histogram for routes after the 64-connection run (from the request's
 # head to its response, without the wait for a core before the handler runs): when wrk's p99 is
 # far above it, the difference is scheduling, not the server.
@@ -79,9 +87,9 @@ curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^caio_(decisions_total|trace
 curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^caio_route_stage_duration_seconds_(bucket|sum|count)\{.*stage="persist"'
 # The summary, with the targets of the caio-server issue (64 connections: at least 20,000
 # requests/s, p99 under 5 ms) beside the figures.
-python3 - "$DATA" <<'PY'
-import re, sys
-data = sys.argv[1]
+python3 - "$DATA" "$RUNS" <<'PY'
+import re, statistics, sys
+data, runs = sys.argv[1], int(sys.argv[2])
 
 def read(name):
     out = open(f"{data}/{name}.txt").read()
@@ -93,9 +101,10 @@ print()
 print("== summary")
 print(f"| {'run':<36} | {'requests/s':>10} | {'p50':>8} | {'p99':>8} | {'p99.9':>8} | {'CPU/req':>7} |")
 print(f"|{'-' * 38}|{'-' * 11}:|{'-' * 9}:|{'-' * 9}:|{'-' * 9}:|{'-' * 8}:|")
-for name, label in [("baseline", "baseline: GET /health, 64 conns"),
-                    ("c64", "POST /api/v1/route, 64 conns"),
-                    ("c1", "POST /api/v1/route, 1 conn")]:
+c64 = [f"c64-{i}" for i in range(1, runs + 1)]
+for name, label in ([("baseline", "baseline: GET /health, 64 conns")]
+                    + [(n, f"POST /api/v1/route, 64 conns, run {n[4:]}") for n in c64]
+                    + [("c1", "POST /api/v1/route, 1 conn")]):
     rps, p, cpu = read(name)
     print(f"| {label:<36} | {rps:>10,.0f} | {int(p['50']):>5} us | {int(p['99']):>5} us | {int(p['99.9']):>5} us | {cpu:>4} us |")
 buckets = []
@@ -110,9 +119,13 @@ if total:
     print()
     print(f"inside the server, 64 connections: {within_1ms:.1f} % of routes within 1 ms, "
           f"p99 within {p99_bound * 1000:g} ms (histogram bucket)")
-rps, p, _ = read("c64")
+results = [read(n) for n in c64]
+rps = statistics.median(r[0] for r in results)
+p99s = [int(r[1]["99"]) for r in results]
+p99 = statistics.median(p99s)
 verdict = lambda ok: "PASS" if ok else "FAIL"
 print()
-print(f"64 connections: {rps:,.0f} requests/s (target >= 20,000: {verdict(rps >= 20000)}), "
-      f"p99 {int(p['99']) / 1000:.2f} ms (target < 5 ms: {verdict(int(p['99']) < 5000)})")
+print(f"64 connections, median of {runs} runs: {rps:,.0f} requests/s (target >= 20,000: "
+      f"{verdict(rps >= 20000)}), p99 {p99 / 1000:.2f} ms (target < 5 ms: {verdict(p99 < 5000)}); "
+      f"p99 of the runs: {', '.join(f'{v / 1000:.2f}' for v in p99s)} ms")
 PY

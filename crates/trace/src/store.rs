@@ -1751,17 +1751,23 @@ impl FileTraceStore {
         let (_, file) = chain::open_locked_syncing(&self.dir, TRACE_FILE, sync_dir)
             .map_err(|e| format!("starting a new trace log after sealing one: {e}"))?;
         let old = std::mem::replace(&mut s.file, Arc::new(file));
-        if self.options.durability == Durability::Buffered {
-            // Buffered durability still should not let a power loss take a sealed segment's
-            // tail while the next file survives (the chain would break between them, not just
-            // lose its end): flush the sealed file now, off the store's lock and off the
-            // request path. Fsync durability synced every batch already.
-            let _ = std::thread::Builder::new()
-                .name("caio-trace-seal".into())
-                .spawn(move || {
-                    let _ = old.sync_data();
-                });
-        }
+        let sync = self.options.durability == Durability::Buffered;
+        // Off the store's lock and off the request path:
+        // - Buffered durability flushes the sealed file now. It does not promise durability,
+        //   but a power loss should not take a sealed segment's tail while the next file
+        //   survives (the chain would break between them, not just lose its end). Fsync
+        //   durability synced every batch already.
+        // - Then the segment's pages leave the page cache. Only lookups of old decisions read
+        //   a sealed segment; left cached, the log's pages would fill the memory (165 MB/s at
+        //   30,000 routes/s) and every new page would be one the host had not used yet, which
+        //   on a VM costs more than the write itself (docs/benchmarks.md, sixth sitting).
+        let _ = std::thread::Builder::new()
+            .name("caio-trace-seal".into())
+            .spawn(move || {
+                if !sync || old.sync_data().is_ok() {
+                    drop_cached(&old);
+                }
+            });
         s.sealed.push_back(Segment {
             path: sealed_path,
             base: s.base,
@@ -1773,6 +1779,16 @@ impl FileTraceStore {
         s.first_seq = s.chain.seq + 1;
         Ok(retire(s, self.options.retain_segments))
     }
+}
+
+/// Asks the kernel to drop `file`'s clean pages from the page cache (a hint: it may keep some).
+fn drop_cached(file: &File) {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    let _ = file;
 }
 
 impl TraceStore for FileTraceStore {

@@ -1688,3 +1688,94 @@ fn segments_and_index_retention_work_together() {
     assert_eq!(page.next_cursor, None);
     assert_eq!(verify_log(dir.path()).unwrap(), s.head());
 }
+
+/// Bytes of `path` in the page cache, from util-linux's `fincore`; `None` without it (outside CI).
+fn cached_bytes(path: &Path) -> Option<u64> {
+    match std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+    {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            Some(
+                text.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("fincore said {text:?}")),
+            )
+        }
+        Ok(out) => panic!("fincore failed: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "fincore (util-linux) is needed in CI: {e}"
+            );
+            eprintln!("skipped: fincore (util-linux) is not installed: {e}");
+            None
+        }
+    }
+}
+
+/// Whether the filesystem of `dir` drops a synced file's pages when asked (tmpfs cannot: its
+/// pages are the file).
+fn drops_pages(dir: &Path) -> Option<bool> {
+    let path = dir.join("probe");
+    fs::write(&path, vec![7u8; 256 << 10]).unwrap();
+    let file = File::open(&path).unwrap();
+    file.sync_data().unwrap();
+    drop_cached(&file);
+    let dropped = cached_bytes(&path)? == 0;
+    fs::remove_file(&path).unwrap();
+    Some(dropped)
+}
+
+#[test]
+fn a_sealed_segment_leaves_the_page_cache() {
+    for durability in [Durability::Buffered, Durability::Fsync] {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(dropping) = drops_pages(dir.path()) else {
+            return;
+        };
+        if !dropping {
+            eprintln!(
+                "skipped: the filesystem of {:?} keeps every page",
+                dir.path()
+            );
+            return;
+        }
+        let (s, _) = FileTraceStore::open_with(
+            dir.path(),
+            FileOptions {
+                segment_bytes: 512 << 10,
+                ..FileOptions::new(durability)
+            },
+        )
+        .unwrap();
+        let mut n = 0;
+        while s.segments().is_empty() {
+            n += 1;
+            let mut r = rec(n, n, "t", "p", Some("svc"));
+            r.body = body(n, 4000).into();
+            s.append_batch(vec![r]).unwrap();
+        }
+        let sealed = &s.segments()[0];
+        let active = dir.path().join(TRACE_FILE);
+        // The seal thread drops the pages once the segment is on disk.
+        let started = std::time::Instant::now();
+        while cached_bytes(sealed) != Some(0) {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "{durability:?}: {:?} bytes of the sealed segment still cached",
+                cached_bytes(sealed)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // The active file is left alone (and fincore does see cached pages).
+        let mut r = rec(n + 1, n + 1, "t", "p", Some("svc"));
+        r.body = body(n + 1, 4000).into();
+        s.append_batch(vec![r]).unwrap();
+        assert!(cached_bytes(&active).unwrap() > 0);
+        // A lookup in the dropped segment reads it back from disk.
+        assert_eq!(s.get(&id(1)).unwrap().unwrap().summary.seq, 1);
+    }
+}
