@@ -26,8 +26,8 @@ pub use model::{
     ServiceContract, ServiceSpec,
 };
 pub use parse::{
-    Format, Problem, ValidationReport, detect_kind, parse_contract, parse_policies,
-    parse_principal, parse_request, parse_request_value,
+    Format, MAX_PROBLEM_TEXT, MAX_PROBLEMS, Problem, ValidationReport, abbreviate, detect_kind,
+    parse_contract, parse_policies, parse_principal, parse_request, parse_request_value,
 };
 pub use policy::{PolicyRule, PolicySet};
 pub use request::{Budget, DataSpec, Fields, Principal, Requirements, RouteRequest, Scalar};

@@ -37,23 +37,49 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// A problem at `path` whose line is looked up later.
+    /// A problem at `path` whose line is looked up later. The path and the message are cut to
+    /// [`MAX_PROBLEM_TEXT`] bytes (see [`abbreviate`]).
     pub fn new(path: &str, message: impl Into<String>) -> Problem {
         Problem {
-            path: path.to_owned(),
+            path: abbreviate(path.to_owned()),
             line: None,
-            message: message.into(),
+            message: abbreviate(message.into()),
         }
     }
 
     /// A problem with a known line (0 = unknown).
     pub fn at_line(path: &str, line: usize, message: impl Into<String>) -> Problem {
         Problem {
-            path: path.to_owned(),
+            path: abbreviate(path.to_owned()),
             line: (line > 0).then_some(line),
-            message: message.into(),
+            message: abbreviate(message.into()),
         }
     }
+}
+
+/// Longest path or message a [`Problem`] keeps, in bytes. Messages quote the offending value
+/// (JSON Schema's and serde's do), and a value can be most of a megabyte: quoted in full, one
+/// request could get an error several times its own size.
+pub const MAX_PROBLEM_TEXT: usize = 480;
+
+/// Most problems one document's report lists; past it, a last problem says that more were found.
+pub const MAX_PROBLEMS: usize = 50;
+
+/// `text` when it fits in [`MAX_PROBLEM_TEXT`] bytes; otherwise its beginning and its end (where
+/// messages say what is wrong: `… is not of type "array"`) around a note of how much was left
+/// out.
+pub fn abbreviate(text: String) -> String {
+    if text.len() <= MAX_PROBLEM_TEXT {
+        return text;
+    }
+    let head = text.floor_char_boundary(MAX_PROBLEM_TEXT * 2 / 3);
+    let tail = text.ceil_char_boundary(text.len() - MAX_PROBLEM_TEXT / 4);
+    format!(
+        "{} … ({} bytes left out) … {}",
+        &text[..head],
+        tail - head,
+        &text[tail..]
+    )
 }
 
 /// Every problem found in one document.
@@ -232,7 +258,11 @@ fn parse_doc<T: DeserializeOwned>(
                 p.line = index.line_of(&p.path);
             }
         }
-        problems.sort_by(|a, b| (a.line, &a.path).cmp(&(b.line, &b.path)));
+        // In source order, and the note that more were not listed last.
+        let overflow = overflow_message();
+        problems.sort_by(|a, b| {
+            (a.message == overflow, a.line, &a.path).cmp(&(b.message == overflow, b.line, &b.path))
+        });
         problems.dedup();
         report(problems)
     };
@@ -270,6 +300,9 @@ fn schema_problems(kind: DocKind, value: &serde_json::Value) -> Vec<Problem> {
     }
     let mut problems = Vec::new();
     for error in compiled.validator.iter_errors(value) {
+        if problems.len() > MAX_PROBLEMS {
+            break;
+        }
         let path = error.instance_path().as_str().to_owned();
         match error.kind() {
             jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
@@ -287,7 +320,16 @@ fn schema_problems(kind: DocKind, value: &serde_json::Value) -> Vec<Problem> {
             _ => problems.push(Problem::new(&path, error.to_string())),
         }
     }
+    if problems.len() > MAX_PROBLEMS {
+        problems.truncate(MAX_PROBLEMS);
+        problems.push(Problem::new("", overflow_message()));
+    }
     problems
+}
+
+/// The last problem of a report cut at [`MAX_PROBLEMS`].
+fn overflow_message() -> String {
+    format!("more problems not listed: a report lists the first {MAX_PROBLEMS}")
 }
 
 /// Tells what kind of document `text` is from its top-level keys: `kind: ServiceContract`, a

@@ -1,6 +1,9 @@
 //! Parsing untrusted documents: every rejection names the file, the field path and the line.
 
-use crate::{Format, ValidationReport, parse_contract, parse_principal, parse_request};
+use crate::{
+    Format, MAX_PROBLEM_TEXT, MAX_PROBLEMS, ValidationReport, abbreviate, parse_contract,
+    parse_principal, parse_request,
+};
 
 const VALID: &str = r#"apiVersion: caio/v1
 kind: ServiceContract
@@ -253,6 +256,101 @@ fn requests_and_principals_are_validated() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ok.payload, serde_json::json!({}), "sections default");
+}
+
+/// A report quotes the offending values, but never more than an excerpt of each, whatever the
+/// document's size: an error is not a way to make the server send megabytes.
+#[test]
+fn problems_quote_an_excerpt_of_a_large_value() {
+    let huge = "x".repeat(200_000);
+    let r = parse_request(
+        "req.json",
+        &format!(r#"{{"requirements":{{"capabilities":"{huge}"}}}}"#),
+        Format::Json,
+    )
+    .err()
+    .unwrap_or_else(|| panic!("accepted"));
+    check(&r, "/requirements/capabilities", Some(1), "is not of type");
+    for p in &r.problems {
+        assert!(
+            p.message.len() <= MAX_PROBLEM_TEXT + 64,
+            "{} bytes",
+            p.message.len()
+        );
+    }
+    let p = &r.problems[0];
+    assert!(p.message.starts_with("\"xxx"), "{}", p.message);
+    assert!(
+        p.message.ends_with(r#"is not of type "array""#),
+        "{}",
+        p.message
+    );
+    assert!(p.message.contains("bytes left out"), "{}", p.message);
+    // An unknown key of 100 KB: both its path and its message are cut.
+    let key = "k".repeat(100_000);
+    let r = parse_request(
+        "req.json",
+        &format!(r#"{{"requirements":{{"capabilities":["x"]}},"{key}":1}}"#),
+        Format::Json,
+    )
+    .err()
+    .unwrap_or_else(|| panic!("accepted"));
+    assert_eq!(r.problems.len(), 1, "{r}");
+    assert!(r.problems[0].path.len() <= MAX_PROBLEM_TEXT + 64);
+    assert!(r.problems[0].message.starts_with("unknown field `kkk"));
+}
+
+#[test]
+fn a_report_lists_at_most_max_problems_and_says_so() {
+    // 5,000 capabilities of the wrong type: one problem each, and one for the count.
+    let items = vec!["1"; 5000].join(",");
+    let r = parse_request(
+        "req.json",
+        &format!(r#"{{"requirements":{{"capabilities":[{items}]}}}}"#),
+        Format::Json,
+    )
+    .err()
+    .unwrap_or_else(|| panic!("accepted"));
+    assert_eq!(r.problems.len(), MAX_PROBLEMS + 1, "{r}");
+    let last = &r.problems[MAX_PROBLEMS];
+    assert!(last.message.starts_with("more problems not listed"), "{r}");
+    assert_eq!(last.path, "");
+    // The first problems are real ones, in source order, and the note stays last.
+    assert!(
+        r.problems[0].path.starts_with("/requirements/capabilities"),
+        "{r}"
+    );
+    assert!(r.problems[..MAX_PROBLEMS].iter().all(|p| p.line == Some(1)));
+    // A document with a few problems is not cut.
+    let r = parse_request(
+        "req.json",
+        r#"{"requirements":{"capabilities":[1,2,3]}}"#,
+        Format::Json,
+    )
+    .err()
+    .unwrap_or_else(|| panic!("accepted"));
+    assert_eq!(r.problems.len(), 3, "{r}");
+}
+
+#[test]
+fn abbreviate_keeps_both_ends_on_character_boundaries() {
+    assert_eq!(abbreviate("short".to_owned()), "short");
+    let exact = "y".repeat(MAX_PROBLEM_TEXT);
+    assert_eq!(abbreviate(exact.clone()), exact);
+    // Four-byte characters, so that a cut at a byte count lands inside one unless it is moved.
+    let text = format!("start{}end", "\u{1F4A5}".repeat(1000));
+    let cut = abbreviate(text.clone());
+    assert!(cut.len() <= MAX_PROBLEM_TEXT + 64, "{}", cut.len());
+    assert!(cut.starts_with("start\u{1F4A5}"));
+    assert!(cut.ends_with("\u{1F4A5}end"));
+    // `head … (N bytes left out) … tail`, where head + N + tail is the whole text.
+    let (head, rest) = cut.split_once(" … (").unwrap_or_else(|| panic!("{cut}"));
+    let (count, tail) = rest
+        .split_once(" bytes left out) … ")
+        .unwrap_or_else(|| panic!("{cut}"));
+    let left_out: usize = count.parse().unwrap_or_else(|_| panic!("{cut}"));
+    assert!(text.starts_with(head) && text.ends_with(tail));
+    assert_eq!(head.len() + left_out + tail.len(), text.len(), "{cut}");
 }
 
 proptest::proptest! {

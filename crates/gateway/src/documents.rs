@@ -39,14 +39,15 @@ pub fn compile_policies(
                     .unwrap_or(0);
                 let path = format!("/policies/{i}/{}", e.field);
                 let line = index.line_of(&path).map(|l| l + e.line.saturating_sub(1));
-                Problem {
-                    path,
-                    line,
-                    message: format!(
+                let mut problem = Problem::new(
+                    &path,
+                    format!(
                         "policy `{}`: {} (expression line {}, column {})",
                         e.policy_id, e.message, e.line, e.column
                     ),
-                }
+                );
+                problem.line = line;
+                problem
             })
             .collect();
         ValidationReport {

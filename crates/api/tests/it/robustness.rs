@@ -106,3 +106,49 @@ fn no_input_produces_a_5xx() {
         })
         .unwrap();
 }
+
+/// An error names what is wrong with an excerpt of the value, not the value: a request of most
+/// of a megabyte gets an error of a few kilobytes, not one several times its own size.
+#[tokio::test]
+async fn errors_stay_small_whatever_the_request() {
+    let s = Server::start().await;
+    let caps = vec!["c".repeat(100); 9000];
+    let big = serde_json::json!({ "requirements": { "capabilities": caps } });
+    let sent = big.to_string().len();
+    assert!(sent > 900_000);
+    for path in ["/api/v1/route", "/api/v1/discover"] {
+        let r = s.post(path, ADMIN_KEY, big.clone()).await;
+        assert_eq!(r.status, reqwest::StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(r.code(), "INVALID_REQUEST");
+        assert!(r.text.len() < 40_000, "{path}: {} bytes", r.text.len());
+        let problems = r.json["error"]["details"]["problems"].as_array().unwrap();
+        assert!(problems.len() <= caio_contracts::MAX_PROBLEMS + 1);
+        // The headline names the first real problem, not the note that more were left out.
+        let message = r.json["error"]["message"].as_str().unwrap();
+        assert!(message.contains("/requirements/capabilities"), "{message}");
+    }
+    // A contract with a 200 KB value where a list belongs.
+    let contract = contract_yaml(
+        "big",
+        "http://127.0.0.1:9",
+        "http_json",
+        "x",
+        0.9,
+        "    endpoints: { execute: { method: POST, path: /x } }\n",
+    )
+    .replace(
+        "capabilities: [x]",
+        &format!("capabilities: \"{}\"", "v".repeat(200_000)),
+    );
+    let r = s
+        .yaml(Method::POST, "/api/v1/services", ADMIN_KEY, &contract)
+        .await;
+    assert_eq!(
+        r.status,
+        reqwest::StatusCode::BAD_REQUEST,
+        "{}",
+        &r.text[..200.min(r.text.len())]
+    );
+    assert_eq!(r.code(), "INVALID_CONTRACT");
+    assert!(r.text.len() < 4_000, "{} bytes", r.text.len());
+}
