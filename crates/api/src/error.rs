@@ -179,8 +179,14 @@ pub struct ApiError {
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// Longest error message, in bytes. Messages quote what the client sent (an unknown field, a
+/// model or version name); a longer one keeps its start and its end
+/// ([`caio_contracts::abbreviate_to`]), so an error is never a copy of a large request.
+pub const MAX_MESSAGE_BYTES: usize = 2048;
+
 impl ApiError {
-    /// An error with a code from [`ERROR_CODES`]; its status comes from the table.
+    /// An error with a code from [`ERROR_CODES`]; its status comes from the table. The message is
+    /// cut to [`MAX_MESSAGE_BYTES`].
     pub fn new(code: &'static str, message: impl Into<String>) -> ApiError {
         let status = ERROR_CODES
             .iter()
@@ -190,7 +196,7 @@ impl ApiError {
         ApiError {
             status,
             code,
-            message: message.into(),
+            message: caio_contracts::abbreviate_to(message.into(), MAX_MESSAGE_BYTES),
             details: json!({}),
             retry_after_s: None,
         }

@@ -26,8 +26,9 @@ pub use model::{
     ServiceContract, ServiceSpec,
 };
 pub use parse::{
-    Format, MAX_PROBLEM_TEXT, MAX_PROBLEMS, Problem, ValidationReport, abbreviate, detect_kind,
-    parse_contract, parse_policies, parse_principal, parse_request, parse_request_value,
+    Format, MAX_PROBLEM_TEXT, MAX_PROBLEMS, Problem, ValidationReport, abbreviate, abbreviate_to,
+    detect_kind, parse_contract, parse_policies, parse_principal, parse_request,
+    parse_request_value,
 };
 pub use policy::{PolicyRule, PolicySet};
 pub use request::{Budget, DataSpec, Fields, Principal, Requirements, RouteRequest, Scalar};

@@ -69,11 +69,17 @@ pub const MAX_PROBLEMS: usize = 50;
 /// messages say what is wrong: `… is not of type "array"`) around a note of how much was left
 /// out.
 pub fn abbreviate(text: String) -> String {
-    if text.len() <= MAX_PROBLEM_TEXT {
+    abbreviate_to(text, MAX_PROBLEM_TEXT)
+}
+
+/// [`abbreviate`] to `max` bytes of the text: about its first two thirds from the start and a
+/// quarter from the end, cut on character boundaries.
+pub fn abbreviate_to(text: String, max: usize) -> String {
+    if text.len() <= max {
         return text;
     }
-    let head = text.floor_char_boundary(MAX_PROBLEM_TEXT * 2 / 3);
-    let tail = text.ceil_char_boundary(text.len() - MAX_PROBLEM_TEXT / 4);
+    let head = text.floor_char_boundary(max * 2 / 3);
+    let tail = text.ceil_char_boundary(text.len() - max / 4);
     format!(
         "{} … ({} bytes left out) … {}",
         &text[..head],

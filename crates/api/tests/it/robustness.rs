@@ -151,4 +151,35 @@ async fn errors_stay_small_whatever_the_request() {
     );
     assert_eq!(r.code(), "INVALID_CONTRACT");
     assert!(r.text.len() < 4_000, "{} bytes", r.text.len());
+    // Other errors that quote what the client sent: an unknown field, a model name.
+    let key = "k".repeat(500_000);
+    let model = "m".repeat(500_000);
+    for (path, body, code) in [
+        (
+            "/api/v1/keys",
+            serde_json::json!({ "name": "n", "role": "client", key.as_str(): 1 }),
+            "INVALID_BODY",
+        ),
+        (
+            "/api/v1/execute",
+            serde_json::json!({ "request": request("sentiment-de.yaml"), key.as_str(): 1 }),
+            "INVALID_REQUEST",
+        ),
+        (
+            "/v1/chat/completions",
+            serde_json::json!({ "model": model, "messages": [] }),
+            "MODEL_NOT_FOUND",
+        ),
+    ] {
+        let r = s.post(path, ADMIN_KEY, body).await;
+        assert_eq!(r.code(), code, "{path}");
+        let message = r.json["error"]["message"].as_str().unwrap();
+        assert!(
+            message.len() <= caio_api::error::MAX_MESSAGE_BYTES + 64,
+            "{path}: {} bytes",
+            message.len()
+        );
+        assert!(message.contains("bytes left out"), "{path}: {message}");
+        assert!(r.text.len() < 4_000, "{path}: {} bytes", r.text.len());
+    }
 }
