@@ -47,5 +47,12 @@ pub const MAX_PERMISSIONS: usize = 256;
 pub const MAX_POLICIES: usize = 4096;
 /// Longest CEL expression, in bytes.
 pub const MAX_EXPRESSION_BYTES: usize = 4096;
+/// Deepest CEL expression tree: `1 + 2 > 0` is three levels (`>`, `+`, a literal), and
+/// `request.data.sensitive` three (two selects, `request`). CEL's evaluator recurses once per
+/// level on the thread that routes, up to about 36 KiB of stack a level in a debug build, so a
+/// deep tree would overflow a 2 MiB thread stack; CEL's own parser limits only parentheses, not
+/// chains of operators, which are as deep as they are long. `&&` and `||` chains are balanced by
+/// the parser and stay shallow at any length.
+pub const MAX_EXPRESSION_DEPTH: usize = 32;
 /// Most elements of one field vector.
 pub const MAX_FIELD_LEN: usize = 4096;

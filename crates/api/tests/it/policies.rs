@@ -141,3 +141,48 @@ async fn invalid_policies_are_refused_with_position() {
         before
     );
 }
+
+/// A 4 KiB chain of `+` nests 2,000 levels deep: it used to overflow the stack of the thread
+/// compiling it and abort the server. Now it is a 400 naming the policy, the server keeps
+/// answering, and an expression at the depth limit is accepted and routes.
+#[tokio::test]
+async fn a_deeply_nested_expression_is_refused_and_the_server_stays_up() {
+    let s = Server::start().await;
+    let key = s
+        .client_key("acme", &["classify", "search", "chat", "translate"], 2)
+        .await;
+    let deep = format!("{}1 > 0", "1 + ".repeat(1000));
+    let policy = |require: &str| json!({ "policies": [{ "id": "deep", "when": "true", "require": require }] });
+    for (method, path) in [
+        (Method::POST, "/api/v1/policies/validate"),
+        (Method::PUT, "/api/v1/policies"),
+    ] {
+        let r = s
+            .call(method, path, Some(ADMIN_KEY), Body::Json(policy(&deep)))
+            .await;
+        assert_eq!(r.code(), "INVALID_POLICY", "{path}: {}", r.text);
+        assert!(r.text.contains("levels deep"), "{}", r.text);
+        assert!(r.text.contains("deep"), "{}", r.text);
+    }
+    assert_eq!(s.get("/health", ADMIN_KEY).await.status, StatusCode::OK);
+    // `service.cost.per_request >= 0.0` is 4 levels (`>=`, two selects, `service`), and each
+    // `+ 0.0` adds one: MAX_EXPRESSION_DEPTH levels in all.
+    let levels = caio_contracts::limits::MAX_EXPRESSION_DEPTH;
+    let at_limit = format!(
+        "service.cost.per_request{} >= 0.0",
+        " + 0.0".repeat(levels - 4)
+    );
+    let r = s
+        .call(
+            Method::PUT,
+            "/api/v1/policies",
+            Some(ADMIN_KEY),
+            Body::Json(policy(&at_limit)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = s
+        .post("/api/v1/route", &key, request("sentiment-de.yaml"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}

@@ -162,3 +162,85 @@ fn memoized_verdicts_equal_fresh_ones() {
         }
     }
 }
+
+/// Chains of operators are as deep as they are long, and CEL's parser limits only parentheses:
+/// a 4 KiB `1 + 1 + … + 1` overflowed the stack and aborted the server. Every such expression is
+/// refused with a problem naming the policy, and compiling it does not crash the test thread
+/// (whose stack is the default 2 MiB).
+#[test]
+fn expressions_nested_past_the_limit_are_refused_not_a_crash() {
+    let fits = |unit: &str, head: &str, tail: &str| {
+        let n =
+            (caio_contracts::limits::MAX_EXPRESSION_BYTES - head.len() - tail.len()) / unit.len();
+        format!("{head}{}{tail}", unit.repeat(n))
+    };
+    let cases = [
+        fits("1 + ", "", "1 > 0"),
+        fits("1.0 * ", "", "1.0 > 0.0"),
+        fits(".a", "request.context", " == 1"),
+        fits("[0]", "request.context.x", " == 1"),
+        fits("-1 - ", "", "1 < 0"),
+        fits(" ? true : true", "true", ""),
+    ];
+    for (i, expr) in cases.iter().enumerate() {
+        assert!(expr.len() <= caio_contracts::limits::MAX_EXPRESSION_BYTES);
+        for field in ["when", "require"] {
+            let (when, require) = if field == "when" {
+                (expr.as_str(), "true")
+            } else {
+                ("true", expr.as_str())
+            };
+            let e = first_error(&[("deep", when, require)]);
+            assert_eq!((e.policy_id.as_str(), e.field), ("deep", field), "case {i}");
+            assert!(
+                e.message.contains("levels deep") || e.message.contains("Recursion limit"),
+                "case {i}: {e}"
+            );
+        }
+    }
+}
+
+/// The limit is on the tree's depth, not its length: `&&` and `||` chains are balanced by the
+/// parser and pass at any length the byte limit allows; a `+` chain exactly
+/// MAX_EXPRESSION_DEPTH deep compiles and evaluates on a thread with a 2 MiB stack, one level
+/// more is refused.
+#[test]
+fn an_expression_at_the_depth_limit_compiles_and_evaluates() {
+    use crate::eval::RequestScope;
+    use serde_json::json;
+    let max = caio_contracts::limits::MAX_EXPRESSION_DEPTH;
+    let long_or = vec!["request.data.sensitive"; 170].join(" || ");
+    assert!(compile(&set(&[("or", long_or.as_str(), "true")])).is_ok());
+    // `request.data.n > 100` is 4 levels (`>`, two selects, `request`); each `+ 1` adds one.
+    let sum = |levels: usize| format!("request.data.n{} > 100", " + 1".repeat(levels - 4));
+    let at_limit = sum(max);
+    let parsed = Env::stdlib()
+        .compile(&at_limit)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(depth(parsed.expression()), max);
+    let compiled = Arc::new(
+        compile(&set(&[("sum", at_limit.as_str(), "true")])).unwrap_or_else(|e| panic!("{e:?}")),
+    );
+    // n + (max - 4) > 100 holds for n = 100, not for n = 5.
+    for (n, holds) in [(100, true), (5, false)] {
+        let policies = Arc::clone(&compiled);
+        let verdicts = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                let scope = RequestScope::new(json!({"data": {"n": n}}), json!({}));
+                format!("{:?}", policies.evaluate_request(&scope))
+            })
+            .and_then(|h| h.join().map_err(|_| std::io::Error::other("panicked")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            verdicts.contains(&format!("Value({holds})")),
+            "n = {n}: {verdicts}"
+        );
+    }
+    let e = first_error(&[("sum", sum(max + 1).as_str(), "true")]);
+    assert!(
+        e.message
+            .contains(&format!("nests {} levels deep", max + 1)),
+        "{e}"
+    );
+}
