@@ -429,3 +429,39 @@ fn a_request_value_is_checked_like_its_text() {
     .unwrap_err();
     assert!(r.problems[0].message.contains("nesting"), "{r}");
 }
+
+/// libyaml (under serde_norway) rechecks every open flow collection at each token, so 200,000
+/// nested `{a: ` took it minutes before it refused them; a route request in YAML could hold a
+/// worker that long. The nesting is now refused from a linear pass before libyaml sees the text.
+#[test]
+fn deeply_nested_yaml_is_refused_before_the_yaml_parser_reads_it() {
+    for (what, text) in [
+        ("flow mappings", "{a: ".repeat(200_000)),
+        ("flow sequences", "[".repeat(200_000)),
+        (
+            "closed flow mappings",
+            format!("{}1{}", "{a: ".repeat(5_000), "}".repeat(5_000)),
+        ),
+    ] {
+        let r = parse_request("req.yaml", &text, Format::Yaml)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: accepted"));
+        check(&r, "", Some(1), "nesting deeper than 32 levels");
+    }
+    // Exactly at the limit the usual walk decides, and names the path.
+    let at = format!(
+        "requirements: {{capabilities: [x]}}\ncontext: {}1{}\n",
+        "{a: ".repeat(31),
+        "}".repeat(31)
+    );
+    parse_request("req.yaml", &at, Format::Yaml).unwrap_or_else(|e| panic!("{e}"));
+    let over = format!(
+        "requirements: {{capabilities: [x]}}\ncontext: {}1{}\n",
+        "{a: ".repeat(32),
+        "}".repeat(32)
+    );
+    let r = parse_request("req.yaml", &over, Format::Yaml)
+        .err()
+        .unwrap_or_else(|| panic!("accepted"));
+    assert!(r.problems[0].path.starts_with("/context/a/a"), "{r}");
+}

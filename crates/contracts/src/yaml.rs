@@ -42,6 +42,13 @@ pub fn to_json(
             Err(problems)
         }
         Syntax::Yaml => {
+            if let Some(line) = nesting_past(text, max_depth + 1) {
+                return Err(vec![Problem::at_line(
+                    "",
+                    line,
+                    format!("nesting deeper than {max_depth} levels"),
+                )]);
+            }
             let value: serde_norway::Value = serde_norway::from_str(text).map_err(|e| {
                 let line = e.location().map(|l| l.line());
                 let mut msg = e.to_string();
@@ -61,6 +68,34 @@ pub fn to_json(
             } else {
                 Err(problems)
             }
+        }
+    }
+}
+
+/// The line where a collection opens more than `levels` deep (the top-level collection is one
+/// level), if one does. serde_norway's parser (libyaml) looks at every open flow collection for
+/// each token it reads, so a document of 200,000 nested `{a: ` took it minutes to refuse; this
+/// pass with yaml-rust2's event parser stops at the first collection too deep and never holds
+/// more than `levels` open. Syntax errors are left to serde_norway, whose messages name them.
+fn nesting_past(text: &str, levels: usize) -> Option<usize> {
+    let mut parser = Parser::new_from_str(text);
+    let mut open = 0usize;
+    loop {
+        match parser.next_token() {
+            Ok((Event::SequenceStart(..) | Event::MappingStart(..), mark)) => {
+                open += 1;
+                if open > levels {
+                    return Some(mark.line().max(1));
+                }
+            }
+            Ok((Event::SequenceEnd | Event::MappingEnd, _)) => open = open.saturating_sub(1),
+            // yaml-rust2's scanner runs ahead of the events and stops at 255 open flow
+            // collections on its own.
+            Err(e) if e.info().contains("recursion limit") => {
+                return Some(e.marker().line().max(1));
+            }
+            Ok((Event::StreamEnd, _)) | Err(_) => return None,
+            Ok(_) => {}
         }
     }
 }
