@@ -430,6 +430,37 @@ fn a_request_value_is_checked_like_its_text() {
     assert!(r.problems[0].message.contains("nesting"), "{r}");
 }
 
+/// Aliases may repeat a node, but not blow a small document up: serde_norway expanded 5,000
+/// aliases of a 1,000-item list (40 KB of text, 5 million nodes) before anything checked them.
+#[test]
+fn aliases_that_expand_a_document_far_past_its_size_are_refused() {
+    let list = vec!["x"; 1000].join(", ");
+    let mut text = format!("requirements: {{capabilities: [x]}}\ncontext:\n  a: &a [{list}]\n");
+    for i in 0..5000 {
+        text.push_str(&format!("  b{i}: *a\n"));
+    }
+    let r = parse_request("req.yaml", &text, Format::Yaml)
+        .err()
+        .unwrap_or_else(|| panic!("accepted"));
+    assert_eq!(r.problems.len(), 1, "{r}");
+    assert!(
+        r.problems[0]
+            .message
+            .starts_with("invalid YAML: its aliases expand"),
+        "{r}"
+    );
+    assert!(r.problems[0].line.is_some_and(|l| l > 3), "{r}");
+    // Ordinary use of anchors still works, and the alias reads as its anchor's value.
+    let ok = parse_request(
+        "req.yaml",
+        "requirements: {capabilities: [x]}\ncontext:\n  a: &langs [de, en, fr]\n  b: *langs\n  c: *langs\n",
+        Format::Yaml,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.context["b"], serde_json::json!(["de", "en", "fr"]));
+    assert_eq!(ok.context["c"], ok.context["a"]);
+}
+
 /// libyaml (under serde_norway) rechecks every open flow collection at each token, so 200,000
 /// nested `{a: ` took it minutes before it refused them; a route request in YAML could hold a
 /// worker that long. The nesting is now refused from a linear pass before libyaml sees the text.
