@@ -402,47 +402,24 @@ impl Walker {
             self.undeclared.push((root.clone(), root_id(e)));
             return;
         }
-        match &e.expr {
-            Expr::Call(c) => {
-                if let Some(t) = &c.target {
-                    self.walk(t, bound);
-                }
-                for a in &c.args {
-                    self.walk(a, bound);
-                }
+        // A comprehension's variables are in scope in its condition, step and result only.
+        if let Expr::Comprehension(c) = &e.expr {
+            self.walk(&c.iter_range, bound);
+            self.walk(&c.accu_init, bound);
+            let n = bound.len();
+            bound.push(c.iter_var.clone());
+            if let Some(v) = &c.iter_var2 {
+                bound.push(v.clone());
             }
-            Expr::Comprehension(c) => {
-                self.walk(&c.iter_range, bound);
-                self.walk(&c.accu_init, bound);
-                let n = bound.len();
-                bound.push(c.iter_var.clone());
-                if let Some(v) = &c.iter_var2 {
-                    bound.push(v.clone());
-                }
-                bound.push(c.accu_var.clone());
-                self.walk(&c.loop_cond, bound);
-                self.walk(&c.loop_step, bound);
-                self.walk(&c.result, bound);
-                bound.truncate(n);
-            }
-            Expr::List(l) => l.elements.iter().for_each(|x| self.walk(x, bound)),
-            Expr::Map(m) => {
-                for entry in &m.entries {
-                    if let EntryExpr::MapEntry(me) = &entry.expr {
-                        self.walk(&me.key, bound);
-                        self.walk(&me.value, bound);
-                    }
-                }
-            }
-            Expr::Struct(s) => {
-                for entry in &s.entries {
-                    if let EntryExpr::StructField(f) = &entry.expr {
-                        self.walk(&f.value, bound);
-                    }
-                }
-            }
-            Expr::Select(s) => self.walk(&s.operand, bound),
-            Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+            bound.push(c.accu_var.clone());
+            self.walk(&c.loop_cond, bound);
+            self.walk(&c.loop_step, bound);
+            self.walk(&c.result, bound);
+            bound.truncate(n);
+            return;
+        }
+        for child in children(e) {
+            self.walk(child, bound);
         }
     }
 }
