@@ -54,5 +54,17 @@ pub const MAX_EXPRESSION_BYTES: usize = 4096;
 /// chains of operators, which are as deep as they are long. `&&` and `||` chains are balanced by
 /// the parser and stay shallow at any length.
 pub const MAX_EXPRESSION_DEPTH: usize = 32;
+/// Most work one evaluation of one CEL expression may do, in cost units: a comprehension (`all`,
+/// `exists`, `exists_one`, `map`, `filter`) costs the length of its list times the nodes of its
+/// body, an operand that is compared, joined or searched costs one unit per element or entry
+/// (all the way down) and one per 16 bytes of string. An evaluation that would pass it stops
+/// and counts as one that could not be evaluated (fail closed). A unit is 30 – 80 ns of a
+/// release build on a 2-core VM (docs/reference/policies.md, *Evaluation cost*).
+pub const MAX_EVALUATION_COST: u64 = 1_000_000;
+/// Most work the policy evaluations of one routing decision may do together, in the same units:
+/// the request-level expressions and, per service, the expressions that read both the request
+/// and the service. (Expressions that read only the service are evaluated once per registry
+/// snapshot, each under [`MAX_EVALUATION_COST`] alone.)
+pub const MAX_ROUTE_EVALUATION_COST: u64 = 2_000_000;
 /// Most elements of one field vector.
 pub const MAX_FIELD_LEN: usize = 4096;

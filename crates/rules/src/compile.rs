@@ -5,10 +5,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use caio_contracts::canonical;
-use caio_contracts::limits::MAX_EXPRESSION_DEPTH;
+use caio_contracts::limits::{MAX_EVALUATION_COST, MAX_EXPRESSION_DEPTH};
 use caio_contracts::policy::PolicySet;
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
-use cel::{Env, ExecutionError, Program};
+use cel::{Env, ExecutionError};
 
 use crate::eval::{RequestScope, ServiceScope};
 
@@ -52,7 +52,8 @@ pub(crate) enum Level {
 /// A compiled CEL expression and what it reads.
 #[derive(Debug)]
 pub(crate) struct Expression {
-    pub program: Program,
+    /// The expression tree with the cost meter's charges (`crate::cost`).
+    pub tree: IdedExpr,
     /// Dotted paths rooted at `request`, `service` or `principal`, sorted and unique.
     pub paths: Vec<Vec<String>>,
     /// The same paths joined with dots, as proofs name them.
@@ -143,8 +144,24 @@ pub fn compile(set: &PolicySet) -> Result<CompiledPolicies, Vec<PolicyError>> {
 /// levels in a debug build). Only the pages it touches are allocated.
 const COMPILE_STACK_BYTES: usize = 64 * 1024 * 1024;
 
+/// The deepest tree evaluation may meet once the cost meter's charges are added (a level above
+/// operands that are list literals or comprehensions, and above every comprehension's range):
+/// measured, 48 levels of the evaluator fit a 2 MiB thread in a debug build, 64 do not.
+pub(crate) const MAX_INSTRUMENTED_DEPTH: usize = 48;
+
 fn compile_here(set: &PolicySet) -> Result<CompiledPolicies, Vec<PolicyError>> {
-    let env = Arc::new(Env::stdlib());
+    let mut env = Env::stdlib();
+    crate::cost::register(&mut env).map_err(|e| {
+        vec![PolicyError {
+            policy_id: String::new(),
+            field: "policies",
+            line: 1,
+            column: 1,
+            message: format!("could not declare the evaluation cost meter: {e}"),
+            source_text: String::new(),
+        }]
+    })?;
+    let env = Arc::new(env);
     let mut errors = Vec::new();
     let mut rules = Vec::with_capacity(set.policies.len());
     let sample_request = RequestScope::sample();
@@ -340,12 +357,33 @@ fn compile_expr(
         ));
     }
 
+    // The cost meter's charges (crate::cost) add a level above some operands and above every
+    // comprehension's range: usually one level in all, at most one per level as written (a
+    // chain of comprehensions). The evaluator's stack use per level is what
+    // MAX_EXPRESSION_DEPTH protects, so the instrumented tree is held to a bound too.
+    let tree = crate::cost::instrument(program.expression());
+    let instrumented = depth(&tree);
+    if instrumented > MAX_INSTRUMENTED_DEPTH {
+        return Err(error(
+            1,
+            1,
+            format!(
+                "the expression nests {instrumented} levels deep with its evaluation cost \
+                 checks; the limit is {MAX_INSTRUMENTED_DEPTH} (split the rule into several \
+                 policies)"
+            ),
+        ));
+    }
+
     // Types: evaluate every call bottom-up on a representative request, service and principal.
     // A missing key is not a type error (free-form context keys are absent from the sample), but an
-    // operator applied to the wrong types is.
-    if let Some((id, e)) =
-        first_type_error(program.expression(), sample_request, sample_service, env)
-    {
+    // operator applied to the wrong types is. The evaluations share one cost limit: once it is
+    // spent (comprehensions over large literal lists), the remaining checks end at once, without
+    // a verdict, and evaluation on real requests stays metered and fail-closed.
+    let (found, _) = crate::cost::metered(MAX_EVALUATION_COST, || {
+        first_type_error(&tree, sample_request, sample_service, env)
+    });
+    if let Some((id, e)) = found {
         let (line, column) = pos(id);
         return Err(error(line, column, format!("type error: {e}")));
     }
@@ -364,7 +402,7 @@ fn compile_expr(
     };
     let paths: Vec<Vec<String>> = walker.paths.into_iter().collect();
     Ok(Expression {
-        program,
+        tree,
         keys: paths.iter().map(|p| Arc::from(p.join("."))).collect(),
         paths,
         uses_service,
@@ -425,7 +463,7 @@ impl Walker {
 }
 
 /// The sub-expressions of `e`, in source order.
-fn children(e: &IdedExpr) -> Vec<&IdedExpr> {
+pub(crate) fn children(e: &IdedExpr) -> Vec<&IdedExpr> {
     match &e.expr {
         Expr::Call(c) => c.target.iter().map(|t| &**t).chain(&c.args).collect(),
         Expr::Comprehension(c) => vec![
@@ -458,7 +496,7 @@ fn children(e: &IdedExpr) -> Vec<&IdedExpr> {
 }
 
 /// The number of levels of `e`'s tree (a literal is 1), counted without recursion.
-fn depth(e: &IdedExpr) -> usize {
+pub(crate) fn depth(e: &IdedExpr) -> usize {
     let mut deepest = 0;
     let mut pending = vec![(e, 1)];
     while let Some((e, level)) = pending.pop() {

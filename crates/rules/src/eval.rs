@@ -7,14 +7,17 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use caio_contracts::decision::RuleOutcome;
+use caio_contracts::limits::{MAX_EVALUATION_COST, MAX_ROUTE_EVALUATION_COST};
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::{Context, Env, ExecutionError, IdedExpr, Value};
 use serde_json::json;
 
 use crate::compile::{CompiledPolicies, Expression, Level};
+use crate::cost::{Spent, metered};
 use crate::value::json_to_cel;
 
 /// The request-level variables (`request`, `principal`), converted once per request.
@@ -25,6 +28,9 @@ pub struct RequestScope {
     cel: std::sync::OnceLock<(Box<dyn Val>, Box<dyn Val>)>,
     request_json: serde_json::Value,
     principal_json: serde_json::Value,
+    /// Cost units this request's policy evaluations may still spend
+    /// (`MAX_ROUTE_EVALUATION_COST` at first).
+    budget: AtomicU64,
 }
 
 fn to_val(v: &serde_json::Value) -> Box<dyn Val> {
@@ -43,7 +49,19 @@ impl RequestScope {
             cel: std::sync::OnceLock::new(),
             request_json: request_view,
             principal_json: principal_view,
+            budget: AtomicU64::new(MAX_ROUTE_EVALUATION_COST),
         }
+    }
+
+    /// Cost units this request's policy evaluations may still spend.
+    pub fn budget_left(&self) -> u64 {
+        self.budget.load(Ordering::Relaxed)
+    }
+
+    fn spend(&self, units: u64) {
+        let left = self.budget_left();
+        self.budget
+            .store(left.saturating_sub(units), Ordering::Relaxed);
     }
 
     fn cel(&self) -> &(Box<dyn Val>, Box<dyn Val>) {
@@ -191,18 +209,59 @@ fn run(
     let vars = Vars { request, service };
     let mut ctx = Context::with_env(Arc::clone(env));
     ctx.set_variable_resolver(&vars);
-    run_in(expr, &ctx)
+    match request {
+        // What reads the request spends the request's budget.
+        Some(r) => run_charged(expr, &ctx, r),
+        None => run_in(expr, &ctx, MAX_EVALUATION_COST).0,
+    }
 }
 
-/// Evaluates an expression in a prepared context (one context serves many expressions).
-fn run_in(expr: &Expression, ctx: &Context<'_, '_>) -> Truth {
+/// Evaluates an expression in a prepared context under the request's remaining budget, and
+/// spends what it cost from it.
+fn run_charged(expr: &Expression, ctx: &Context<'_, '_>, request: &RequestScope) -> Truth {
+    let (truth, spent) = run_in(expr, ctx, request.budget_left().min(MAX_EVALUATION_COST));
+    request.spend(spent.units);
+    truth
+}
+
+/// Evaluates an expression in a prepared context (one context serves many expressions), under a
+/// cost limit of `limit` units: an evaluation that reaches it could not be evaluated.
+fn run_in(expr: &Expression, ctx: &Context<'_, '_>, limit: u64) -> (Truth, Spent) {
     if expr.level == Level::True {
-        return Truth::Value(true);
+        return (
+            Truth::Value(true),
+            Spent {
+                units: 0,
+                exhausted: false,
+            },
+        );
     }
-    match expr.program.execute(ctx) {
-        Ok(Value::Bool(b)) => Truth::Value(b),
-        Ok(other) => Truth::Error(Arc::from(format!("evaluated to {other:?}, not a bool"))),
-        Err(e) => Truth::Error(Arc::from(e.to_string())),
+    let (result, spent) = metered(limit, || Value::resolve(&expr.tree, ctx));
+    let truth = if spent.exhausted {
+        Truth::Error(Arc::from(over_limit(limit)))
+    } else {
+        match result {
+            Ok(Value::Bool(b)) => Truth::Value(b),
+            Ok(other) => Truth::Error(Arc::from(format!("evaluated to {other:?}, not a bool"))),
+            Err(e) => Truth::Error(Arc::from(e.to_string())),
+        }
+    };
+    (truth, spent)
+}
+
+/// Why an evaluation that ran out of its `limit` has no result.
+fn over_limit(limit: u64) -> String {
+    if limit < MAX_EVALUATION_COST {
+        format!(
+            "the request's policy evaluation budget of {MAX_ROUTE_EVALUATION_COST} cost units \
+             is spent"
+        )
+    } else {
+        format!(
+            "evaluation stopped at the cost limit of {MAX_EVALUATION_COST} units: a \
+             comprehension costs its list's length times the size of its body, a value that is \
+             compared, joined or searched costs its size"
+        )
     }
 }
 
@@ -216,7 +275,9 @@ const MEMO_KEY_BYTES: usize = 4096;
 /// Request-level verdicts by the values they read.
 #[derive(Debug, Default)]
 pub(crate) struct Memo {
-    entries: std::collections::HashMap<Vec<u8>, Truth>,
+    /// The verdict and what its evaluation cost (charged again on every hit, so a request spends
+    /// the same whether its verdicts come from the memo or not).
+    entries: std::collections::HashMap<Vec<u8>, (Truth, u64)>,
     bytes: usize,
 }
 
@@ -224,6 +285,13 @@ pub(crate) struct Memo {
 #[derive(Debug, Clone)]
 pub struct RequestEval {
     slots: Vec<Truth>,
+}
+
+impl RequestEval {
+    #[cfg(test)]
+    pub(crate) fn slots_for_tests(&self) -> Vec<Truth> {
+        self.slots.clone()
+    }
 }
 
 /// The service-only results of one service: per rule, `when` and `require` when they read only
@@ -309,48 +377,73 @@ impl CompiledPolicies {
             );
             ranges.push(start..buf.len());
         }
-        let mut slots: Vec<Option<Truth>> = {
+        let mut found: Vec<Option<(Truth, u64)>> = {
             let memo = self.memo.read().unwrap_or_else(|p| p.into_inner());
             ranges
                 .iter()
                 .map(|r| memo.entries.get(&buf[r.clone()]).cloned())
                 .collect()
         };
-        if slots.iter().any(Option::is_none) {
-            let vars = Vars {
-                request: Some(request),
-                service: None,
-            };
-            let mut ctx = Context::with_env(Arc::clone(&self.env));
-            ctx.set_variable_resolver(&vars);
-            let mut memo = self.memo.write().unwrap_or_else(|p| p.into_inner());
-            if memo.entries.len() + slots.len() > MEMO_ENTRIES
-                || memo.bytes + buf.len() > MEMO_BYTES
-            {
-                memo.entries.clear();
-                memo.bytes = 0;
-            }
-            for ((slot, (i, is_when)), range) in self.slots.iter().enumerate().zip(&ranges) {
-                if slots[slot].is_none() {
+        let vars = Vars {
+            request: Some(request),
+            service: None,
+        };
+        let mut ctx: Option<Context<'_, '_>> = None;
+        let mut memo = None;
+        // In slot order, whether a verdict comes from the memo or not: the budget a request has
+        // left for each expression (and so every verdict) is the same either way.
+        let mut slots = Vec::with_capacity(found.len());
+        for ((slot, (i, is_when)), range) in self.slots.iter().enumerate().zip(&ranges) {
+            let left = request.budget_left();
+            let truth = match found[slot].take() {
+                Some((truth, cost)) if cost <= left => {
+                    request.spend(cost);
+                    truth
+                }
+                // A fresh evaluation would run out of the request's budget.
+                Some(_) => {
+                    request.spend(left);
+                    Truth::Error(Arc::from(over_limit(left)))
+                }
+                None => {
+                    let ctx = ctx.get_or_insert_with(|| {
+                        let mut ctx = Context::with_env(Arc::clone(&self.env));
+                        ctx.set_variable_resolver(&vars);
+                        ctx
+                    });
+                    let memo = memo.get_or_insert_with(|| {
+                        let mut memo = self.memo.write().unwrap_or_else(|p| p.into_inner());
+                        if memo.entries.len() + ranges.len() > MEMO_ENTRIES
+                            || memo.bytes + buf.len() > MEMO_BYTES
+                        {
+                            memo.entries.clear();
+                            memo.bytes = 0;
+                        }
+                        memo
+                    });
                     let rule = &self.rules[*i];
-                    let truth = run_in(if *is_when { &rule.when } else { &rule.require }, &ctx);
+                    let limit = left.min(MAX_EVALUATION_COST);
+                    let (truth, spent) = run_in(
+                        if *is_when { &rule.when } else { &rule.require },
+                        ctx,
+                        limit,
+                    );
+                    request.spend(spent.units);
                     // Keys over the size limit (an expression reading a large payload) are not
-                    // worth keeping: such values rarely repeat.
-                    if range.len() <= MEMO_KEY_BYTES {
+                    // worth keeping: such values rarely repeat. Nor is a verdict cut short by
+                    // what this request had left, which another request may not share.
+                    let cut_by_request = spent.exhausted && limit < MAX_EVALUATION_COST;
+                    if range.len() <= MEMO_KEY_BYTES && !cut_by_request {
                         memo.bytes += range.len();
                         memo.entries
-                            .insert(buf[range.clone()].to_vec(), truth.clone());
+                            .insert(buf[range.clone()].to_vec(), (truth.clone(), spent.units));
                     }
-                    slots[slot] = Some(truth);
+                    truth
                 }
-            }
+            };
+            slots.push(truth);
         }
-        RequestEval {
-            slots: slots
-                .into_iter()
-                .map(|t| t.unwrap_or(Truth::Value(false)))
-                .collect(),
-        }
+        RequestEval { slots }
     }
 
     /// Evaluates every service-only expression for one service.

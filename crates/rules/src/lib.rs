@@ -7,11 +7,15 @@
 //! Evaluation fails closed: a `when` that cannot be evaluated applies, a `require` that cannot be
 //! evaluated is violated, and the outcome records why together with the value of every
 //! `request.*`, `service.*` and `principal.*` path the rule reads.
+//! Every evaluation is metered in cost units (comprehensions by the elements they visit, large
+//! operands by their size): one past `MAX_EVALUATION_COST`, or a request's evaluations past
+//! `MAX_ROUTE_EVALUATION_COST`, stops and counts as one that could not be evaluated.
 //!
 //! [`store`] keeps the policy sets an operator submits as content-addressed versions with an
 //! activation history, diff and rollback, in memory or in a directory.
 
 mod compile;
+mod cost;
 mod eval;
 pub mod store;
 mod value;

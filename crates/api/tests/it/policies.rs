@@ -186,3 +186,57 @@ async fn a_deeply_nested_expression_is_refused_and_the_server_stays_up() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 }
+
+/// A policy whose cost grows with the request: pairwise over a list in the payload. 3,000 items
+/// held a worker for 3.6 s, a 1 MB payload would have held it for hours. Now the evaluation stops
+/// at the cost limit, the rule counts as violated (fail closed) with the reason in the answer,
+/// and small payloads route as before.
+#[tokio::test]
+async fn a_policy_whose_cost_the_client_controls_is_cut_off() {
+    let s = Server::start().await;
+    let key = s
+        .client_key("acme", &["classify", "search", "chat", "translate"], 2)
+        .await;
+    let policy = json!({ "policies": [{
+        "id": "pairwise",
+        "when": "true",
+        "require": "request.payload.items.all(a, request.payload.items.all(b, a + b >= 0))"
+    }] });
+    let r = s
+        .call(
+            Method::PUT,
+            "/api/v1/policies",
+            Some(ADMIN_KEY),
+            Body::Json(policy),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let with_items = |n: usize| {
+        let mut req = request("sentiment-de.yaml");
+        req["payload"]["items"] = json!((0..n).collect::<Vec<_>>());
+        req
+    };
+    let r = s.post("/api/v1/route", &key, with_items(30)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = s.post("/api/v1/route", &key, with_items(100_000)).await;
+    assert_eq!(r.code(), "NO_MATCHING_SERVICE", "{}", r.text);
+    let rejected = r.json["error"]["details"]["rejected"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let by_policy: Vec<_> = rejected
+        .iter()
+        .filter(|x| x["reason"] == "policy_violation")
+        .collect();
+    assert!(!by_policy.is_empty(), "{}", r.text);
+    for x in by_policy {
+        let detail = x["detail"].as_str().unwrap_or("");
+        assert!(detail.contains("policy `pairwise`"), "{detail}");
+        assert!(
+            detail.contains("cost limit of 1000000 units")
+                || detail.contains("policy evaluation budget"),
+            "{detail}"
+        );
+    }
+    assert_eq!(s.get("/health", ADMIN_KEY).await.status, StatusCode::OK);
+}

@@ -1,0 +1,487 @@
+//! The evaluation cost meter: a bound on the work one CEL evaluation may do.
+//!
+//! CEL has no loops of its own, but its macros (`all`, `exists`, `exists_one`, `map`, `filter`)
+//! expand to comprehensions, and comprehensions nest: four nested `all` over a 60-element list
+//! visit 13 million elements, and one over a list in the request's payload visits as many as the
+//! client sends. cel's interpreter has no limit of its own, so compilation instruments every
+//! expression (see [`instrument`]) with calls to two functions that CEL source cannot name (their
+//! names start with `@`) and that charge a thread-local meter:
+//!
+//! - a comprehension's range is charged its length times the weight of the comprehension's body
+//!   (the nodes it evaluates per element, plus the length of its string literals), before the
+//!   first element is visited;
+//! - an operand that may be copied, compared or searched — of `==`, `!=`, `<`, `<=`, `>`, `>=`,
+//!   `+`, `in`, a named function such as `contains` or `matches`, or an element a `map` copies
+//!   into its result — is charged its size: one unit per element or entry, all the way down, and
+//!   one per 16 bytes of string. Literals are charged with the body they sit in; operands that
+//!   are themselves calls are charged through their own operands.
+//!
+//! Once a charge would pass the limit, it and every later charge of the evaluation fail, so what
+//! is left of the evaluation ends quickly, and the caller reports the evaluation as one that
+//! could not be completed (fail closed). Charges depend only on the values the expression reads,
+//! so an evaluation's cost is as deterministic as its result.
+
+use std::cell::Cell;
+
+use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, ListExpr, LiteralValue, operators};
+use cel::common::types::{
+    CelBytes, CelInt, CelList, CelMap, CelMapKey, CelString, DYN_TYPE, INT_TYPE,
+};
+use cel::common::value::{CowVal, Val};
+use cel::{Env, ExecutionError};
+
+/// Charges `size(range) × weight`, then returns `range`.
+pub(crate) const RANGE_FN: &str = "@caio_cost_range";
+/// Charges the deep size of its operand, then returns it.
+pub(crate) const OPERAND_FN: &str = "@caio_cost_operand";
+/// Charges one unit per 16 bytes of a string or bytes operand (1 for anything else), then
+/// returns it: for `size`, which is constant-time on lists and maps but counts a string's
+/// characters.
+pub(crate) const SHALLOW_FN: &str = "@caio_cost_shallow";
+
+/// Bytes of string per unit of cost.
+const BYTES_PER_UNIT: u64 = 16;
+
+/// The state of the meter of the evaluation running on this thread.
+#[derive(Debug, Clone, Copy)]
+struct Meter {
+    /// Units left.
+    left: u64,
+    /// Units charged so far.
+    spent: u64,
+    /// A charge did not fit: every later one fails too.
+    exhausted: bool,
+}
+
+thread_local! {
+    static METER: Cell<Option<Meter>> = const { Cell::new(None) };
+}
+
+/// What an evaluation cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Spent {
+    /// Units charged (the whole limit when it was exhausted).
+    pub units: u64,
+    /// The evaluation ran out of its limit, so its result is not to be trusted.
+    pub exhausted: bool,
+}
+
+/// Runs `f` (one or more evaluations) under a meter holding `limit` units, and says what it cost.
+/// The meter of an enclosing call, if any, is put back afterwards.
+pub(crate) fn metered<T>(limit: u64, f: impl FnOnce() -> T) -> (T, Spent) {
+    let outer = METER.with(|m| {
+        m.replace(Some(Meter {
+            left: limit,
+            spent: 0,
+            exhausted: false,
+        }))
+    });
+    let out = f();
+    let meter = METER.with(|m| m.replace(outer));
+    let spent = match meter {
+        Some(m) if m.exhausted => Spent {
+            units: limit,
+            exhausted: true,
+        },
+        Some(m) => Spent {
+            units: m.spent,
+            exhausted: false,
+        },
+        None => Spent {
+            units: limit,
+            exhausted: true,
+        },
+    };
+    (out, spent)
+}
+
+fn exhausted_error() -> ExecutionError {
+    ExecutionError::function_error("cost", "the evaluation cost limit is reached")
+}
+
+/// Charges `units` to the running meter. Outside [`metered`] nothing may be evaluated: a charge
+/// there fails, so an unmetered evaluation cannot run away either.
+fn charge(units: u64) -> Result<(), ExecutionError> {
+    METER.with(|m| match m.get() {
+        Some(mut meter) if !meter.exhausted => {
+            if units > meter.left {
+                meter.exhausted = true;
+                meter.spent += meter.left;
+                meter.left = 0;
+                m.set(Some(meter));
+                Err(exhausted_error())
+            } else {
+                meter.left -= units;
+                meter.spent += units;
+                m.set(Some(meter));
+                Ok(())
+            }
+        }
+        _ => Err(exhausted_error()),
+    })
+}
+
+/// Units left on the running meter (0 outside one).
+fn left() -> u64 {
+    METER.with(|m| match m.get() {
+        Some(meter) if !meter.exhausted => meter.left,
+        _ => 0,
+    })
+}
+
+fn bytes_units(len: usize) -> u64 {
+    (len as u64).div_ceil(BYTES_PER_UNIT).max(1)
+}
+
+/// The number of elements of a list or entries of a map, the units of a string, or 1.
+fn shallow_size(v: &dyn Val) -> u64 {
+    if let Some(l) = v.downcast_ref::<CelList>() {
+        return l.inner().len() as u64;
+    }
+    if let Some(m) = v.downcast_ref::<CelMap>() {
+        return m.inner().len() as u64;
+    }
+    if let Some(s) = v.downcast_ref::<CelString>() {
+        return bytes_units(s.inner().len());
+    }
+    if let Some(b) = v.downcast_ref::<CelBytes>() {
+        return bytes_units(b.inner().len());
+    }
+    match v.as_iterable() {
+        Some(it) => {
+            let mut n = 0u64;
+            let mut items = it.iter();
+            while items.next().is_some() {
+                n += 1;
+            }
+            n
+        }
+        None => 1,
+    }
+}
+
+/// One unit per value, element and entry, all the way down, and one per 16 bytes of string; the
+/// walk stops once it passes `cap`.
+fn deep_size(v: &dyn Val, cap: u64) -> u64 {
+    let mut total = 0u64;
+    let mut pending: Vec<&dyn Val> = vec![v];
+    while let Some(v) = pending.pop() {
+        if total > cap {
+            break;
+        }
+        total += 1;
+        if let Some(l) = v.downcast_ref::<CelList>() {
+            pending.extend(l.inner().iter().map(|b| b.as_ref() as &dyn Val));
+        } else if let Some(m) = v.downcast_ref::<CelMap>() {
+            for (k, value) in m.inner() {
+                if let CelMapKey::String(s) = k {
+                    total += bytes_units(s.inner().len());
+                }
+                pending.push(value.as_ref());
+            }
+        } else if let Some(s) = v.downcast_ref::<CelString>() {
+            total += bytes_units(s.inner().len());
+        } else if let Some(b) = v.downcast_ref::<CelBytes>() {
+            total += bytes_units(b.inner().len());
+        } else if v.as_iterable().is_some() {
+            // Another list type (the interpreter's own, built by `map` and `filter`): its
+            // elements are counted, not walked.
+            total += shallow_size(v);
+        }
+    }
+    total
+}
+
+fn one_arg<'b, 'v>(
+    name: &str,
+    mut args: Vec<CowVal<'b, 'v>>,
+) -> Result<(CowVal<'b, 'v>, Vec<CowVal<'b, 'v>>), ExecutionError> {
+    if args.is_empty() {
+        return Err(ExecutionError::function_error(name, "no operand"));
+    }
+    let first = args.remove(0);
+    Ok((first, args))
+}
+
+fn range_fn<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let (range, rest) = one_arg(RANGE_FN, args)?;
+    let weight = rest
+        .first()
+        .and_then(|w| w.downcast_ref::<CelInt>())
+        .map_or(1, |w| u64::try_from(*w.inner()).unwrap_or(1));
+    charge(shallow_size(range.as_ref()).saturating_mul(weight.max(1)))?;
+    Ok(range)
+}
+
+fn operand_fn<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let (v, _) = one_arg(OPERAND_FN, args)?;
+    charge(deep_size(v.as_ref(), left()))?;
+    Ok(v)
+}
+
+fn shallow_fn<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let (v, _) = one_arg(SHALLOW_FN, args)?;
+    let units = if v.downcast_ref::<CelString>().is_some() || v.downcast_ref::<CelBytes>().is_some()
+    {
+        shallow_size(v.as_ref())
+    } else {
+        1
+    };
+    charge(units)?;
+    Ok(v)
+}
+
+/// Declares the meter's functions in `env`.
+pub(crate) fn register(env: &mut Env) -> Result<(), String> {
+    env.add_overload(
+        RANGE_FN,
+        "caio_cost_range",
+        vec![DYN_TYPE, INT_TYPE],
+        range_fn,
+    )
+    .map_err(|e| e.to_string())?;
+    env.add_overload(OPERAND_FN, "caio_cost_operand", vec![DYN_TYPE], operand_fn)
+        .map_err(|e| e.to_string())?;
+    env.add_overload(SHALLOW_FN, "caio_cost_shallow", vec![DYN_TYPE], shallow_fn)
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The sub-expressions of `e` (mutable), in source order.
+fn children_mut(e: &mut IdedExpr) -> Vec<&mut IdedExpr> {
+    match &mut e.expr {
+        Expr::Call(c) => c
+            .target
+            .iter_mut()
+            .map(|t| &mut **t)
+            .chain(c.args.iter_mut())
+            .collect(),
+        Expr::Comprehension(c) => {
+            let c = &mut **c;
+            vec![
+                &mut c.iter_range,
+                &mut c.accu_init,
+                &mut c.loop_cond,
+                &mut c.loop_step,
+                &mut c.result,
+            ]
+        }
+        Expr::List(l) => l.elements.iter_mut().collect(),
+        Expr::Map(m) => m
+            .entries
+            .iter_mut()
+            .flat_map(|entry| match &mut entry.expr {
+                EntryExpr::MapEntry(me) => vec![&mut me.key, &mut me.value],
+                EntryExpr::StructField(_) => Vec::new(),
+            })
+            .collect(),
+        Expr::Struct(s) => s
+            .entries
+            .iter_mut()
+            .filter_map(|entry| match &mut entry.expr {
+                EntryExpr::StructField(f) => Some(&mut f.value),
+                EntryExpr::MapEntry(_) => None,
+            })
+            .collect(),
+        Expr::Select(s) => vec![&mut *s.operand],
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => Vec::new(),
+    }
+}
+
+/// The weight of evaluating `e` once: one per node, plus the units of its string and bytes
+/// literals. Counted without recursion.
+pub(crate) fn weight(e: &IdedExpr) -> u64 {
+    let mut total = 0u64;
+    let mut pending = vec![e];
+    while let Some(e) = pending.pop() {
+        total += match &e.expr {
+            Expr::Literal(LiteralValue::String(s)) => 1 + bytes_units(s.inner().len()),
+            Expr::Literal(LiteralValue::Bytes(b)) => 1 + bytes_units(b.inner().len()),
+            _ => 1,
+        };
+        pending.extend(crate::compile::children(e));
+    }
+    total
+}
+
+/// How a call's operands are charged.
+enum Operands {
+    /// Not at all: logic, indexing, arithmetic on numbers — constant time whatever the value.
+    Free,
+    /// By their deep size.
+    Deep,
+    /// By their string length (`size`).
+    Shallow,
+}
+
+fn operands_of(call: &CallExpr) -> Operands {
+    match call.func_name.as_str() {
+        operators::LOGICAL_AND
+        | operators::LOGICAL_OR
+        | operators::LOGICAL_NOT
+        | operators::CONDITIONAL
+        | operators::NOT_STRICTLY_FALSE
+        | operators::INDEX
+        | operators::OPT_INDEX
+        | operators::OPT_SELECT
+        | operators::NEGATE
+        | operators::SUBSTRACT
+        | operators::MULTIPLY
+        | operators::DIVIDE
+        | operators::MODULO
+        | RANGE_FN
+        | OPERAND_FN
+        | SHALLOW_FN => Operands::Free,
+        // A macro's own accumulation (`@result + [x]`, `@result + 1`): the appended element is
+        // charged where the comprehension is instrumented.
+        operators::ADD if is_accumulator(call.args.first()) => Operands::Free,
+        "size" => Operands::Shallow,
+        _ => Operands::Deep,
+    }
+}
+
+fn is_accumulator(e: Option<&IdedExpr>) -> bool {
+    matches!(e.map(|e| &e.expr), Some(Expr::Ident(name)) if name.starts_with('@'))
+}
+
+/// Whether an operand carries a size of its own that the meter must see: not a literal, nor a
+/// list or map of literals (charged statically, with the body they sit in), and not a call
+/// (charged through its own operands).
+fn carries_data(e: &IdedExpr) -> bool {
+    match &e.expr {
+        Expr::Ident(_) | Expr::Select(_) | Expr::Comprehension(_) => true,
+        Expr::List(_) | Expr::Map(_) => !is_constant(e),
+        _ => false,
+    }
+}
+
+/// A literal, or a list or map built of literals only.
+fn is_constant(e: &IdedExpr) -> bool {
+    let mut pending = vec![e];
+    while let Some(e) = pending.pop() {
+        match &e.expr {
+            Expr::Literal(_) => {}
+            Expr::List(_) | Expr::Map(_) => pending.extend(crate::compile::children(e)),
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Returns a copy of `e` with the meter's charges added (module docs). Node ids of the original
+/// are kept, so positions still resolve; added nodes get ids above every original one.
+pub(crate) fn instrument(e: &IdedExpr) -> IdedExpr {
+    let mut out = e.clone();
+    let mut next_id = max_id(e) + 1;
+    rewrite(&mut out, &mut next_id);
+    out
+}
+
+fn max_id(e: &IdedExpr) -> u64 {
+    let mut max = 0;
+    let mut pending = vec![e];
+    while let Some(e) = pending.pop() {
+        max = max.max(e.id);
+        pending.extend(crate::compile::children(e));
+    }
+    max
+}
+
+fn wrap(e: &mut IdedExpr, func: &str, extra: Option<u64>, next_id: &mut u64) {
+    let inner = std::mem::take(e);
+    let mut args = vec![inner];
+    if let Some(weight) = extra {
+        args.push(IdedExpr {
+            id: *next_id,
+            expr: Expr::Literal(LiteralValue::Int(
+                i64::try_from(weight).unwrap_or(i64::MAX).into(),
+            )),
+        });
+        *next_id += 1;
+    }
+    *e = IdedExpr {
+        id: *next_id,
+        expr: Expr::Call(CallExpr {
+            func_name: func.to_owned(),
+            target: None,
+            args,
+        }),
+    };
+    *next_id += 1;
+}
+
+/// Instruments `e` in place. Recursion is bounded: compilation refuses expressions deeper than
+/// `MAX_EXPRESSION_DEPTH` before instrumenting them, and runs on its own large stack.
+fn rewrite(e: &mut IdedExpr, next_id: &mut u64) {
+    match &mut e.expr {
+        Expr::Comprehension(c) => {
+            let c = &mut **c;
+            let body = weight(&c.loop_cond) + weight(&c.loop_step);
+            for child in [
+                &mut c.iter_range,
+                &mut c.accu_init,
+                &mut c.loop_cond,
+                &mut c.loop_step,
+                &mut c.result,
+            ] {
+                rewrite(child, next_id);
+            }
+            // What `map` appends: `@result + [x]`, or `cond ? @result + [x] : @result` with
+            // `filter`. The copy of `x` costs its size.
+            if let Some(ListExpr { elements, .. }) = appended(&mut c.loop_step) {
+                for element in elements.iter_mut().filter(|x| carries_data(x)) {
+                    wrap(element, OPERAND_FN, None, next_id);
+                }
+            }
+            wrap(&mut c.iter_range, RANGE_FN, Some(body), next_id);
+        }
+        Expr::Call(call) => {
+            let mode = operands_of(call);
+            for child in children_mut(e) {
+                rewrite(child, next_id);
+            }
+            let func = match mode {
+                Operands::Free => return,
+                Operands::Deep => OPERAND_FN,
+                Operands::Shallow => SHALLOW_FN,
+            };
+            if let Expr::Call(call) = &mut e.expr {
+                for operand in call
+                    .target
+                    .iter_mut()
+                    .map(|t| &mut **t)
+                    .chain(call.args.iter_mut())
+                    .filter(|x| carries_data(x))
+                {
+                    wrap(operand, func, None, next_id);
+                }
+            }
+        }
+        _ => {
+            for child in children_mut(e) {
+                rewrite(child, next_id);
+            }
+        }
+    }
+}
+
+/// The list a `map` or `filter` step appends, if `step` is one.
+fn appended(step: &mut IdedExpr) -> Option<&mut ListExpr> {
+    let Expr::Call(call) = &mut step.expr else {
+        return None;
+    };
+    match call.func_name.as_str() {
+        operators::ADD if is_accumulator(call.args.first()) => match call.args.get_mut(1) {
+            Some(IdedExpr {
+                expr: Expr::List(list),
+                ..
+            }) => Some(list),
+            _ => None,
+        },
+        operators::CONDITIONAL => call.args.get_mut(1).and_then(appended),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
