@@ -20,14 +20,12 @@ pub mod state;
 pub mod tenancy;
 pub mod tracelog;
 
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use caio_config::{Config, LogFormat};
 
 pub use app::app;
@@ -50,13 +48,6 @@ pub async fn serve(
         tracing::info!("shutdown requested: draining in-flight requests");
         let _ = began.send(());
     };
-    // Responses leave in one write; without TCP_NODELAY a client's delayed ACK could still
-    // hold back the tail of a large one.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
     // Active health probes of every contract's health endpoint, until the server stops.
     let interval = state.config.gateway.probe_interval_s;
     let prober = (interval > 0).then(|| {
@@ -79,11 +70,13 @@ pub async fn serve(
             }
         })
     });
-    let server = axum::serve(
+    let server = accept(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal);
+        app,
+        Duration::from_millis(state.config.limits.header_timeout_ms),
+        state.config.limits.max_connections,
+        signal,
+    );
     let deadline = async move {
         match draining.await {
             Ok(()) => tokio::time::sleep(grace).await,
@@ -93,12 +86,133 @@ pub async fn serve(
     };
     let _stop_prober = AbortOnDrop(prober);
     tokio::select! {
-        r = server.into_future() => r,
+        r = server => r,
         () = deadline => {
             tracing::warn!(grace_s = grace.as_secs(), "grace period over: closing with requests in flight");
             Ok(())
         }
     }
+}
+
+/// Serves HTTP/1.1 connections from `listener` with `app` until `shutdown` completes, then lets
+/// every open connection finish the request it is on (idle ones close at once) and returns when
+/// all are closed.
+///
+/// Per connection: TCP_NODELAY (responses leave in one write; a client's delayed ACK could hold
+/// back the tail of a large one), the peer's address as `ConnectInfo`, and a deadline for every
+/// request head, counted from the connection's start or the end of the previous response: a
+/// client that sends its headers too slowly, or keeps a connection open without sending a
+/// request, is disconnected instead of holding a connection (and a file descriptor) forever.
+/// At most `max_connections` are served at once; further ones wait in the listen backlog.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    use axum::extract::ConnectInfo;
+    use tower::ServiceExt;
+
+    let max = u32::try_from(max_connections.clamp(1, tokio::sync::Semaphore::MAX_PERMITS))
+        .unwrap_or(u32::MAX);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max as usize));
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut full_since: Option<std::time::Instant> = None;
+    loop {
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if full_since.is_none() {
+                    full_since = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        max_connections,
+                        "connection limit reached: new connections wait in the backlog"
+                    );
+                }
+                tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        if let Some(since) = full_since.take() {
+            tracing::info!(
+                waited_ms = since.elapsed().as_millis() as u64,
+                "below the connection limit again"
+            );
+        }
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait instead of spinning.
+                    tracing::error!(error = %e, "accepting a connection failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = &mut shutdown => break,
+                    }
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+        let service = hyper_util::service::TowerToHyperService::new(app.clone().map_request(
+            move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(remote));
+                req
+            },
+        ));
+        let mut stopping = stopping.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+            let mut conn = std::pin::pin!(conn);
+            let mut draining = false;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, peer = %remote, "connection ended");
+                        }
+                        break;
+                    }
+                    changed = stopping.changed(), if !draining => {
+                        draining = true;
+                        if changed.is_ok() {
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    // Every connection holds a slot until it ends.
+    let _all = slots.acquire_many(max).await;
+    Ok(())
+}
+
+/// Errors of one connection (the peer gave up before it was accepted), not of the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).

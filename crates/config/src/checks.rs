@@ -299,6 +299,26 @@ pub fn check(config: &Config) -> Vec<Check> {
         )
     });
 
+    out.push(if (100..=600_000).contains(&limits.header_timeout_ms) {
+        Check::pass(
+            "limits.header_timeout_ms",
+            limits.header_timeout_ms.to_string(),
+        )
+    } else {
+        Check::fail(
+            "limits.header_timeout_ms",
+            format!("{} is outside 100..=600000 ms", limits.header_timeout_ms),
+        )
+    });
+    out.push(if (1..=1_000_000).contains(&limits.max_connections) {
+        Check::pass("limits.max_connections", limits.max_connections.to_string())
+    } else {
+        Check::fail(
+            "limits.max_connections",
+            format!("{} is outside 1..=1000000", limits.max_connections),
+        )
+    });
+
     let rl = &config.rate_limit;
     out.push(if !rl.enabled {
         Check::production_only("rate_limit", mode, "rate limiting is off")

@@ -56,6 +56,8 @@ pub const ENV_VARS: &[EnvVar] = &[
     var("CAIO_CORS_ALLOWED_ORIGINS", "cors.allowed_origins"),
     var("CAIO_MAX_BODY_BYTES", "limits.body_bytes"),
     var("CAIO_REQUEST_TIMEOUT_MS", "limits.request_timeout_ms"),
+    var("CAIO_HEADER_TIMEOUT_MS", "limits.header_timeout_ms"),
+    var("CAIO_MAX_CONNECTIONS", "limits.max_connections"),
     var("CAIO_RATE_LIMIT_ENABLED", "rate_limit.enabled"),
     var("CAIO_RATE_LIMIT_PER_SECOND", "rate_limit.per_second"),
     var("CAIO_RATE_LIMIT_BURST", "rate_limit.burst"),
@@ -178,6 +180,12 @@ pub(crate) fn apply(
             "CAIO_MAX_BODY_BYTES" => config.limits.body_bytes = parse(n, &value, "bytes")?,
             "CAIO_REQUEST_TIMEOUT_MS" => {
                 config.limits.request_timeout_ms = parse(n, &value, "milliseconds")?
+            }
+            "CAIO_HEADER_TIMEOUT_MS" => {
+                config.limits.header_timeout_ms = parse(n, &value, "milliseconds")?
+            }
+            "CAIO_MAX_CONNECTIONS" => {
+                config.limits.max_connections = parse(n, &value, "a whole number of connections")?
             }
             "CAIO_RATE_LIMIT_ENABLED" => config.rate_limit.enabled = boolean(n, &value)?,
             "CAIO_RATE_LIMIT_PER_SECOND" => {

@@ -427,6 +427,13 @@ pub struct LimitsConfig {
     pub body_bytes: usize,
     /// Longest time to answer one request, milliseconds.
     pub request_timeout_ms: u64,
+    /// Longest wait for a request's head (request line and headers), milliseconds, counted from
+    /// the connection's start or the end of the previous response: a connection that does not
+    /// deliver a complete head in time (a slow or idle client) is closed.
+    pub header_timeout_ms: u64,
+    /// Most client connections served at once; further connections wait in the listen backlog
+    /// until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for LimitsConfig {
@@ -434,6 +441,8 @@ impl Default for LimitsConfig {
         LimitsConfig {
             body_bytes: 1024 * 1024,
             request_timeout_ms: 10_000,
+            header_timeout_ms: 30_000,
+            max_connections: 10_000,
         }
     }
 }

@@ -88,6 +88,8 @@ fn every_documented_variable_is_applied() {
         ("CAIO_CORS_ALLOWED_ORIGINS", "https://a.example"),
         ("CAIO_MAX_BODY_BYTES", "2048"),
         ("CAIO_REQUEST_TIMEOUT_MS", "5"),
+        ("CAIO_HEADER_TIMEOUT_MS", "2000"),
+        ("CAIO_MAX_CONNECTIONS", "64"),
         ("CAIO_RATE_LIMIT_ENABLED", "false"),
         ("CAIO_RATE_LIMIT_PER_SECOND", "7.5"),
         ("CAIO_RATE_LIMIT_BURST", "9"),

@@ -420,3 +420,134 @@ async fn no_change_takes_effect_without_its_audit_entry() {
         .collect();
     assert_eq!(actions, ["service.register"], "{log}");
 }
+
+/// Reads from `sock` until the server closes it (or answers, for `answered`); `None` when neither
+/// happens within `patience`.
+async fn outcome_within(
+    sock: &mut tokio::net::TcpStream,
+    patience: std::time::Duration,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    if out.windows(4).any(|w| w == b"\r\n\r\n") {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(patience, read).await.ok()?;
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+async fn connect(s: &Server) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(s.base.trim_start_matches("http://"))
+        .await
+        .unwrap()
+}
+
+/// A client that sends its headers a byte at a time, or opens a connection and sends nothing, or
+/// keeps a connection open after its answer, held a connection (and a file descriptor) forever:
+/// a few thousand such clients could take every descriptor the server has, including the ones its
+/// trace log needs. Now each is closed once `limits.header_timeout_ms` passes without a complete
+/// request head, while a request whose headers arrived may send its body slowly.
+#[tokio::test]
+async fn slow_and_idle_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let s = Server::start_with(|c| c.limits.header_timeout_ms = 500).await;
+    let patience = std::time::Duration::from_secs(15);
+    let mut partial = connect(&s).await;
+    partial
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nx-slow: ")
+        .await
+        .unwrap();
+    let mut silent = connect(&s).await;
+    let mut kept = connect(&s).await;
+    kept.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = outcome_within(&mut kept, patience)
+        .await
+        .unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A head trickling in: closed even though bytes keep coming.
+    let trickle = tokio::spawn({
+        let mut sock = connect(&s).await;
+        async move {
+            sock.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n")
+                .await
+                .unwrap();
+            for _ in 0..40 {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if sock.write_all(b"x-a: b\r\n").await.is_err() {
+                    return true;
+                }
+            }
+            // Still open after 4 s of headers: read whatever comes.
+            outcome_within(&mut sock, std::time::Duration::from_millis(1)).await
+                == Some(String::new())
+        }
+    });
+    for (name, sock) in [
+        ("partial head", &mut partial),
+        ("nothing sent", &mut silent),
+        ("idle after an answer", &mut kept),
+    ] {
+        let rest = outcome_within(sock, patience).await;
+        assert_eq!(rest.as_deref(), Some(""), "{name}: not closed");
+    }
+    assert!(trickle.await.unwrap(), "a trickled head was not cut off");
+
+    // The deadline covers the head only: a body may arrive later than it.
+    let mut slow_body = connect(&s).await;
+    let body = br#"{"requirements":{"capabilities":["sentiment_analysis"]}}"#;
+    let head = format!(
+        "POST /api/v1/discover HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN_KEY}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    slow_body.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    slow_body.write_all(body).await.unwrap();
+    let answer = outcome_within(&mut slow_body, patience)
+        .await
+        .unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Beyond `limits.max_connections`, new connections wait in the listen backlog and are served as
+/// soon as an open one closes.
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_for_a_free_one() {
+    use tokio::io::AsyncWriteExt;
+    let s = Server::start_with(|c| c.limits.max_connections = 2).await;
+    let mut held = vec![connect(&s).await, connect(&s).await];
+    for sock in &mut held {
+        sock.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = outcome_within(sock, std::time::Duration::from_secs(15))
+            .await
+            .unwrap_or_default();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let mut third = connect(&s).await;
+    third
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let early = outcome_within(&mut third, std::time::Duration::from_millis(500)).await;
+    assert_eq!(early, None, "served past the limit");
+    drop(held.pop());
+    let answer = outcome_within(&mut third, std::time::Duration::from_secs(15))
+        .await
+        .unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
