@@ -69,15 +69,24 @@ pub(crate) struct Spent {
 /// Runs `f` (one or more evaluations) under a meter holding `limit` units, and says what it cost.
 /// The meter of an enclosing call, if any, is put back afterwards.
 pub(crate) fn metered<T>(limit: u64, f: impl FnOnce() -> T) -> (T, Spent) {
-    let outer = METER.with(|m| {
+    /// Puts the enclosing meter back however `f` ends, a panic included.
+    struct Restore(Option<Option<Meter>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                METER.with(|m| m.set(outer));
+            }
+        }
+    }
+    let mut restore = Restore(Some(METER.with(|m| {
         m.replace(Some(Meter {
             left: limit,
             spent: 0,
             exhausted: false,
         }))
-    });
+    })));
     let out = f();
-    let meter = METER.with(|m| m.replace(outer));
+    let meter = METER.with(|m| m.replace(restore.0.take().flatten()));
     let spent = match meter {
         Some(m) if m.exhausted => Spent {
             units: limit,

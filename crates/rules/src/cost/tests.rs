@@ -367,8 +367,32 @@ fn charges_follow_the_documented_units() {
             exhausted: true
         }
     );
-    // Outside a meter nothing can be charged.
+    // Outside a meter nothing can be charged, also after an evaluation that panicked.
     assert!(charge(1).is_err());
+    let panicked = std::panic::catch_unwind(|| metered(100, || panic!("in an evaluation")));
+    assert!(panicked.is_err());
+    assert!(charge(1).is_err());
+    // A meter inside another leaves the outer one as it was.
+    let ((inner, after), outer) = metered(100, || {
+        let _ = charge(10);
+        let inner = metered(5, || charge(6));
+        (inner, charge(90))
+    });
+    assert_eq!(
+        inner.1,
+        Spent {
+            units: 5,
+            exhausted: true
+        }
+    );
+    assert!(after.is_ok());
+    assert_eq!(
+        outer,
+        Spent {
+            units: 100,
+            exhausted: false
+        }
+    );
     let v = crate::value::json_to_cel(&json!({"a": [1, 2, [3, 4]], "bb": "x".repeat(33)}));
     let boxed: Box<dyn Val> = Box::<dyn Val>::try_from(v).unwrap_or_else(|_| panic!("converts"));
     // The map (1), key "a" (1) and its list (1) with 1, 2 and [3, 4] (3 + 2), key "bb" (1) and
