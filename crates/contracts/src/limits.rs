@@ -58,7 +58,7 @@ pub const MAX_EXPRESSION_DEPTH: usize = 32;
 /// `exists`, `exists_one`, `map`, `filter`) costs the length of its list times the nodes of its
 /// body, an operand that is compared, joined or searched costs one unit per element or entry
 /// (all the way down) and one per 16 bytes of string. An evaluation that would pass it stops
-/// and counts as one that could not be evaluated (fail closed). A unit is 30 – 80 ns of a
+/// and counts as one that could not be evaluated (fail closed). A unit is 30 – 270 ns of a
 /// release build on a 2-core VM (docs/reference/policies.md, *Evaluation cost*).
 pub const MAX_EVALUATION_COST: u64 = 1_000_000;
 /// Most work the policy evaluations of one routing decision may do together, in the same units:

@@ -8,13 +8,23 @@
 //! names start with `@`) and that charge a thread-local meter:
 //!
 //! - a comprehension's range is charged its length times the weight of the comprehension's body
-//!   (the nodes it evaluates per element, plus the length of its string literals), before the
-//!   first element is visited;
+//!   (the nodes it evaluates per element, plus the length of its string literals), and its size
+//!   (cel copies every element, all the way down, into the loop variable), before the first
+//!   element is visited;
 //! - an operand that may be copied, compared or searched — of `==`, `!=`, `<`, `<=`, `>`, `>=`,
 //!   `+`, `in`, a named function such as `contains` or `matches`, or an element a `map` copies
 //!   into its result — is charged its size: one unit per element or entry, all the way down, and
 //!   one per 16 bytes of string. Literals are charged with the body they sit in; operands that
 //!   are themselves calls are charged through their own operands.
+//!
+//! - `x in list` is charged the list's size plus its length times the size of `x`: each
+//!   element is compared with `x`, and a comparison of values of different types converts both;
+//! - `matches` runs on CAIO's own implementation (the same `regex` crate and syntax; cel's
+//!   compiles the pattern on every call, and a 7-byte `\w{200}` takes 75 – 90 ms): a pattern
+//!   written in the policy is compiled once per process and not charged for it; a pattern
+//!   computed at evaluation time is compiled on every call, within 1 MiB of compiled size, and
+//!   costs 250,000 units for it. A match costs the pattern's size plus the text's size times the
+//!   pattern's.
 //!
 //! Once a charge would pass the limit, it and every later charge of the evaluation fail, so what
 //! is left of the evaluation ends quickly, and the caller reports the evaluation as one that
@@ -30,7 +40,8 @@ use cel::common::types::{
 use cel::common::value::{CowVal, Val};
 use cel::{Env, ExecutionError};
 
-/// Charges `size(range) × weight`, then returns `range`.
+/// Charges `size(range) × weight` plus the range's deep size (each element is copied into the
+/// loop variable), then returns `range`.
 pub(crate) const RANGE_FN: &str = "@caio_cost_range";
 /// Charges the deep size of its operand, then returns it.
 pub(crate) const OPERAND_FN: &str = "@caio_cost_operand";
@@ -38,6 +49,13 @@ pub(crate) const OPERAND_FN: &str = "@caio_cost_operand";
 /// returns it: for `size`, which is constant-time on lists and maps but counts a string's
 /// characters.
 pub(crate) const SHALLOW_FN: &str = "@caio_cost_shallow";
+
+/// Replaces `matches` (global and member forms): charges, and keeps compiled patterns.
+pub(crate) const MATCHES_FN: &str = "@caio_matches";
+/// The same, for a pattern written in the policy.
+pub(crate) const MATCHES_LITERAL_FN: &str = "@caio_matches_literal";
+/// Charges the size of `x in list` (operands: the list, then `x`), then returns the list.
+pub(crate) const MEMBER_FN: &str = "@caio_cost_member";
 
 /// Bytes of string per unit of cost.
 const BYTES_PER_UNIT: u64 = 16;
@@ -170,7 +188,8 @@ fn shallow_size(v: &dyn Val) -> u64 {
 }
 
 /// One unit per value, element and entry, all the way down, and one per 16 bytes of string; the
-/// walk stops once it passes `cap`.
+/// walk stops once it passes `cap` (the result is then some number above `cap`), so its own work
+/// is bounded by what it may charge.
 fn deep_size(v: &dyn Val, cap: u64) -> u64 {
     let mut total = 0u64;
     let mut pending: Vec<&dyn Val> = vec![v];
@@ -180,8 +199,15 @@ fn deep_size(v: &dyn Val, cap: u64) -> u64 {
         }
         total += 1;
         if let Some(l) = v.downcast_ref::<CelList>() {
+            // Each element counts at least one: past the cap without walking them.
+            if total.saturating_add(l.inner().len() as u64) > cap {
+                return total.saturating_add(l.inner().len() as u64);
+            }
             pending.extend(l.inner().iter().map(|b| b.as_ref() as &dyn Val));
         } else if let Some(m) = v.downcast_ref::<CelMap>() {
+            if total.saturating_add(m.inner().len() as u64) > cap {
+                return total.saturating_add(m.inner().len() as u64);
+            }
             for (k, value) in m.inner() {
                 if let CelMapKey::String(s) = k {
                     total += bytes_units(s.inner().len());
@@ -218,7 +244,13 @@ fn range_fn<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Executi
         .first()
         .and_then(|w| w.downcast_ref::<CelInt>())
         .map_or(1, |w| u64::try_from(*w.inner()).unwrap_or(1));
-    charge(shallow_size(range.as_ref()).saturating_mul(weight.max(1)))?;
+    // Every element is copied into the loop variable (cel clones it, all the way down).
+    let copies = deep_size(range.as_ref(), left());
+    charge(
+        shallow_size(range.as_ref())
+            .saturating_mul(weight.max(1))
+            .saturating_add(copies),
+    )?;
     Ok(range)
 }
 
@@ -240,6 +272,110 @@ fn shallow_fn<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Execu
     Ok(v)
 }
 
+fn member_fn<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let (list, rest) = one_arg(MEMBER_FN, args)?;
+    let each = rest.first().map_or(1, |x| deep_size(x.as_ref(), left()));
+    let budget = left();
+    let units = deep_size(list.as_ref(), budget)
+        .saturating_add(shallow_size(list.as_ref()).saturating_mul(each));
+    charge(units)?;
+    Ok(list)
+}
+
+/// Compiled literal patterns (from policy texts, so as many as the policies hold), shared by
+/// every thread. Cleared when it reaches `LITERAL_REGEXES`.
+static LITERAL_CACHE: std::sync::RwLock<Option<std::collections::HashMap<String, regex::Regex>>> =
+    std::sync::RwLock::new(None);
+/// Most literal patterns kept compiled.
+const LITERAL_REGEXES: usize = 4096;
+
+fn invalid_pattern(pattern: &str, err: &regex::Error) -> ExecutionError {
+    // cel's own message for an invalid pattern.
+    ExecutionError::FunctionError {
+        function: "matches".to_owned(),
+        message: format!("'{pattern}' not a valid regex:\n{err}"),
+    }
+}
+
+/// The operands of `matches` and what matching costs: the pattern's size, plus the text's size
+/// times the pattern's.
+fn match_operands<'a>(args: &'a [CowVal<'_, '_>]) -> Result<(&'a str, &'a str), ExecutionError> {
+    let [text, pattern, member] = args else {
+        return Err(ExecutionError::invalid_argument_count(3, args.len()));
+    };
+    let (Some(text), Some(pattern)) = (
+        text.downcast_ref::<CelString>(),
+        pattern.downcast_ref::<CelString>(),
+    ) else {
+        // cel's own error for operands of other types.
+        let types = vec![
+            text.get_type().name().to_owned(),
+            pattern.get_type().name().to_owned(),
+        ];
+        let member = member
+            .downcast_ref::<cel::common::types::CelBool>()
+            .is_some_and(|b| *b.inner());
+        return Err(if member {
+            ExecutionError::no_such_member_overload("matches", types)
+        } else {
+            ExecutionError::no_such_overload("matches", types)
+        });
+    };
+    let (text, pattern) = (text.inner(), pattern.inner());
+    let pattern_units = bytes_units(pattern.len());
+    charge(pattern_units.saturating_add(bytes_units(text.len()).saturating_mul(pattern_units)))?;
+    Ok((text, pattern))
+}
+
+fn matched<'b, 'v>(regex: &regex::Regex, text: &str) -> CowVal<'b, 'v> {
+    CowVal::owned(cel::common::types::CelBool::from(regex.is_match(text)))
+}
+
+/// `text.matches(pattern)` with a pattern written in the policy: as cel's own (the `regex`
+/// crate, its default limits, a match anywhere in the text, the same error for an invalid
+/// pattern), except that each pattern is compiled once per process, not on every call.
+fn matches_literal_fn<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let (text, pattern) = match_operands(&args)?;
+    let cached = LITERAL_CACHE
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|c| c.get(pattern).cloned());
+    if let Some(regex) = cached {
+        return Ok(matched(&regex, text));
+    }
+    let regex = regex::Regex::new(pattern).map_err(|e| invalid_pattern(pattern, &e))?;
+    let mut cache = LITERAL_CACHE.write().unwrap_or_else(|p| p.into_inner());
+    let cache = cache.get_or_insert_with(std::collections::HashMap::new);
+    if cache.len() >= LITERAL_REGEXES {
+        cache.clear();
+    }
+    cache.insert(pattern.to_owned(), regex.clone());
+    Ok(matched(&regex, text))
+}
+
+/// Compiled size allowed for a pattern computed at evaluation time (cel's default is 10 MiB:
+/// a 7-byte `\w{200}` compiles to that in about 90 ms, and even a refused one runs until the
+/// limit).
+const COMPUTED_PATTERN_BYTES: usize = 1 << 20;
+/// What compiling a computed pattern costs, in units: about its worst compile time (13 ms for
+/// one that reaches `COMPUTED_PATTERN_BYTES`).
+pub(crate) const COMPUTED_PATTERN_UNITS: u64 = 250_000;
+
+/// `text.matches(pattern)` with a pattern computed from what the expression reads: compiled on
+/// every call, with a 1 MiB compiled-size limit, and charged for it.
+fn matches_computed_fn<'b, 'v>(
+    args: Vec<CowVal<'b, 'v>>,
+) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let (text, pattern) = match_operands(&args)?;
+    charge(COMPUTED_PATTERN_UNITS)?;
+    let regex = regex::RegexBuilder::new(pattern)
+        .size_limit(COMPUTED_PATTERN_BYTES)
+        .build()
+        .map_err(|e| invalid_pattern(pattern, &e))?;
+    Ok(matched(&regex, text))
+}
+
 /// Declares the meter's functions in `env`.
 pub(crate) fn register(env: &mut Env) -> Result<(), String> {
     env.add_overload(
@@ -253,6 +389,27 @@ pub(crate) fn register(env: &mut Env) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     env.add_overload(SHALLOW_FN, "caio_cost_shallow", vec![DYN_TYPE], shallow_fn)
         .map_err(|e| e.to_string())?;
+    env.add_overload(
+        MEMBER_FN,
+        "caio_cost_member",
+        vec![DYN_TYPE, DYN_TYPE],
+        member_fn,
+    )
+    .map_err(|e| e.to_string())?;
+    env.add_overload(
+        MATCHES_FN,
+        "caio_matches",
+        vec![DYN_TYPE, DYN_TYPE, DYN_TYPE],
+        matches_computed_fn,
+    )
+    .map_err(|e| e.to_string())?;
+    env.add_overload(
+        MATCHES_LITERAL_FN,
+        "caio_matches_literal",
+        vec![DYN_TYPE, DYN_TYPE, DYN_TYPE],
+        matches_literal_fn,
+    )
+    .map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -340,7 +497,10 @@ fn operands_of(call: &CallExpr) -> Operands {
         | operators::MODULO
         | RANGE_FN
         | OPERAND_FN
-        | SHALLOW_FN => Operands::Free,
+        | SHALLOW_FN
+        | MEMBER_FN
+        | MATCHES_FN
+        | MATCHES_LITERAL_FN => Operands::Free,
         // A macro's own accumulation (`@result + [x]`, `@result + 1`): the appended element is
         // charged where the comprehension is instrumented.
         operators::ADD if is_accumulator(call.args.first()) => Operands::Free,
@@ -448,6 +608,53 @@ fn rewrite(e: &mut IdedExpr, next_id: &mut u64) {
             let mode = operands_of(call);
             for child in children_mut(e) {
                 rewrite(child, next_id);
+            }
+            if let Expr::Call(call) = &mut e.expr {
+                if call.func_name == "matches" && call.args.len() + call.target.iter().len() == 2 {
+                    // `text.matches(pattern)` or `matches(text, pattern)`: CAIO's own, metered
+                    // (the operands are charged there, by their size).
+                    let member = call.target.is_some();
+                    if let Some(target) = call.target.take() {
+                        call.args.insert(0, *target);
+                    }
+                    call.args.push(IdedExpr {
+                        id: *next_id,
+                        expr: Expr::Literal(LiteralValue::Boolean(member.into())),
+                    });
+                    *next_id += 1;
+                    let literal = matches!(
+                        call.args.get(1).map(|p| &p.expr),
+                        Some(Expr::Literal(LiteralValue::String(_)))
+                    );
+                    call.func_name = if literal {
+                        MATCHES_LITERAL_FN
+                    } else {
+                        MATCHES_FN
+                    }
+                    .to_owned();
+                    return;
+                }
+                if call.func_name == operators::IN && call.args.len() == 2 {
+                    // `x in list`: every element is compared with `x`. The list's operand is
+                    // charged for that, with a copy of `x` to size it (evaluated again: CEL
+                    // expressions have no side effects, and its own cost is charged twice).
+                    let x = call.args[0].clone();
+                    if carries_data(&call.args[0]) {
+                        wrap(&mut call.args[0], OPERAND_FN, None, next_id);
+                    }
+                    let list = &mut call.args[1];
+                    let inner = std::mem::take(list);
+                    *list = IdedExpr {
+                        id: *next_id,
+                        expr: Expr::Call(CallExpr {
+                            func_name: MEMBER_FN.to_owned(),
+                            target: None,
+                            args: vec![inner, x],
+                        }),
+                    };
+                    *next_id += 1;
+                    return;
+                }
             }
             let func = match mode {
                 Operands::Free => return,

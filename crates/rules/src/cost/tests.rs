@@ -115,6 +115,12 @@ fn operations_on_large_values_inside_loops_are_charged() {
         let (verdicts, _) = request_verdicts(&[("op", "true", case)], payload.clone());
         assert!(is_over_limit(&verdicts[0]), "{case}: {verdicts:?}");
     }
+    // Membership compares every element with the value, and values of different types are
+    // converted to compare: a 2,000-element value against a 2,000-element list took 3.6 s in a
+    // release build (found by a random-expression run), one membership test, no loop.
+    let big_in = "request.payload.nested in request.payload.other";
+    let (verdicts, _) = request_verdicts(&[("in", "true", big_in)], payload.clone());
+    assert!(is_over_limit(&verdicts[0]), "{verdicts:?}");
     // The same operations once each (outside a loop) are cheap and keep their results.
     let once = [
         ("!(1 in request.payload.other)", true),
@@ -134,8 +140,9 @@ fn operations_on_large_values_inside_loops_are_charged() {
 /// the memo (a warm policy set) or not (a fresh one).
 #[test]
 fn the_request_budget_is_shared_and_memo_hits_spend_it_too() {
-    // Each costs 875,000 units (25,000 elements × a body of 30 nodes, and 5 operands of one unit
-    // per element): two fit in the request's 2,000,000, the third does not.
+    // Each costs about 900,000 units (25,000 elements × a body of 30 nodes, 5 operands of one
+    // unit per element, and the list's size): two fit in the request's 2,000,000, the third
+    // does not.
     let expensive = |k: usize| {
         format!(
             "request.payload.items.all(x, x + {k} >= 0 && x + {k} >= 0 && x + {k} >= 0 && x + {k} >= 0 && x >= 0)"
@@ -239,6 +246,13 @@ fn instrumented_expressions_keep_their_results() {
         "request.payload.nested.b.c == \"d\"",
         "request.payload.text.contains(\"world\") && request.payload.text.startsWith(\"he\")",
         "request.payload.text.matches(\"^h.*d$\")",
+        "matches(request.payload.text, \"o w\")",
+        "request.payload.text.matches(request.payload.words[1])",
+        "request.payload.text.matches(\"(\")",
+        "request.payload.text.matches(request.payload.text + \"(\")",
+        "request.payload.items.matches(\"a\")",
+        "request.payload.nested.b in [{\"c\": \"d\"}]",
+        "request.payload.items in [request.payload.items]",
         "size(request.payload.text) == 11",
         "\"x\" in request.requirements.capabilities",
         "request.context.priority == \"high\" ? service.id == \"sample\" : false",
@@ -399,4 +413,36 @@ fn charges_follow_the_documented_units() {
     // its 33-byte string (1 + 3).
     assert_eq!(deep_size(boxed.as_ref(), u64::MAX), 13);
     assert_eq!(shallow_size(boxed.as_ref()), 2);
+    // Past the cap, the walk stops with a number above it.
+    for cap in 0..13 {
+        assert!(deep_size(boxed.as_ref(), cap) > cap, "cap {cap}");
+    }
+}
+
+/// `matches` compiles its pattern on every call in cel (a 7-byte `\\w{200}` takes 75 – 90 ms), so
+/// a loop over a payload list multiplied it. Patterns written in the policy are compiled once
+/// and loops over them are charged their matching only; patterns computed from what the
+/// expression reads cost their compilation on every call.
+#[test]
+fn regular_expressions_are_compiled_once_or_charged() {
+    let payload = json!({
+        "items": (0..2_000).collect::<Vec<_>>(),
+        "words": (0..20).map(|i| format!("w{i}")).collect::<Vec<_>>(),
+        "pattern": "^a",
+    });
+    let literal_in_loop = "request.payload.items.all(x, !\"b\".matches(\"\\\\w{20}\"))";
+    let (verdicts, left) = request_verdicts(&[("lit", "true", literal_in_loop)], payload.clone());
+    assert_eq!(verdicts, vec![Truth::Value(true)]);
+    assert!(
+        MAX_ROUTE_EVALUATION_COST - left < 100_000,
+        "spent {}",
+        MAX_ROUTE_EVALUATION_COST - left
+    );
+    let computed_once = "\"abc\".matches(request.payload.pattern)";
+    let (verdicts, left) = request_verdicts(&[("one", "true", computed_once)], payload.clone());
+    assert_eq!(verdicts, vec![Truth::Value(true)]);
+    assert!(MAX_ROUTE_EVALUATION_COST - left >= COMPUTED_PATTERN_UNITS);
+    let computed_in_loop = "request.payload.words.all(w, !\"abc\".matches(w))";
+    let (verdicts, _) = request_verdicts(&[("loop", "true", computed_in_loop)], payload);
+    assert!(is_over_limit(&verdicts[0]), "{verdicts:?}");
 }
