@@ -569,4 +569,4 @@ fn first_type_error(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

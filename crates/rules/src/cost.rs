@@ -34,9 +34,7 @@
 use std::cell::Cell;
 
 use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, ListExpr, LiteralValue, operators};
-use cel::common::types::{
-    CelBytes, CelInt, CelList, CelMap, CelMapKey, CelString, DYN_TYPE, INT_TYPE,
-};
+use cel::common::types::{CelBytes, CelInt, CelList, CelMap, CelMapKey, CelString, DYN_TYPE};
 use cel::common::value::{CowVal, Val};
 use cel::{Env, ExecutionError};
 
@@ -376,40 +374,38 @@ fn matches_computed_fn<'b, 'v>(
     Ok(matched(&regex, text))
 }
 
-/// Declares the meter's functions in `env`.
+/// One of the meter's functions: name, overload id, number of operands, implementation.
+type Declared = (
+    &'static str,
+    &'static str,
+    usize,
+    cel::common::functions::Function,
+);
+
+/// Declares the meter's functions in `env` (every operand `dyn`).
 pub(crate) fn register(env: &mut Env) -> Result<(), String> {
-    env.add_overload(
-        RANGE_FN,
-        "caio_cost_range",
-        vec![DYN_TYPE, INT_TYPE],
-        range_fn,
-    )
-    .map_err(|e| e.to_string())?;
-    env.add_overload(OPERAND_FN, "caio_cost_operand", vec![DYN_TYPE], operand_fn)
+    let functions: [Declared; 6] = [
+        (RANGE_FN, "caio_cost_range", 2, range_fn),
+        (OPERAND_FN, "caio_cost_operand", 1, operand_fn),
+        (SHALLOW_FN, "caio_cost_shallow", 1, shallow_fn),
+        (MEMBER_FN, "caio_cost_member", 2, member_fn),
+        (MATCHES_FN, "caio_matches", 3, matches_computed_fn),
+        (
+            MATCHES_LITERAL_FN,
+            "caio_matches_literal",
+            3,
+            matches_literal_fn,
+        ),
+    ];
+    for (name, id, operands, function) in functions {
+        env.add_overload(
+            name,
+            id,
+            (0..operands).map(|_| DYN_TYPE).collect(),
+            function,
+        )
         .map_err(|e| e.to_string())?;
-    env.add_overload(SHALLOW_FN, "caio_cost_shallow", vec![DYN_TYPE], shallow_fn)
-        .map_err(|e| e.to_string())?;
-    env.add_overload(
-        MEMBER_FN,
-        "caio_cost_member",
-        vec![DYN_TYPE, DYN_TYPE],
-        member_fn,
-    )
-    .map_err(|e| e.to_string())?;
-    env.add_overload(
-        MATCHES_FN,
-        "caio_matches",
-        vec![DYN_TYPE, DYN_TYPE, DYN_TYPE],
-        matches_computed_fn,
-    )
-    .map_err(|e| e.to_string())?;
-    env.add_overload(
-        MATCHES_LITERAL_FN,
-        "caio_matches_literal",
-        vec![DYN_TYPE, DYN_TYPE, DYN_TYPE],
-        matches_literal_fn,
-    )
-    .map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use super::*;
 use caio_contracts::policy::PolicyRule;
 
-fn set(rules: &[(&str, &str, &str)]) -> PolicySet {
+pub(crate) fn set(rules: &[(&str, &str, &str)]) -> PolicySet {
     PolicySet {
         policies: rules
             .iter()

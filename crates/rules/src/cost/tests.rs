@@ -6,27 +6,13 @@ use std::sync::Arc;
 use caio_contracts::limits::{
     MAX_EVALUATION_COST, MAX_EXPRESSION_DEPTH, MAX_ROUTE_EVALUATION_COST,
 };
-use caio_contracts::policy::{PolicyRule, PolicySet};
 use cel::Env;
 use serde_json::{Value as Json, json};
 
 use super::*;
 use crate::compile::compile;
+use crate::compile::tests::set;
 use crate::eval::{RequestScope, ServiceScope, Truth};
-
-fn set(rules: &[(&str, &str, &str)]) -> PolicySet {
-    PolicySet {
-        policies: rules
-            .iter()
-            .map(|(id, when, require)| PolicyRule {
-                id: (*id).to_owned(),
-                description: None,
-                when: (*when).to_owned(),
-                require: (*require).to_owned(),
-            })
-            .collect(),
-    }
-}
 
 /// The request-level verdicts of `rules` for a request whose payload is `payload`, and the
 /// budget the request has left afterwards.
