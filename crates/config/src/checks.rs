@@ -2,6 +2,7 @@
 //! start on any failure) and `caio doctor` prints them.
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,26 @@ impl Check {
     /// Whether it passed.
     pub fn passed(&self) -> bool {
         self.status == CheckStatus::Pass
+    }
+}
+
+/// PASS with the value when it lies in `range`, else FAIL naming the range (`unit` follows the
+/// range's end, e.g. `" ms"`).
+fn within<T>(name: &'static str, value: T, range: RangeInclusive<T>, unit: &str) -> Check
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if range.contains(&value) {
+        Check::pass(name, value.to_string())
+    } else {
+        Check::fail(
+            name,
+            format!(
+                "{value} is outside {}..={}{unit}",
+                range.start(),
+                range.end()
+            ),
+        )
     }
 }
 
@@ -279,45 +300,30 @@ pub fn check(config: &Config) -> Vec<Check> {
     });
 
     let limits = &config.limits;
-    out.push(if (1024..=64 * 1024 * 1024).contains(&limits.body_bytes) {
-        Check::pass("limits.body_bytes", limits.body_bytes.to_string())
-    } else {
-        Check::fail(
-            "limits.body_bytes",
-            format!("{} is outside 1024..=67108864 bytes", limits.body_bytes),
-        )
-    });
-    out.push(if (1..=600_000).contains(&limits.request_timeout_ms) {
-        Check::pass(
-            "limits.request_timeout_ms",
-            limits.request_timeout_ms.to_string(),
-        )
-    } else {
-        Check::fail(
-            "limits.request_timeout_ms",
-            format!("{} is outside 1..=600000 ms", limits.request_timeout_ms),
-        )
-    });
-
-    out.push(if (100..=600_000).contains(&limits.header_timeout_ms) {
-        Check::pass(
-            "limits.header_timeout_ms",
-            limits.header_timeout_ms.to_string(),
-        )
-    } else {
-        Check::fail(
-            "limits.header_timeout_ms",
-            format!("{} is outside 100..=600000 ms", limits.header_timeout_ms),
-        )
-    });
-    out.push(if (1..=1_000_000).contains(&limits.max_connections) {
-        Check::pass("limits.max_connections", limits.max_connections.to_string())
-    } else {
-        Check::fail(
-            "limits.max_connections",
-            format!("{} is outside 1..=1000000", limits.max_connections),
-        )
-    });
+    out.push(within(
+        "limits.body_bytes",
+        limits.body_bytes,
+        1024..=64 * 1024 * 1024,
+        " bytes",
+    ));
+    out.push(within(
+        "limits.request_timeout_ms",
+        limits.request_timeout_ms,
+        1..=600_000,
+        " ms",
+    ));
+    out.push(within(
+        "limits.header_timeout_ms",
+        limits.header_timeout_ms,
+        100..=600_000,
+        " ms",
+    ));
+    out.push(within(
+        "limits.max_connections",
+        limits.max_connections,
+        1..=1_000_000,
+        "",
+    ));
 
     let rl = &config.rate_limit;
     out.push(if !rl.enabled {
@@ -371,14 +377,12 @@ pub fn check(config: &Config) -> Vec<Check> {
             "CAIO_WEBHOOK_SIGNATURE_REQUIRED is off: unsigned webhook calls are accepted",
         )
     });
-    out.push(if (1..=3600).contains(&wh.replay_window_s) {
-        Check::pass("webhooks.replay_window_s", wh.replay_window_s.to_string())
-    } else {
-        Check::fail(
-            "webhooks.replay_window_s",
-            format!("{} is outside 1..=3600 s", wh.replay_window_s),
-        )
-    });
+    out.push(within(
+        "webhooks.replay_window_s",
+        wh.replay_window_s,
+        1..=3600,
+        " s",
+    ));
     let weak: Vec<&str> = wh
         .secrets
         .iter()
