@@ -11,8 +11,9 @@
 use serde_json::Value;
 
 use crate::decision::{
-    Check, ComposedGuarantees, ControlSignal, DecisionCore, MatchProof, OptimizeProof, Proof,
-    RuleVerdict, RulesProof, ScoreTerms, SecurityProof, TraitsProof,
+    CORE_MEMBERS, CanonicalCore, Check, ComposedGuarantees, ControlSignal, DecisionCore,
+    MatchProof, OptimizeProof, Proof, RuleVerdict, RulesProof, ScoreTerms, SecurityProof,
+    TraitsProof,
 };
 use crate::request::Principal;
 
@@ -24,6 +25,9 @@ type R = Result<(), Unsupported>;
 
 struct Out {
     buf: Vec<u8>,
+    /// Cleared when a number is written in a form that reads back as a different value: an
+    /// integer beyond ±2^53 (RFC 8785 writes the double it denotes) or a negative zero.
+    exact: bool,
 }
 
 impl Out {
@@ -75,6 +79,9 @@ impl Out {
         if !v.is_finite() {
             self.raw(b"null");
             return Ok(());
+        }
+        if v == 0.0 && v.is_sign_negative() {
+            self.exact = false;
         }
         crate::canonical::with_number(v, |b| self.buf.extend_from_slice(b));
         Ok(())
@@ -129,6 +136,12 @@ impl Out {
                     return Err(Unsupported);
                 }
                 // Integers are written as the double they denote, as RFC 8785 requires.
+                const EXACT: u64 = 1 << 53;
+                if n.as_u64().is_some_and(|u| u > EXACT)
+                    || n.as_i64().is_some_and(|i| i.unsigned_abs() > EXACT)
+                {
+                    self.exact = false;
+                }
                 let f = n
                     .as_f64()
                     .or_else(|| n.as_i64().map(|i| i as f64))
@@ -153,31 +166,36 @@ impl Out {
 }
 
 /// The canonical JSON of a decision core, or `Unsupported`.
-pub(crate) fn write_core(core: &DecisionCore<'_>) -> Result<Vec<u8>, Unsupported> {
+pub(crate) fn write_core(core: &DecisionCore<'_>) -> Result<CanonicalCore, Unsupported> {
     let mut o = Out {
         buf: Vec::with_capacity(4096),
+        exact: true,
     };
+    let mut spans: [(usize, usize); CORE_MEMBERS.len()] = [(0, 0); CORE_MEMBERS.len()];
     o.raw(b"{");
-    o.key(true, "control_signal");
-    control_signal(&mut o, core.control_signal)?;
-    o.key(false, "guarantees");
-    guarantees(&mut o, core.guarantees)?;
-    o.key(false, "policy_version");
-    o.str(core.policy_version);
-    o.key(false, "principal");
-    principal(&mut o, core.principal)?;
-    o.key(false, "proof");
-    proof(&mut o, core.proof)?;
-    o.key(false, "registry_version");
-    o.str(core.registry_version);
-    o.key(false, "request_digest");
-    o.str(core.request_digest);
-    o.key(false, "score");
-    o.num(core.score)?;
-    o.key(false, "service_id");
-    o.str(core.service_id);
+    for (i, (name, span)) in CORE_MEMBERS.iter().zip(spans.iter_mut()).enumerate() {
+        o.key(i == 0, name);
+        let start = o.buf.len();
+        match *name {
+            "control_signal" => control_signal(&mut o, core.control_signal)?,
+            "guarantees" => guarantees(&mut o, core.guarantees)?,
+            "policy_version" => o.str(core.policy_version),
+            "principal" => principal(&mut o, core.principal)?,
+            "proof" => proof(&mut o, core.proof)?,
+            "registry_version" => o.str(core.registry_version),
+            "request_digest" => o.str(core.request_digest),
+            "score" => o.num(core.score)?,
+            "service_id" => o.str(core.service_id),
+            _ => return Err(Unsupported),
+        }
+        *span = (start, o.buf.len());
+    }
     o.raw(b"}");
-    Ok(o.buf)
+    Ok(CanonicalCore {
+        bytes: o.buf,
+        spans,
+        exact: o.exact,
+    })
 }
 
 fn control_signal(o: &mut Out, c: &ControlSignal) -> R {

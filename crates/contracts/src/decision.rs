@@ -57,6 +57,24 @@ pub struct Decision {
     pub recorded_at: Option<String>,
 }
 
+/// The members of a [`Decision`]'s JSON, in the order serde writes them (the field order above).
+pub const DECISION_MEMBERS: [&str; 14] = [
+    "decision_id",
+    "service_id",
+    "score",
+    "ranking",
+    "rejected",
+    "guarantees",
+    "control_signal",
+    "proof",
+    "registry_version",
+    "policy_version",
+    "request_digest",
+    "request",
+    "principal",
+    "recorded_at",
+];
+
 /// What the decision id commits to (DESIGN.md §2 step 9): the request digest, the registry and
 /// policy versions, the principal, the decision (service, score, control signal), the proofs and
 /// the composed guarantees. The ranking and the rejections are derived from these by recomputation
@@ -83,17 +101,70 @@ pub struct DecisionCore<'a> {
     pub service_id: &'a str,
 }
 
+/// The members of [`DecisionCore`], in canonical (RFC 8785) order.
+pub const CORE_MEMBERS: [&str; 9] = [
+    "control_signal",
+    "guarantees",
+    "policy_version",
+    "principal",
+    "proof",
+    "registry_version",
+    "request_digest",
+    "score",
+    "service_id",
+];
+
+/// The canonical JSON of a decision core, as hashed for the decision id, with where each member's
+/// value lies in it, so that a decision's JSON can reuse the bytes instead of serializing the
+/// same values a second time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalCore {
+    pub(crate) bytes: Vec<u8>,
+    /// Byte range of each member's value, in [`CORE_MEMBERS`] order.
+    pub(crate) spans: [(usize, usize); CORE_MEMBERS.len()],
+    /// Every number reads back as the value written (see [`CanonicalCore::is_exact`]).
+    pub(crate) exact: bool,
+}
+
+impl CanonicalCore {
+    /// The canonical JSON (what the decision id hashes).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The canonical JSON of one member's value (`name` from [`CORE_MEMBERS`]).
+    pub fn member(&self, name: &str) -> Option<&[u8]> {
+        let i = CORE_MEMBERS.iter().position(|m| *m == name)?;
+        let (start, end) = self.spans[i];
+        self.bytes.get(start..end)
+    }
+
+    /// Whether every number in the core reads back as the same value. RFC 8785 writes numbers as
+    /// doubles, so an integer beyond ±2^53 (possible in a request's context, which proofs quote)
+    /// reads back rounded, and `-0` reads back as `0`; such a core is hashed as it is, but
+    /// the decision's JSON should not quote it.
+    pub fn is_exact(&self) -> bool {
+        self.exact
+    }
+}
+
 impl DecisionCore<'_> {
     /// The canonical JSON of the core, written directly (the fast path), or `None` when the core
     /// holds something only the generic canonical serializer handles.
     pub fn canonical_bytes(&self) -> Option<Vec<u8>> {
+        self.canonical().map(|c| c.bytes)
+    }
+
+    /// The canonical JSON of the core with its members' positions (the fast path), or `None`
+    /// when the core holds something only the generic canonical serializer handles.
+    pub fn canonical(&self) -> Option<CanonicalCore> {
         crate::core_writer::write_core(self).ok()
     }
 
     /// `sha256:<hex>` of the core's canonical JSON: the decision id.
     pub fn digest(&self) -> Result<String, crate::canonical::CanonicalError> {
-        match self.canonical_bytes() {
-            Some(bytes) => Ok(crate::canonical::digest_bytes(&bytes)),
+        match self.canonical() {
+            Some(core) => Ok(crate::canonical::digest_bytes(&core.bytes)),
             None => crate::canonical::digest(self),
         }
     }

@@ -23,12 +23,13 @@ pub use exec::{
     ExecuteError, ExecuteOptions, Execution, ExecutionStatus, Gateway, GatewayConfig,
     ViolationPolicy,
 };
-pub use pipeline::{RouteContext, route};
+pub use pipeline::{RouteContext, route, route_sealed};
 pub use prepared::PreparedServices;
 pub use router::Router;
 pub use verify::{Disagreement, Verified, verify};
 
 pub use caio_rules::CompiledPolicies;
+pub use caio_trace::SealedDecision;
 
 /// Offline checks of the hash-chained logs a server keeps (its trace log and audit log), for
 /// tools that link the gateway rather than the stores.

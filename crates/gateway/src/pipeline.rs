@@ -21,6 +21,7 @@ use caio_contracts::decision::{
 use caio_contracts::request::{Principal, RouteRequest};
 use caio_registry::Snapshot;
 use caio_rules::{CompiledPolicies, RequestScope};
+use caio_trace::SealedDecision;
 use serde_json::json;
 
 use crate::error::{NoRoute, RouteError};
@@ -80,6 +81,16 @@ pub fn route(
     request: &RouteRequest,
     principal: &Principal,
 ) -> Result<Decision, RouteError> {
+    route_sealed(ctx, request, principal).map(SealedDecision::into_decision)
+}
+
+/// [`route`], keeping the canonical JSON of the decision's hashed core for encoding the decision
+/// ([`caio_trace::TraceBody::decision`]).
+pub fn route_sealed(
+    ctx: &RouteContext<'_>,
+    request: &RouteRequest,
+    principal: &Principal,
+) -> Result<SealedDecision, RouteError> {
     route_inner(ctx, request, principal, None)
 }
 
@@ -199,7 +210,7 @@ pub(crate) fn route_inner(
     request: &RouteRequest,
     principal: &Principal,
     replay: Option<&Replay>,
-) -> Result<Decision, RouteError> {
+) -> Result<SealedDecision, RouteError> {
     let snapshot = ctx.snapshot;
     let policies = ctx.policies;
     if ctx.services.version() != snapshot.version()
@@ -501,7 +512,7 @@ pub(crate) fn route_inner(
             tiebreak: k.map(|k| hex_of(&k)),
         })
         .collect();
-    let mut decision = Decision {
+    let decision = Decision {
         decision_id: String::new(),
         service_id: Arc::clone(&winner_entry.id),
         score: winner.score,
@@ -521,8 +532,7 @@ pub(crate) fn route_inner(
         principal: principal.clone(),
         recorded_at: None,
     };
-    caio_trace::seal(&mut decision).map_err(internal)?;
-    Ok(decision)
+    SealedDecision::seal(decision).map_err(internal)
 }
 
 fn hex_of(bytes: &[u8; 32]) -> String {

@@ -8,9 +8,10 @@ use caio_contracts::decision::Decision;
 use caio_contracts::request::{Principal, RouteRequest};
 use caio_registry::{Registry, Snapshot};
 use caio_rules::CompiledPolicies;
+use caio_trace::SealedDecision;
 
 use crate::error::RouteError;
-use crate::pipeline::{RouteContext, route};
+use crate::pipeline::{RouteContext, route_sealed};
 use crate::prepared::PreparedServices;
 
 /// Routes requests against a live registry and a replaceable policy set.
@@ -130,6 +131,17 @@ impl Router {
         request: &RouteRequest,
         principal: &Principal,
     ) -> Result<Decision, RouteError> {
+        self.route_sealed(request, principal)
+            .map(SealedDecision::into_decision)
+    }
+
+    /// [`route`](Self::route), keeping the canonical JSON of the decision's hashed core for
+    /// encoding it ([`caio_trace::TraceBody::decision`]): what the server uses.
+    pub fn route_sealed(
+        &self,
+        request: &RouteRequest,
+        principal: &Principal,
+    ) -> Result<SealedDecision, RouteError> {
         let snapshot = self.registry.snapshot();
         let policies = self.policies.load();
         let prepared = self.prepared_for(&snapshot, &policies);
@@ -140,6 +152,6 @@ impl Router {
             policies: &policies,
             history: &history,
         };
-        route(&ctx, request, principal)
+        route_sealed(&ctx, request, principal)
     }
 }

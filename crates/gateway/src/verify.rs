@@ -147,7 +147,8 @@ pub fn verify(
                 decision.service_id
             ),
         )
-    })?;
+    })?
+    .into_decision();
 
     let recorded =
         serde_json::to_value(decision).map_err(|e| disagree("decision", "", e.to_string()))?;

@@ -12,7 +12,7 @@
 //! files.
 
 use caio_contracts::canonical::{self, CanonicalError};
-use caio_contracts::decision::Decision;
+use caio_contracts::decision::{CanonicalCore, Decision};
 
 pub mod audit;
 mod chain;
@@ -46,6 +46,53 @@ pub fn decision_id(d: &Decision) -> Result<String, CanonicalError> {
 pub fn seal(d: &mut Decision) -> Result<(), CanonicalError> {
     d.decision_id = decision_id(d)?;
     Ok(())
+}
+
+/// A decision with its id set, keeping the canonical JSON its id was computed from, so that its
+/// own JSON ([`TraceBody::decision`]) quotes those bytes instead of serializing the hashed core a
+/// second time. The core cannot be changed through this type (only `recorded_at`, which is
+/// outside it), so the bytes kept always match the decision.
+#[derive(Debug, Clone)]
+pub struct SealedDecision {
+    decision: Decision,
+    /// `None` when the core needed the generic canonical serializer, or does not read back
+    /// exactly ([`CanonicalCore::is_exact`]).
+    core: Option<CanonicalCore>,
+}
+
+impl SealedDecision {
+    /// Seals `decision`: computes its id from its core and keeps the core's canonical JSON.
+    pub fn seal(mut decision: Decision) -> Result<SealedDecision, CanonicalError> {
+        let core = decision.core().canonical();
+        decision.decision_id = match &core {
+            Some(c) => canonical::digest_bytes(c.bytes()),
+            None => canonical::digest(&decision.core())?,
+        };
+        Ok(SealedDecision {
+            decision,
+            core: core.filter(CanonicalCore::is_exact),
+        })
+    }
+
+    /// The decision.
+    pub fn decision(&self) -> &Decision {
+        &self.decision
+    }
+
+    /// Sets when the decision was recorded (outside the hashed core).
+    pub fn set_recorded_at(&mut self, at: Option<String>) {
+        self.decision.recorded_at = at;
+    }
+
+    /// The decision, without the kept bytes.
+    pub fn into_decision(self) -> Decision {
+        self.decision
+    }
+
+    /// The canonical core kept, if any.
+    pub(crate) fn core(&self) -> Option<&CanonicalCore> {
+        self.core.as_ref()
+    }
 }
 
 /// A recorded decision whose content does not match its id, or its request digest.

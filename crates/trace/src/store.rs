@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
+use caio_contracts::decision::DECISION_MEMBERS;
 use serde::{Deserialize, Serialize};
 
 use crate::chain::{self, Chain, GENESIS, Line, Lines, Link, io_error};
@@ -142,6 +143,60 @@ impl TraceBody {
         }
         Ok(TraceBody {
             bytes: Bytes::from(bytes),
+            serialized: true,
+        })
+    }
+
+    /// A sealed decision's JSON: the same members, in the same order, as
+    /// [`serialize`](Self::serialize) writes for the [`Decision`], with the members of the hashed
+    /// core copied from the canonical JSON its id was computed from instead of serialized again
+    /// (the proof is most of the encoding work). Numbers in those members are in RFC 8785's form
+    /// (`120` where serde_json writes `120.0`): the same values, since the kept core reads back
+    /// exactly. Without kept bytes, this is `serialize`.
+    pub fn decision(sealed: &crate::SealedDecision) -> Result<TraceBody, StoreError> {
+        let d = sealed.decision();
+        let Some(core) = sealed.core() else {
+            return Self::serialize(d);
+        };
+        static LAST_LEN: AtomicUsize = AtomicUsize::new(4096);
+        let mut out = Vec::with_capacity(LAST_LEN.load(Ordering::Relaxed).min(1 << 20) + 256);
+        out.push(b'{');
+        for member in DECISION_MEMBERS {
+            if member == "recorded_at" && d.recorded_at.is_none() {
+                continue;
+            }
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(member.as_bytes());
+            out.extend_from_slice(b"\":");
+            let written = match member {
+                "decision_id" => serde_json::to_writer(&mut out, &d.decision_id),
+                "ranking" => serde_json::to_writer(&mut out, &d.ranking),
+                "rejected" => serde_json::to_writer(&mut out, &d.rejected),
+                "request" => serde_json::to_writer(&mut out, &d.request),
+                "recorded_at" => serde_json::to_writer(&mut out, &d.recorded_at),
+                name => match core.member(name) {
+                    Some(bytes) => {
+                        out.extend_from_slice(bytes);
+                        Ok(())
+                    }
+                    None => {
+                        return Err(StoreError::Invalid(format!(
+                            "`{name}` is neither a member of the decision's core nor written here"
+                        )));
+                    }
+                },
+            };
+            written.map_err(|e| {
+                StoreError::Invalid(format!("the decision does not serialize: {e}"))
+            })?;
+        }
+        out.push(b'}');
+        LAST_LEN.store(out.len(), Ordering::Relaxed);
+        Ok(TraceBody {
+            bytes: Bytes::from(out),
             serialized: true,
         })
     }

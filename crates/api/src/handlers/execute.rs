@@ -449,7 +449,7 @@ pub(crate) async fn route_and_record(
     router: &caio_gateway::Router,
     request: &RouteRequest,
 ) -> ApiResult<Recorded> {
-    let mut decision = match router.route(request, &caller.principal) {
+    let mut sealed = match router.route_sealed(request, &caller.principal) {
         Ok(d) => d,
         Err(RouteError::NoMatchingService(no)) => {
             count_rejections(state, no.rejected.iter());
@@ -469,9 +469,13 @@ pub(crate) async fn route_and_record(
             return Err(ApiError::internal("routing", e));
         }
     };
-    let body = record_decision(state, caller, &mut decision).await?;
+    let now = caio_trace::now_ms();
+    sealed.set_recorded_at(Some(rfc3339(now)));
+    let body =
+        TraceBody::decision(&sealed).map_err(|e| ApiError::internal("encoding a decision", e))?;
+    record_encoded(state, caller, sealed.decision(), body.clone(), now).await?;
     Ok(Recorded {
-        decision,
+        decision: sealed.into_decision(),
         body: Some(body),
     })
 }
@@ -692,9 +696,22 @@ pub(crate) async fn record_decision(
 ) -> ApiResult<TraceBody> {
     let now = caio_trace::now_ms();
     decision.recorded_at = Some(rfc3339(now));
-    count_rejections(state, decision.rejected.iter());
     let body = TraceBody::serialize(&*decision)
         .map_err(|e| ApiError::internal("encoding a decision", e))?;
+    record_encoded(state, caller, decision, body.clone(), now).await?;
+    Ok(body)
+}
+
+/// Records a decision already encoded as `body` (recorded at `now`) and counts its rejections
+/// and outcome.
+pub(crate) async fn record_encoded(
+    state: &AppState,
+    caller: &Identity,
+    decision: &Decision,
+    body: TraceBody,
+    now: u64,
+) -> ApiResult<()> {
+    count_rejections(state, decision.rejected.iter());
     persist(
         state,
         TraceRecord {
@@ -704,12 +721,12 @@ pub(crate) async fn record_decision(
             principal_id: caller.principal.id.clone(),
             service_id: Some(decision.service_id.to_string()),
             outcome: Outcome::Routed,
-            body: body.clone(),
+            body,
         },
     )
     .await?;
     outcome(state, "routed");
-    Ok(body)
+    Ok(())
 }
 
 /// POST /api/v1/execute with `chain`: plan (route every stage, compose, check the bounds), record

@@ -202,17 +202,18 @@ pub async fn route(
         .metrics
         .stage("parse", (parsed - started).as_secs_f64());
     let router = state.routers.for_tenant(&caller.principal.tenant);
-    let result = router.route(&request, &caller.principal);
+    let result = router.route_sealed(&request, &caller.principal);
     let routed = Instant::now();
     state
         .metrics
         .stage("pipeline", (routed - parsed).as_secs_f64());
     let now = caio_trace::now_ms();
     match result {
-        Ok(mut decision) => {
-            decision.recorded_at = Some(rfc3339(now));
+        Ok(mut sealed) => {
+            sealed.set_recorded_at(Some(rfc3339(now)));
+            let decision = sealed.decision();
             count_rejections(&state, decision.rejected.iter());
-            let body = TraceBody::serialize(&decision)
+            let body = TraceBody::decision(&sealed)
                 .map_err(|e| ApiError::internal("encoding a decision", e))?;
             state
                 .metrics

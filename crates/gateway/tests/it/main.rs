@@ -3,6 +3,7 @@
 
 mod support;
 
+mod encoding;
 mod exec;
 mod golden;
 mod invariants;

@@ -282,6 +282,14 @@ proptest! {
                 prop_assert!(d.ranking.windows(2).all(|w| w[0].score >= w[1].score));
                 // The direct core writer and the reference canonical serializer agree byte for byte.
                 prop_assert_eq!(d.core().canonical_bytes(), serde_json_canonicalizer::to_vec(&d.core()).ok());
+                // The server's JSON of the decision (core members quoted from those bytes) reads
+                // back as the decision.
+                let mut sealed = caio_gateway::SealedDecision::seal(d.clone()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(sealed.decision(), &d);
+                sealed.set_recorded_at(Some("2026-12-01T15:00:00Z".into()));
+                if let Err(e) = crate::encoding::check_spliced(&sealed) {
+                    return Err(TestCaseError::fail(e));
+                }
                 prop_assert!(d.control_signal.u.iter().all(|u| u.is_finite() && u.abs() <= d.control_signal.u_max));
                 if let Err(e) = caio_gateway::verify(&d, contracts, &policies) {
                     return Err(TestCaseError::fail(format!("does not verify: {e}")));
