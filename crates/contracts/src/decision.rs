@@ -247,41 +247,97 @@ pub struct Rejection {
     pub detail: Arc<str>,
 }
 
+/// Rejections shared between decisions (the services lacking a required capability, computed once
+/// per registry snapshot and capability set), each with its compact JSON written once.
+#[derive(Debug, Default)]
+pub struct SharedRejections {
+    list: Box<[Rejection]>,
+    /// serde_json's compact JSON of each rejection, in the same order; `None` if one did not
+    /// serialize (then every decision serializes them itself).
+    json: Option<Box<[Box<[u8]>]>>,
+}
+
+impl SharedRejections {
+    /// The list (in id order) and the JSON of each entry.
+    pub fn new(list: Vec<Rejection>) -> SharedRejections {
+        let json = list
+            .iter()
+            .map(|r| serde_json::to_vec(r).map(Vec::into_boxed_slice))
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+            .map(Vec::into_boxed_slice);
+        SharedRejections {
+            list: list.into_boxed_slice(),
+            json,
+        }
+    }
+
+    /// The rejections.
+    pub fn as_slice(&self) -> &[Rejection] {
+        &self.list
+    }
+}
+
 /// The rejected services, in id order: services that lack a required capability (a list shared
 /// between decisions over the same registry snapshot and capabilities) merged with those removed
 /// at a later step. Serializes as one JSON array.
 #[derive(Debug, Clone, Default)]
 pub struct Rejections {
-    unmatched: Arc<[Rejection]>,
+    unmatched: Arc<SharedRejections>,
     others: Vec<Rejection>,
 }
 
 impl Rejections {
     /// Builds the list from the two id-ordered parts.
-    pub fn new(unmatched: Arc<[Rejection]>, others: Vec<Rejection>) -> Rejections {
+    pub fn new(unmatched: Arc<SharedRejections>, others: Vec<Rejection>) -> Rejections {
         Rejections { unmatched, others }
+    }
+
+    /// Every rejection, in id order, with its JSON when it is a shared one.
+    fn merged<'a>(&'a self) -> impl Iterator<Item = (&'a Rejection, Option<&'a [u8]>)> {
+        let json = self.unmatched.json.as_deref();
+        let mut a = self.unmatched.list.iter().enumerate().peekable();
+        let mut b = self.others.iter().peekable();
+        let shared =
+            move |(i, r): (usize, &'a Rejection)| (r, json.and_then(|j| j.get(i)).map(|b| &b[..]));
+        std::iter::from_fn(move || match (a.peek(), b.peek()) {
+            (Some((_, x)), Some(y)) => {
+                if x.service_id <= y.service_id {
+                    a.next().map(shared)
+                } else {
+                    b.next().map(|r| (r, None))
+                }
+            }
+            (Some(_), None) => a.next().map(shared),
+            (None, _) => b.next().map(|r| (r, None)),
+        })
     }
 
     /// Every rejection, in id order.
     pub fn iter(&self) -> impl Iterator<Item = &Rejection> {
-        let mut a = self.unmatched.iter().peekable();
-        let mut b = self.others.iter().peekable();
-        std::iter::from_fn(move || match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) => {
-                if x.service_id <= y.service_id {
-                    a.next()
-                } else {
-                    b.next()
-                }
+        self.merged().map(|(r, _)| r)
+    }
+
+    /// Appends the list's compact JSON to `out`: the bytes serde_json writes for it, with the
+    /// shared rejections' JSON copied instead of serialized again.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.push(b'[');
+        for (i, (r, json)) in self.merged().enumerate() {
+            if i > 0 {
+                out.push(b',');
             }
-            (Some(_), None) => a.next(),
-            (None, _) => b.next(),
-        })
+            match json {
+                Some(bytes) => out.extend_from_slice(bytes),
+                None => serde_json::to_writer(&mut *out, r)?,
+            }
+        }
+        out.push(b']');
+        Ok(())
     }
 
     /// How many services were rejected.
     pub fn len(&self) -> usize {
-        self.unmatched.len() + self.others.len()
+        self.unmatched.list.len() + self.others.len()
     }
 
     /// Whether none was.
@@ -321,7 +377,7 @@ impl<'de> Deserialize<'de> for Rejections {
         let mut others = Vec::<Rejection>::deserialize(deserializer)?;
         others.sort_by(|a, b| a.service_id.cmp(&b.service_id));
         Ok(Rejections {
-            unmatched: Arc::from(Vec::new()),
+            unmatched: Arc::default(),
             others,
         })
     }
@@ -572,4 +628,53 @@ pub struct HistoryEvidence {
     pub samples: u64,
     /// Share of successful calls.
     pub success_rate: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejection(id: &str, detail: &str) -> Rejection {
+        Rejection {
+            service_id: Arc::from(id),
+            step: Step::Match,
+            reason: "missing_capability".into(),
+            detail: Arc::from(detail),
+        }
+    }
+
+    #[test]
+    fn rejections_write_the_bytes_serde_writes() {
+        let shared = vec![
+            rejection("a", "does not offer capability `x`"),
+            rejection("c", "quote \" backslash \\ newline \n tab \t nul \u{0}"),
+            rejection("e", "ünïcødé \u{2028}"),
+        ];
+        let others = vec![
+            rejection("b", "later step"),
+            rejection("d", "later step"),
+            rejection("f", "last"),
+        ];
+        let cases = [
+            (shared.clone(), others.clone()),
+            (shared.clone(), Vec::new()),
+            (Vec::new(), others.clone()),
+            (Vec::new(), Vec::new()),
+            (others, shared),
+        ];
+        for (shared, others) in cases {
+            let r = Rejections::new(Arc::new(SharedRejections::new(shared)), others);
+            let mut out = Vec::new();
+            r.write_json(&mut out).unwrap_or_else(|e| panic!("{e}"));
+            let serde = serde_json::to_vec(&r).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&serde)
+            );
+            let ids: Vec<&str> = r.iter().map(|r| r.service_id.as_ref()).collect();
+            let mut sorted = ids.clone();
+            sorted.sort_unstable();
+            assert_eq!(ids, sorted, "merged in id order");
+        }
+    }
 }

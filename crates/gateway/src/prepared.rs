@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use caio_contracts::decision::{Rejection, Step};
+use caio_contracts::decision::{Rejection, SharedRejections, Step};
 use caio_registry::Snapshot;
 use caio_rules::{CompiledPolicies, ServiceScope, ServiceTable};
 
@@ -27,7 +27,7 @@ pub struct PreparedServices {
     version: String,
     policy_version: String,
     services: Vec<PreparedService>,
-    unmatched: RwLock<HashMap<Vec<String>, Arc<[Rejection]>>>,
+    unmatched: RwLock<HashMap<Vec<String>, Arc<SharedRejections>>>,
 }
 
 impl PreparedServices {
@@ -112,7 +112,7 @@ impl PreparedServices {
         snapshot: &Snapshot,
         capabilities: &[String],
         candidates: &[usize],
-    ) -> Arc<[Rejection]> {
+    ) -> Arc<SharedRejections> {
         if let Some(hit) = self
             .unmatched
             .read()
@@ -140,7 +140,7 @@ impl PreparedServices {
                 detail: Arc::from(format!("does not offer capability `{missing}`")),
             });
         }
-        let list: Arc<[Rejection]> = Arc::from(out);
+        let list = Arc::new(SharedRejections::new(out));
         let mut cache = self.unmatched.write().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= UNMATCHED_CACHE_ENTRIES {
             cache.clear();

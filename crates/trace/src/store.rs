@@ -174,7 +174,7 @@ impl TraceBody {
             let written = match member {
                 "decision_id" => serde_json::to_writer(&mut out, &d.decision_id),
                 "ranking" => serde_json::to_writer(&mut out, &d.ranking),
-                "rejected" => serde_json::to_writer(&mut out, &d.rejected),
+                "rejected" => d.rejected.write_json(&mut out),
                 "request" => serde_json::to_writer(&mut out, &d.request),
                 "recorded_at" => serde_json::to_writer(&mut out, &d.recorded_at),
                 name => match core.member(name) {

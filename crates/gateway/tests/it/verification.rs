@@ -79,7 +79,7 @@ fn resealed_forgeries_are_caught_by_recomputation() {
     if let Some(r) = list.iter_mut().find(|r| r.reason == "missing_capability") {
         r.reason = "policy_violation".into();
     }
-    f.rejected = caio_contracts::decision::Rejections::new(std::sync::Arc::from(Vec::new()), list);
+    f.rejected = caio_contracts::decision::Rejections::new(std::sync::Arc::default(), list);
     let e = check(&f)
         .err()
         .unwrap_or_else(|| panic!("forgery verified"));
