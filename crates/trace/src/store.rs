@@ -1082,6 +1082,12 @@ fn truncate_for_message(s: &str) -> &str {
     &s[..end]
 }
 
+/// Lower-case hex of a hash, in `out` (`hex::encode` builds a String a char at a time).
+fn hex32<'a>(bytes: &[u8; 32], out: &'a mut [u8; 64]) -> Result<&'a str, StoreError> {
+    hex::encode_to_slice(bytes, out).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    std::str::from_utf8(out).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
 /// Appends one line to `out` and returns the offset of the body within `out`.
 fn write_line(
     out: &mut Vec<u8>,
@@ -1090,7 +1096,8 @@ fn write_line(
     hash: &[u8; 32],
     body: &[u8],
 ) -> Result<usize, StoreError> {
-    let (prev, hash) = (hex::encode(prev), hex::encode(hash));
+    let (mut prev_hex, mut hash_hex) = ([0u8; 64], [0u8; 64]);
+    let (prev, hash) = (hex32(prev, &mut prev_hex)?, hex32(hash, &mut hash_hex)?);
     let head = LineHeadOut {
         seq: h.seq,
         at: h.at,
@@ -1099,8 +1106,8 @@ fn write_line(
         principal: h.principal,
         service: h.service,
         outcome: h.outcome,
-        prev: &prev,
-        hash: &hash,
+        prev,
+        hash,
     };
     serde_json::to_writer(&mut *out, &head).map_err(|e| StoreError::Invalid(e.to_string()))?;
     // Replace the object's closing brace with the body member, so the body bytes go in verbatim.
