@@ -2,6 +2,8 @@
 //! decisions by outcome, rejections by step and reason, authentication failures, authorization
 //! denials, rate-limited requests and trace persistence.
 
+use std::sync::OnceLock;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -70,6 +72,22 @@ pub struct ActionLabels {
 /// The stages of POST /api/v1/route.
 const STAGES: [&str; 5] = ["authenticate", "parse", "pipeline", "encode", "persist"];
 
+/// The (step, reason) pairs the routing pipeline gives (docs/reference/decision.md).
+const KNOWN_REJECTIONS: [(&str, &str); 12] = [
+    ("health", "circuit_open"),
+    ("match", "missing_capability"),
+    ("match", "guarantee_unmet"),
+    ("match", "constraint_unadmitted"),
+    ("match", "over_budget"),
+    ("rules", "policy_violation"),
+    ("security", "unauthenticated"),
+    ("security", "unauthorized"),
+    ("security", "privacy"),
+    ("security", "insufficient_trust"),
+    ("security", "tenant_boundary"),
+    ("traits", "trait_unmet"),
+];
+
 /// Every metric the server exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -123,6 +141,8 @@ pub struct Metrics {
     /// Requests let through without a valid license (permissive mode, grace period, limits).
     pub license_warnings: Counter,
     stage_handles: Vec<Histogram>,
+    /// The counters of [`KNOWN_REJECTIONS`], each taken from `rejections` on first use.
+    known_rejections: Vec<OnceLock<Counter>>,
 }
 
 /// A route template label.
@@ -296,6 +316,7 @@ impl Metrics {
             "Requests let through with a license warning",
             license_warnings.clone(),
         );
+        let known_rejections = KNOWN_REJECTIONS.iter().map(|_| OnceLock::new()).collect();
         let stage_handles = STAGES
             .iter()
             .map(|stage| {
@@ -306,6 +327,7 @@ impl Metrics {
             .collect();
         Metrics {
             stage_handles,
+            known_rejections,
             registry,
             requests,
             request_seconds,
@@ -334,6 +356,26 @@ impl Metrics {
         }
     }
 
+    /// Counts `n` rejections at `step` for `reason`. The counters of the pipeline's own reason
+    /// codes are looked up in the family once and then reached without its lock, its hashing
+    /// and two label strings per call (every decision counts its rejections).
+    pub fn count_rejections(&self, step: &'static str, reason: &str, n: u64) {
+        let known = KNOWN_REJECTIONS
+            .iter()
+            .position(|(s, r)| *s == step && *r == reason)
+            .and_then(|i| self.known_rejections.get(i));
+        let labels = || RejectionLabels {
+            step: step.to_owned(),
+            reason: reason.to_owned(),
+        };
+        match known {
+            Some(cell) => cell
+                .get_or_init(|| self.rejections.get_or_create(&labels()).clone())
+                .inc_by(n),
+            None => self.rejections.get_or_create(&labels()).inc_by(n),
+        };
+    }
+
     /// Records the time one routing stage took.
     pub fn stage(&self, stage: &'static str, seconds: f64) {
         // The five stages' histograms are created once; a family lookup (lock, hash) per
@@ -358,5 +400,34 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Metrics {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_are_counted_through_the_cached_counters_and_the_family_alike() {
+        let m = Metrics::new();
+        m.count_rejections("match", "missing_capability", 3);
+        m.count_rejections("match", "missing_capability", 2);
+        m.count_rejections("rules", "policy_violation", 1);
+        // A pair outside the pipeline's list goes through the family.
+        m.count_rejections("match", "a_new_reason", 4);
+        m.count_rejections("match", "a_new_reason", 1);
+        let text = m.encode().unwrap_or_else(|e| panic!("{e}"));
+        for line in [
+            "caio_rejections_total{step=\"match\",reason=\"missing_capability\"} 5",
+            "caio_rejections_total{step=\"rules\",reason=\"policy_violation\"} 1",
+            "caio_rejections_total{step=\"match\",reason=\"a_new_reason\"} 5",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        // A known pair never seen is not listed.
+        assert!(!text.contains("trait_unmet"), "{text}");
     }
 }

@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::auth::{Caller, require};
 use crate::error::{ApiError, ApiResult};
 use crate::extract;
-use crate::metrics::{OutcomeLabels, PolicyLabels, RejectionLabels};
+use crate::metrics::{OutcomeLabels, PolicyLabels};
 use crate::state::AppState;
 
 pub(crate) fn outcome(state: &AppState, outcome: &'static str) {
@@ -39,10 +39,17 @@ pub(crate) fn count_rejections<'a>(
     state: &AppState,
     rejected: impl Iterator<Item = &'a Rejection>,
 ) {
-    let mut by_reason: HashMap<(Step, &str), u64> = HashMap::new();
+    // A handful of distinct (step, reason) pairs per decision: a short list, no hashing.
+    let mut by_reason: Vec<(Step, &str, u64)> = Vec::new();
     let mut by_policy: HashMap<&str, u64> = HashMap::new();
     for r in rejected {
-        *by_reason.entry((r.step, &r.reason)).or_default() += 1;
+        match by_reason
+            .iter_mut()
+            .find(|(step, reason, _)| *step == r.step && *reason == r.reason)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => by_reason.push((r.step, &r.reason, 1)),
+        }
         if r.step == Step::Rules
             && let Some(id) = r
                 .detail
@@ -53,15 +60,8 @@ pub(crate) fn count_rejections<'a>(
             *by_policy.entry(id).or_default() += 1;
         }
     }
-    for ((step, reason), n) in by_reason {
-        state
-            .metrics
-            .rejections
-            .get_or_create(&RejectionLabels {
-                step: step.as_str().to_owned(),
-                reason: reason.to_owned(),
-            })
-            .inc_by(n);
+    for (step, reason, n) in by_reason {
+        state.metrics.count_rejections(step.as_str(), reason, n);
     }
     for (policy, n) in by_policy {
         state
