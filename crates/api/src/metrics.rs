@@ -8,8 +8,10 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+mod sharded;
+pub use sharded::ShardedHistogram;
 
 /// Latency buckets in seconds: 50 µs to 5 s.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -17,8 +19,8 @@ const LATENCY_BUCKETS: [f64; 16] = [
     2.5, 5.0,
 ];
 
-fn latency_histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS)
+fn latency_histogram() -> ShardedHistogram {
+    ShardedHistogram::new(LATENCY_BUCKETS)
 }
 
 /// Labels of an HTTP request.
@@ -95,9 +97,9 @@ pub struct Metrics {
     /// Requests by route, method and status.
     pub requests: Family<RequestLabels, Counter>,
     /// Request latency by route.
-    pub request_seconds: Family<RouteLabel, Histogram>,
+    pub request_seconds: Family<RouteLabel, ShardedHistogram>,
     /// Routing latency by stage.
-    pub route_stage_seconds: Family<StageLabels, Histogram>,
+    pub route_stage_seconds: Family<StageLabels, ShardedHistogram>,
     /// Route requests by outcome (`routed`, `no_route`, `invalid`, `error`).
     pub decisions: Family<OutcomeLabels, Counter>,
     /// Services removed from consideration, by step and reason.
@@ -115,7 +117,7 @@ pub struct Metrics {
     /// Traces written.
     pub traces_persisted: Counter,
     /// Records per trace-store write (group commit).
-    pub trace_batch_size: Histogram,
+    pub trace_batch_size: ShardedHistogram,
     /// Buffered trace appends that found another write in progress and waited for it.
     pub trace_gate_waits: Counter,
     /// Of those, the ones that waited past the spin limit and blocked their thread.
@@ -137,10 +139,10 @@ pub struct Metrics {
     /// Guarantees broken by services that answered, by property.
     pub guarantee_violations: Family<PropertyLabels, Counter>,
     /// Time of whole executions (all attempts and fallbacks).
-    pub execution_seconds: Histogram,
+    pub execution_seconds: ShardedHistogram,
     /// Requests let through without a valid license (permissive mode, grace period, limits).
     pub license_warnings: Counter,
-    stage_handles: Vec<Histogram>,
+    stage_handles: Vec<ShardedHistogram>,
     /// The counters of [`KNOWN_REJECTIONS`], each taken from `rejections` on first use.
     known_rejections: Vec<OnceLock<Counter>>,
 }
@@ -171,10 +173,12 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("caio");
         let requests = Family::<RequestLabels, Counter>::default();
-        let request_seconds =
-            Family::<RouteLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
-        let route_stage_seconds =
-            Family::<StageLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        let request_seconds = Family::<RouteLabel, ShardedHistogram>::new_with_constructor(
+            latency_histogram as fn() -> _,
+        );
+        let route_stage_seconds = Family::<StageLabels, ShardedHistogram>::new_with_constructor(
+            latency_histogram as fn() -> _,
+        );
         let decisions = Family::<OutcomeLabels, Counter>::default();
         let rejections = Family::<RejectionLabels, Counter>::default();
         let policy_violations = Family::<PolicyLabels, Counter>::default();
@@ -183,7 +187,8 @@ impl Metrics {
         let rate_limited = Counter::default();
         let webhook_rejections = Family::<ReasonLabels, Counter>::default();
         let traces_persisted = Counter::default();
-        let trace_batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
+        let trace_batch_size =
+            ShardedHistogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
         let trace_gate_waits = Counter::default();
         let trace_gate_blocked = Counter::default();
         let in_flight = Gauge::default();
