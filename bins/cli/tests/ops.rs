@@ -124,6 +124,56 @@ fn doctor_checks_redis_connections() {
     assert!(!out.contains("hunter2"));
 }
 
+#[test]
+fn doctor_checks_the_open_file_limit_for_max_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    // Under a hard limit of 4096 open files (lowering it needs no privilege).
+    let doctor = |max_connections: u32| {
+        let f = env_file(
+            dir.path(),
+            &format!(
+                "CAIO_MAX_CONNECTIONS={max_connections}\nCAIO_DATA_DIR={}\n",
+                dir.path().display()
+            ),
+        );
+        let o = Command::new("sh")
+            .args([
+                "-c",
+                "ulimit -Sn 1024 && ulimit -Hn 4096 && exec \"$0\" \"$@\"",
+                env!("CARGO_BIN_EXE_caio"),
+                "doctor",
+                "--env-file",
+                &f,
+                "--check-connections",
+            ])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        let line = stdout(&o)
+            .lines()
+            .find(|l| l.contains("limits.open_files"))
+            .unwrap_or_else(|| panic!("no limits.open_files line: {}", stdout(&o)))
+            .to_owned();
+        (o.status.code(), line)
+    };
+    // Within the soft limit; above it but within the hard one (the server raises it).
+    let (code, line) = doctor(500);
+    assert_eq!(code, Some(0), "{line}");
+    assert!(
+        line.starts_with("PASS") && line.contains("needs 756"),
+        "{line}"
+    );
+    let (code, line) = doctor(3000);
+    assert_eq!(code, Some(0), "{line}");
+    assert!(line.contains("raises it to 3256"), "{line}");
+    // Beyond the hard limit: how many connections can be served, and what to change.
+    let (code, line) = doctor(10_000);
+    assert_eq!(code, Some(1), "{line}");
+    assert!(line.starts_with("FAIL"), "{line}");
+    assert!(line.contains("at most 3840 connections"), "{line}");
+    assert!(line.contains("LimitNOFILE"), "{line}");
+}
+
 /// A server on an ephemeral port, in a thread with its own runtime.
 struct Live {
     url: String,

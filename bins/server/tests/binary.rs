@@ -280,3 +280,71 @@ fn embedded_default_generates_an_admin_key_once() {
     // Traces live under the data directory.
     assert!(dir.path().join("traces").is_dir());
 }
+
+/// The soft and hard "Max open files" of a process, from /proc.
+fn open_file_limits(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut n = line.split_whitespace().filter_map(|w| {
+        w.parse::<u64>()
+            .ok()
+            .or((w == "unlimited").then_some(u64::MAX))
+    });
+    (n.next().unwrap(), n.next().unwrap())
+}
+
+#[test]
+fn the_server_raises_its_open_file_limit_for_max_connections() {
+    let (_, hard) = open_file_limits(std::process::id());
+    // A soft limit of 512 (a stingy default), and settings that need more than it: within the
+    // hard limit, and beyond it (when the hard limit is one CAIO_MAX_CONNECTIONS can exceed).
+    let mut cases = vec![(2_000u64, false)];
+    if hard < 1_000_000 {
+        cases.push((hard, true));
+    }
+    for (max_connections, starts_above_hard) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                "ulimit -Sn 512 && exec \"$0\" \"$@\"",
+                env!("CARGO_BIN_EXE_caio-server"),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .current_dir(root())
+            .env("CAIO_MAX_CONNECTIONS", max_connections.to_string())
+            .env("CAIO_BOOTSTRAP_ADMIN_KEY", ADMIN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_ready(port, &mut child);
+        let (soft, _) = open_file_limits(child.id());
+        let needed = max_connections + 256;
+        assert_eq!(soft, needed.min(hard), "max_connections {max_connections}");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        child.wait().unwrap();
+        // Beyond the hard limit the server still serves, and says what to change.
+        assert_eq!(
+            err.contains("LimitNOFILE"),
+            starts_above_hard,
+            "max_connections {max_connections}: {err}"
+        );
+    }
+}

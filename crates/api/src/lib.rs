@@ -94,6 +94,25 @@ pub async fn serve(
     }
 }
 
+/// Raises the soft open-file limit to what `max_connections` needs (up to the hard limit), and
+/// warns when the hard limit is too low (docs/configuration.md, `limits.max_connections`).
+fn open_file_limit(max_connections: usize) {
+    use caio_config::descriptors;
+    let plan = descriptors::descriptor_plan(max_connections, descriptors::file_limits());
+    match descriptors::apply(&plan) {
+        Ok(soft) if plan.raise_soft_to.is_some() => tracing::info!(
+            soft_limit = soft,
+            needed = plan.needed,
+            "raised the open-file limit for limits.max_connections"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "open-file limit"),
+    }
+    if let Some(problem) = &plan.problem {
+        tracing::warn!("{problem}");
+    }
+}
+
 /// Serves HTTP/1.1 connections from `listener` with `app` until `shutdown` completes, then lets
 /// every open connection finish the request it is on (idle ones close at once) and returns when
 /// all are closed.
@@ -255,6 +274,7 @@ pub fn init_logging(config: &Config) -> anyhow::Result<()> {
 /// key) to stderr, binds and serves until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen.clone();
+    open_file_limit(config.limits.max_connections);
     let (state, report) = AppState::build(config)?;
     if let Some(key) = &report.generated_admin_key {
         // Deliberately not through the logger (stderr, often shipped elsewhere): this is for the

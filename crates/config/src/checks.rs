@@ -602,6 +602,7 @@ pub fn check_connections(config: &Config) -> Vec<Check> {
             format!("{}: {e}", config.data_dir.display()),
         ),
     });
+    out.push(crate::descriptors::check(config.limits.max_connections));
     if let Some(url) = &config.redis.url {
         out.push(match ping_redis(url.expose()) {
             Ok(latency) => Check::pass(

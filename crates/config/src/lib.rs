@@ -9,6 +9,7 @@
 //! environment it runs in, and tests need no global state.
 
 mod checks;
+pub mod descriptors;
 mod env;
 
 use std::collections::BTreeMap;
