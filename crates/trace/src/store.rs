@@ -1598,6 +1598,10 @@ fn scan_sealed(
         };
         let file = File::open(&path).map_err(io_error(&path))?;
         let end = scan(&path, &file, start, |rec, at| each(rec, base + at))?;
+        // The scan read the whole segment through the page cache; a sealed segment is read
+        // again only by lookups, so its pages go (a restart over many gigabytes of segments
+        // would otherwise fill memory with them, docs/reference/stores.md).
+        drop_cached(&file);
         if end.torn > 0 {
             let error = StoreError::Corrupt {
                 path: path.clone(),

@@ -1779,3 +1779,46 @@ fn a_sealed_segment_leaves_the_page_cache() {
         assert_eq!(s.get(&id(1)).unwrap().unwrap().summary.seq, 1);
     }
 }
+
+#[test]
+fn sealed_segments_read_at_open_leave_the_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(true) = drops_pages(dir.path()) else {
+        eprintln!(
+            "skipped: the page cache of {:?} cannot be observed or dropped",
+            dir.path()
+        );
+        return;
+    };
+    let options = FileOptions {
+        segment_bytes: 512 << 10,
+        ..FileOptions::new(Durability::Buffered)
+    };
+    let (s, _) = FileTraceStore::open_with(dir.path(), options).unwrap();
+    let mut n = 0;
+    while s.segments().len() < 2 {
+        n += 1;
+        let mut r = rec(n, n, "t", "p", Some("svc"));
+        r.body = body(n, 4000).into();
+        s.append_batch(vec![r]).unwrap();
+    }
+    let head = s.head();
+    let sealed = s.segments();
+    drop(s);
+    // Read every segment back into the page cache, as a backup job or a grep would.
+    for path in &sealed {
+        let _ = fs::read(path).unwrap();
+        assert!(cached_bytes(path).unwrap() > 0, "{path:?} not cached");
+    }
+    let (s, _) = FileTraceStore::open_with(dir.path(), options).unwrap();
+    assert_eq!(s.head(), head);
+    for path in &sealed {
+        assert_eq!(
+            cached_bytes(path),
+            Some(0),
+            "{path:?} still cached after open"
+        );
+    }
+    // Their records are still found.
+    assert_eq!(s.get(&id(1)).unwrap().unwrap().summary.seq, 1);
+}
