@@ -27,7 +27,7 @@ use crate::auth::{Caller, require};
 use crate::error::{ApiError, ApiResult};
 use crate::extract;
 use crate::frame::RequestId;
-use crate::handlers::routing::{count_rejections, outcome, persist, rfc3339};
+use crate::handlers::routing::{count_rejections, outcome, persist, record_encoded, rfc3339};
 use crate::handlers::services::audit;
 use crate::idempotency::{Begin, Claim, Stored};
 use crate::state::AppState;
@@ -700,33 +700,6 @@ pub(crate) async fn record_decision(
         .map_err(|e| ApiError::internal("encoding a decision", e))?;
     record_encoded(state, caller, decision, body.clone(), now).await?;
     Ok(body)
-}
-
-/// Records a decision already encoded as `body` (recorded at `now`) and counts its rejections
-/// and outcome.
-pub(crate) async fn record_encoded(
-    state: &AppState,
-    caller: &Identity,
-    decision: &Decision,
-    body: TraceBody,
-    now: u64,
-) -> ApiResult<()> {
-    count_rejections(state, decision.rejected.iter());
-    persist(
-        state,
-        TraceRecord {
-            decision_id: decision.decision_id.clone(),
-            recorded_at_ms: now,
-            tenant: caller.principal.tenant.clone(),
-            principal_id: caller.principal.id.clone(),
-            service_id: Some(decision.service_id.to_string()),
-            outcome: Outcome::Routed,
-            body,
-        },
-    )
-    .await?;
-    outcome(state, "routed");
-    Ok(())
 }
 
 /// POST /api/v1/execute with `chain`: plan (route every stage, compose, check the bounds), record

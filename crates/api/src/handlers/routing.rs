@@ -141,6 +141,33 @@ pub(crate) async fn persist(state: &AppState, record: TraceRecord) -> ApiResult<
     })
 }
 
+/// Records a decision already encoded as `body` (recorded at `now`) and counts its rejections
+/// and outcome.
+pub(crate) async fn record_encoded(
+    state: &AppState,
+    caller: &caio_security::Identity,
+    decision: &caio_contracts::decision::Decision,
+    body: TraceBody,
+    now: u64,
+) -> ApiResult<()> {
+    count_rejections(state, decision.rejected.iter());
+    persist(
+        state,
+        TraceRecord {
+            decision_id: decision.decision_id.clone(),
+            recorded_at_ms: now,
+            tenant: caller.principal.tenant.clone(),
+            principal_id: caller.principal.id.clone(),
+            service_id: Some(decision.service_id.to_string()),
+            outcome: Outcome::Routed,
+            body,
+        },
+    )
+    .await?;
+    outcome(state, "routed");
+    Ok(())
+}
+
 /// An approval token for a decision just recorded (`?approve=true` or `approve: true`).
 async fn approve(
     state: &AppState,
@@ -211,28 +238,14 @@ pub async fn route(
     match result {
         Ok(mut sealed) => {
             sealed.set_recorded_at(Some(rfc3339(now)));
-            let decision = sealed.decision();
-            count_rejections(&state, decision.rejected.iter());
             let body = TraceBody::decision(&sealed)
                 .map_err(|e| ApiError::internal("encoding a decision", e))?;
             state
                 .metrics
                 .stage("encode", routed.elapsed().as_secs_f64());
+            let decision = sealed.decision();
             let id = decision.decision_id.clone();
-            persist(
-                &state,
-                TraceRecord {
-                    decision_id: id.clone(),
-                    recorded_at_ms: now,
-                    tenant: caller.principal.tenant.clone(),
-                    principal_id: caller.principal.id.clone(),
-                    service_id: Some(decision.service_id.to_string()),
-                    outcome: Outcome::Routed,
-                    body: body.clone(),
-                },
-            )
-            .await?;
-            outcome(&state, "routed");
+            record_encoded(&state, &caller, decision, body.clone(), now).await?;
             let approval = if wants_approval {
                 Some(approve(&state, &caller, &request_id, &request, &id, now).await?)
             } else {
