@@ -1805,8 +1805,17 @@ fn sealed_segments_read_at_open_leave_the_page_cache() {
     let head = s.head();
     let sealed = s.segments();
     drop(s);
-    // Read every segment back into the page cache, as a backup job or a grep would.
+    // Read every segment back into the page cache, as a backup job or a grep would: after the
+    // seal thread has dropped it (it runs in the background and would drop what we read).
     for path in &sealed {
+        let started = std::time::Instant::now();
+        while cached_bytes(path) != Some(0) {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "{path:?} never left the page cache after its seal"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = fs::read(path).unwrap();
         assert!(cached_bytes(path).unwrap() > 0, "{path:?} not cached");
     }
