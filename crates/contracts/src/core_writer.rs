@@ -23,6 +23,22 @@ pub(crate) struct Unsupported;
 
 type R = Result<(), Unsupported>;
 
+/// Whether any of the eight bytes of `word` is a quote, a backslash or a control character (below
+/// 0x20): the bytes a JSON string escapes. The word-at-a-time test `(x - n * 0x01..01) & !x &
+/// 0x80..80` (for n <= 0x80) is non-zero exactly when some byte of `x` is below n: the lowest such
+/// byte takes no borrow from below and wraps to a value with its high bit set, while a byte of at
+/// least n sets that bit only if it is 0x80 + n or more, which `!x` masks. With n = 1 on `x ^
+/// c * 0x01..01` it finds a byte equal to `c`.
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    (below_space | has_zero(quote) | has_zero(backslash)) != 0
+}
+
 struct Out {
     buf: Vec<u8>,
     /// Cleared when a number is written in a form that reads back as a different value: an
@@ -49,7 +65,17 @@ impl Out {
         self.buf.push(b'"');
         let bytes = s.as_bytes();
         let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
+        let mut i = 0;
+        while i < bytes.len() {
+            // Eight bytes at a time while none of them needs an escape (most strings: ids,
+            // service names, reasons), then byte by byte through a word that has one.
+            if let Some(word) = bytes[i..].first_chunk::<8>()
+                && !needs_escape(u64::from_le_bytes(*word))
+            {
+                i += 8;
+                continue;
+            }
+            let b = bytes[i];
             let esc: Option<&[u8]> = match b {
                 b'"' => Some(b"\\\""),
                 b'\\' => Some(b"\\\\"),
@@ -59,7 +85,10 @@ impl Out {
                 0x0c => Some(b"\\f"),
                 0x0d => Some(b"\\r"),
                 0x00..=0x1f => None,
-                _ => continue,
+                _ => {
+                    i += 1;
+                    continue;
+                }
             };
             self.buf.extend_from_slice(&bytes[start..i]);
             match esc {
@@ -68,7 +97,8 @@ impl Out {
                     .buf
                     .extend_from_slice(&crate::canonical::control_escape(b)),
             }
-            start = i + 1;
+            i += 1;
+            start = i;
         }
         self.buf.extend_from_slice(&bytes[start..]);
         self.buf.push(b'"');
@@ -459,4 +489,72 @@ fn traits(o: &mut Out, t: &TraitsProof) -> R {
     o.map(t.demands.iter(), |o, v| o.num(*v))?;
     o.raw(b"}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escapes(b: u8) -> bool {
+        b < 0x20 || b == b'"' || b == b'\\'
+    }
+
+    #[test]
+    fn the_word_test_agrees_with_the_byte_test_for_every_byte_in_every_position() {
+        // Fillers around the probe: the neighbours of the thresholds and the high-bit bytes that
+        // could confuse the borrow arithmetic.
+        let fillers = [
+            b'a', b' ', b'!', b'#', b'[', b']', 0x1f, 0x7f, 0x80, 0xa0, 0xdc, 0xff,
+        ];
+        for filler in fillers {
+            for pos in 0..8 {
+                for probe in 0..=255u8 {
+                    let mut word = [filler; 8];
+                    word[pos] = probe;
+                    assert_eq!(
+                        needs_escape(u64::from_le_bytes(word)),
+                        word.iter().any(|&b| escapes(b)),
+                        "{word:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_word_test_agrees_with_the_byte_test_on_any_word(word in proptest::prelude::any::<u64>()) {
+            proptest::prop_assert_eq!(
+                needs_escape(word),
+                word.to_le_bytes().iter().any(|&b| escapes(b))
+            );
+        }
+
+        #[test]
+        fn strings_are_written_as_serde_json_writes_them(s in "(?s).{0,40}", pad in 0usize..9) {
+            // `pad` moves the escapes across the eight-byte words.
+            let s = format!("{}{s}", "x".repeat(pad));
+            let mut out = Out { buf: Vec::new(), exact: true };
+            out.str(&s);
+            proptest::prop_assert_eq!(
+                String::from_utf8(out.buf).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?,
+                serde_json::to_string(&s).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?
+            );
+        }
+    }
+
+    #[test]
+    fn strings_with_every_escape_at_every_offset_are_written_as_serde_json_writes_them() {
+        for b in (0u8..0x20).chain([b'"', b'\\', b'/', 0x7f]) {
+            for pad in 0..17 {
+                let s = format!("{}{}tail-\u{e9}\u{2028}", "a".repeat(pad), char::from(b));
+                let mut out = Out {
+                    buf: Vec::new(),
+                    exact: true,
+                };
+                out.str(&s);
+                assert_eq!(out.buf, serde_json::to_vec(&s).unwrap_or_default(), "{s:?}");
+            }
+        }
+    }
 }

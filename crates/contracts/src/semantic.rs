@@ -97,12 +97,13 @@ fn base_url(raw: &str, out: &mut Vec<Problem>) {
 
 fn guarantees(map: &BTreeMap<String, Bound>, base: &str, out: &mut Vec<Problem>) {
     for (key, bound) in map {
-        let path = format!("{base}/{}", escape(key));
+        // Paths are built only for a problem: a valid request (every routed one) builds none.
+        let path = || format!("{base}/{}", escape(key));
         match bound {
             Bound::Flag(_) => {
                 if !FLAGS.contains(&key.as_str()) && UNIT_INTERVAL.contains(&key.as_str()) {
                     out.push(Problem::new(
-                        &path,
+                        &path(),
                         format!("`{key}` takes a {{min, max}} bound, not a flag"),
                     ));
                 }
@@ -110,7 +111,7 @@ fn guarantees(map: &BTreeMap<String, Bound>, base: &str, out: &mut Vec<Problem>)
             Bound::Range(r) => {
                 if FLAGS.contains(&key.as_str()) {
                     out.push(Problem::new(
-                        &path,
+                        &path(),
                         format!("`{key}` is a flag: write `{key}: true`"),
                     ));
                 }
@@ -118,17 +119,17 @@ fn guarantees(map: &BTreeMap<String, Bound>, base: &str, out: &mut Vec<Problem>)
                     && min > max
                 {
                     out.push(Problem::new(
-                        &path,
+                        &path(),
                         format!("min {min} is greater than max {max}"),
                     ));
                 }
                 for (side, v) in [("min", r.min), ("max", r.max)] {
                     let Some(v) = v else { continue };
-                    let p = format!("{path}/{side}");
+                    let p = || format!("{}/{side}", path());
                     if UNIT_INTERVAL.contains(&key.as_str()) && !(0.0..=1.0).contains(&v) {
-                        out.push(Problem::new(&p, format!("{v} is outside [0, 1]")));
+                        out.push(Problem::new(&p(), format!("{v} is outside [0, 1]")));
                     } else if v < 0.0 {
-                        out.push(Problem::new(&p, format!("{v} is negative")));
+                        out.push(Problem::new(&p(), format!("{v} is negative")));
                     }
                 }
             }
@@ -137,9 +138,17 @@ fn guarantees(map: &BTreeMap<String, Bound>, base: &str, out: &mut Vec<Problem>)
 }
 
 fn duplicates(items: &[String], path: &str, what: &str, out: &mut Vec<Problem>) {
+    // A short list (a request names one to a few capabilities) is compared pairwise: cheaper than
+    // hashing every item into a set.
+    let short = items.len() <= 16;
     let mut seen = HashSet::new();
     for (i, item) in items.iter().enumerate() {
-        if !seen.insert(item.as_str()) {
+        let repeated = if short {
+            items[..i].contains(item)
+        } else {
+            !seen.insert(item.as_str())
+        };
+        if repeated {
             out.push(Problem::new(
                 &format!("{path}/{i}"),
                 format!("duplicate {what} `{item}`"),

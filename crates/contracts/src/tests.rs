@@ -258,6 +258,78 @@ fn requests_and_principals_are_validated() {
     assert_eq!(ok.payload, serde_json::json!({}), "sections default");
 }
 
+/// Duplicate capabilities are found by pairwise comparison in short lists and through a set in long
+/// ones; both name the later copy's index. Bounds problems name the guarantee and the side.
+#[test]
+fn request_capabilities_and_bounds_are_checked_with_their_paths() {
+    let request_err = |text: &str| {
+        parse_request("req.json", text, Format::Json)
+            .err()
+            .unwrap_or_else(|| panic!("accepted {text}"))
+    };
+    let r = request_err(r#"{"requirements":{"capabilities":["a","b","a","b"]}}"#);
+    check(
+        &r,
+        "/requirements/capabilities/2",
+        Some(1),
+        "duplicate capability `a`",
+    );
+    check(
+        &r,
+        "/requirements/capabilities/3",
+        Some(1),
+        "duplicate capability `b`",
+    );
+    assert_eq!(r.problems.len(), 2, "{r}");
+    let mut long: Vec<String> = (0..40).map(|i| format!("cap{i}")).collect();
+    long.push("cap7".into());
+    long.push("cap39".into());
+    let r =
+        request_err(&serde_json::json!({ "requirements": { "capabilities": long } }).to_string());
+    check(
+        &r,
+        "/requirements/capabilities/40",
+        Some(1),
+        "duplicate capability `cap7`",
+    );
+    check(
+        &r,
+        "/requirements/capabilities/41",
+        Some(1),
+        "duplicate capability `cap39`",
+    );
+    assert_eq!(r.problems.len(), 2, "{r}");
+    let r = request_err(
+        r#"{"requirements":{"capabilities":["a"],"guarantees":{"accuracy":{"min":0.9,"max":0.5},"latency_ms":{"min":-1},"determinism":{"min":1}}}}"#,
+    );
+    check(
+        &r,
+        "/requirements/guarantees/accuracy",
+        Some(1),
+        "min 0.9 is greater than max 0.5",
+    );
+    check(
+        &r,
+        "/requirements/guarantees/latency_ms/min",
+        Some(1),
+        "-1 is negative",
+    );
+    check(
+        &r,
+        "/requirements/guarantees/determinism",
+        Some(1),
+        "is a flag",
+    );
+    assert!(
+        parse_request(
+            "req.json",
+            r#"{"requirements":{"capabilities":["a","b","c"],"guarantees":{"accuracy":{"min":0.9,"max":1},"latency_ms":{"max":200}}}}"#,
+            Format::Json,
+        )
+        .is_ok()
+    );
+}
+
 /// A report quotes the offending values, but never more than an excerpt of each, whatever the
 /// document's size: an error is not a way to make the server send megabytes.
 #[test]

@@ -4,6 +4,7 @@
 //! Findings name the kind and the JSON pointer of the string, never the value, so they can go into
 //! proofs and logs.
 
+use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use caio_contracts::decision::PiiFinding;
@@ -166,7 +167,8 @@ fn walk(v: &serde_json::Value, path: &mut String, out: &mut Vec<PiiFinding>) {
             for (i, item) in a.iter().enumerate() {
                 let len = path.len();
                 path.push('/');
-                path.push_str(&i.to_string());
+                // Writing to a String cannot fail.
+                let _ = write!(path, "{i}");
                 walk(item, path, out);
                 path.truncate(len);
             }
@@ -175,7 +177,14 @@ fn walk(v: &serde_json::Value, path: &mut String, out: &mut Vec<PiiFinding>) {
             for (k, item) in m {
                 let len = path.len();
                 path.push('/');
-                path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                // JSON Pointer escapes (RFC 6901), written in place.
+                for c in k.chars() {
+                    match c {
+                        '~' => path.push_str("~0"),
+                        '/' => path.push_str("~1"),
+                        c => path.push(c),
+                    }
+                }
                 walk(item, path, out);
                 path.truncate(len);
             }
@@ -218,6 +227,17 @@ mod tests {
                 path: "/messages/0/text".into()
             }]
         );
+    }
+
+    /// Keys are escaped as RFC 6901 asks (`~` first, then `/`), and array indexes of several digits
+    /// are written whole.
+    #[test]
+    fn paths_escape_keys_as_json_pointers() {
+        let mut items = vec![json!("nothing here"); 12];
+        items[11] = json!("or x@y.org");
+        let f = scan(&json!({"a/b~c": {"~1": "mail me: a@b.io"}, "list": items}));
+        let paths: Vec<&str> = f.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["/a~1b~0c/~01", "/list/11"], "{f:?}");
     }
 
     proptest::proptest! {
