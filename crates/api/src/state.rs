@@ -361,7 +361,7 @@ impl AppState {
             .active()
             .map_err(|e| anyhow!("policy store: {e}"))?
         {
-            Some((_, set)) => caio_rules::compile(&set).map_err(|errs| {
+            Some((_, set)) => caio_rules::compile_recorded(&set).map_err(|errs| {
                 anyhow!(
                     "the active policy version no longer compiles: {}",
                     errs.iter()

@@ -84,7 +84,7 @@ pub fn verify(
             ),
         ));
     }
-    let compiled = caio_rules::compile(policies).map_err(|errors| {
+    let compiled = caio_rules::compile_recorded(policies).map_err(|errors| {
         let first = errors.first().map(ToString::to_string).unwrap_or_default();
         disagree(
             "policies",

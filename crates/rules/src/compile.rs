@@ -7,7 +7,7 @@ use std::sync::Arc;
 use caio_contracts::canonical;
 use caio_contracts::limits::{MAX_EVALUATION_COST, MAX_EXPRESSION_DEPTH};
 use caio_contracts::policy::PolicySet;
-use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
 use cel::{Env, ExecutionError};
 
 use crate::eval::{RequestScope, ServiceScope};
@@ -110,8 +110,30 @@ pub struct CompiledPolicies {
     pub(crate) memo: std::sync::RwLock<crate::eval::Memo>,
 }
 
-/// Compiles every policy of a set, reporting every error found.
+/// Compiles every policy of a set, reporting every error found. For policy text being accepted
+/// (a `PUT`, a validation, a policy file): a regular expression written in the policy (the pattern
+/// of `matches`) that does not compile is an error here, with its position.
 pub fn compile(set: &PolicySet) -> Result<CompiledPolicies, Vec<PolicyError>> {
+    compile_with(set, Patterns::Check)
+}
+
+/// Compiles a set that was accepted before: the store's active version at start, a version rolled
+/// back to, the policies a decision was made under (for `verify`). Such a set may predate the
+/// check of written patterns ([`compile`]); a pattern that does not compile is left to fail at
+/// evaluation, as it did when the set was in use, so a set in use still loads and its decisions
+/// still verify.
+pub fn compile_recorded(set: &PolicySet) -> Result<CompiledPolicies, Vec<PolicyError>> {
+    compile_with(set, Patterns::AtEvaluation)
+}
+
+/// Whether compilation checks the patterns written in the policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Patterns {
+    Check,
+    AtEvaluation,
+}
+
+fn compile_with(set: &PolicySet, patterns: Patterns) -> Result<CompiledPolicies, Vec<PolicyError>> {
     // CEL's parser recurses once per level of the expression tree, and chains of operators
     // (`1 + 1 + … + 1`, `a.b.….z`) are as deep as they are long: a 4 KiB expression can be 2,000
     // levels deep, more than a routing thread's stack holds. Compilation runs on a thread whose
@@ -122,7 +144,7 @@ pub fn compile(set: &PolicySet) -> Result<CompiledPolicies, Vec<PolicyError>> {
         let compiler = std::thread::Builder::new()
             .name("caio-cel-compile".to_owned())
             .stack_size(COMPILE_STACK_BYTES)
-            .spawn_scoped(scope, || compile_here(set));
+            .spawn_scoped(scope, || compile_here(set, patterns));
         match compiler {
             Ok(handle) => handle
                 .join()
@@ -149,7 +171,7 @@ const COMPILE_STACK_BYTES: usize = 64 * 1024 * 1024;
 /// measured, 48 levels of the evaluator fit a 2 MiB thread in a debug build, 64 do not.
 pub(crate) const MAX_INSTRUMENTED_DEPTH: usize = 48;
 
-fn compile_here(set: &PolicySet) -> Result<CompiledPolicies, Vec<PolicyError>> {
+fn compile_here(set: &PolicySet, patterns: Patterns) -> Result<CompiledPolicies, Vec<PolicyError>> {
     let mut env = Env::stdlib();
     crate::cost::register(&mut env).map_err(|e| {
         vec![PolicyError {
@@ -174,6 +196,7 @@ fn compile_here(set: &PolicySet) -> Result<CompiledPolicies, Vec<PolicyError>> {
             &p.when,
             &sample_request,
             &sample_service,
+            patterns,
         );
         let require = compile_expr(
             &env,
@@ -182,6 +205,7 @@ fn compile_here(set: &PolicySet) -> Result<CompiledPolicies, Vec<PolicyError>> {
             &p.require,
             &sample_request,
             &sample_service,
+            patterns,
         );
         match (when, require) {
             (Ok(when), Ok(require)) => rules.push(CompiledRule {
@@ -300,6 +324,7 @@ fn compile_expr(
     source: &str,
     sample_request: &RequestScope,
     sample_service: &ServiceScope,
+    patterns: Patterns,
 ) -> Result<Expression, PolicyError> {
     let error = |line: usize, column: usize, message: String| PolicyError {
         policy_id: policy_id.to_owned(),
@@ -355,6 +380,16 @@ fn compile_expr(
                 "undeclared reference `{name}` (policies read `request`, `service` and `principal`){hint}"
             ),
         ));
+    }
+
+    // Patterns written in the policy: one that does not compile would fail every evaluation that
+    // reaches it (a `when` that always applies, a `require` always violated), so it is refused
+    // here, where the operator sees it.
+    if patterns == Patterns::Check
+        && let Some((id, message)) = invalid_literal_pattern(program.expression())
+    {
+        let (line, column) = pos(id);
+        return Err(error(line, column, message));
     }
 
     // The cost meter's charges (crate::cost) add a level above some operands and above every
@@ -544,6 +579,30 @@ fn is_type_error(e: &ExecutionError) -> bool {
             | ExecutionError::UnsupportedTargetType { .. }
             | ExecutionError::NotSupportedAsMethod { .. }
     )
+}
+
+/// The first `matches` call (member or global form) whose pattern is a string literal that does not
+/// compile as evaluation would compile it (the `regex` crate with its default limits): the
+/// pattern's node id and the problem.
+fn invalid_literal_pattern(e: &IdedExpr) -> Option<(u64, String)> {
+    if let Expr::Call(c) = &e.expr
+        && c.func_name == "matches"
+    {
+        let pattern = match (&c.target, c.args.as_slice()) {
+            (Some(_), [pattern]) | (None, [_, pattern]) => Some(pattern),
+            _ => None,
+        };
+        if let Some(pattern) = pattern
+            && let Expr::Literal(LiteralValue::String(text)) = &pattern.expr
+            && let Err(err) = regex::Regex::new(text.inner())
+        {
+            return Some((
+                pattern.id,
+                format!("`matches` is given an invalid regular expression: {err}"),
+            ));
+        }
+    }
+    children(e).into_iter().find_map(invalid_literal_pattern)
 }
 
 /// The innermost call whose operands evaluate but which itself fails with a type error.

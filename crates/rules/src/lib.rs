@@ -20,7 +20,7 @@ mod eval;
 pub mod store;
 mod value;
 
-pub use compile::{CompiledPolicies, CompiledRule, PolicyError, compile};
+pub use compile::{CompiledPolicies, CompiledRule, PolicyError, compile, compile_recorded};
 pub use eval::{RequestEval, RequestScope, RuleCheck, ServiceScope, ServiceTable, Truth};
 pub use store::{
     ChangedRule, FilePolicyStore, MemoryPolicyStore, PolicyAction, PolicyActivation, PolicyDiff,

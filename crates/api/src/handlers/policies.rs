@@ -292,7 +292,7 @@ pub async fn rollback(
             .get(&v)
             .map_err(store_error)?
             .ok_or_else(|| store_error(PolicyStoreError::NotFound(v.clone())))?;
-        let compiled = caio_rules::compile(&set).map_err(|e| policy_problems(&e))?;
+        let compiled = caio_rules::compile_recorded(&set).map_err(|e| policy_problems(&e))?;
         let previous = st.routers.policies().version.clone();
         audit(
             &st,

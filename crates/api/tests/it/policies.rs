@@ -136,6 +136,22 @@ async fn invalid_policies_are_refused_with_position() {
         .yaml(Method::PUT, "/api/v1/policies", ADMIN_KEY, "policies: 7\n")
         .await;
     assert_eq!(r.code(), "INVALID_POLICY", "{}", r.text);
+    // A regular expression that does not compile: refused by validation and by PUT, naming the
+    // policy, the field and the problem, rather than failing every request the rule meets.
+    let pattern = "policies:\n  - id: eu-only\n    when: \"true\"\n    require: service.id.matches(\"^eu-(\")\n";
+    for (method, path) in [
+        (Method::POST, "/api/v1/policies/validate"),
+        (Method::PUT, "/api/v1/policies"),
+    ] {
+        let r = s.yaml(method, path, ADMIN_KEY, pattern).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.text);
+        assert_eq!(r.code(), "INVALID_POLICY", "{path}: {}", r.text);
+        assert!(
+            r.text.contains("eu-only") && r.text.contains("invalid regular expression"),
+            "{path}: {}",
+            r.text
+        );
+    }
     assert_eq!(
         s.get("/api/v1/policies", ADMIN_KEY).await.json["version"],
         before

@@ -244,3 +244,74 @@ fn an_expression_at_the_depth_limit_compiles_and_evaluates() {
         "{e}"
     );
 }
+
+/// A regular expression written in a policy that does not compile is refused with the position of
+/// the pattern, in both forms of `matches`; patterns computed at evaluation cannot be checked here.
+#[test]
+fn invalid_written_patterns_are_refused_where_they_are() {
+    let e = first_error(&[(
+        "member",
+        "true",
+        "service.id.matches(\"^ok$\") &&\n  service.id.matches(\"([a-z]+\")",
+    )]);
+    assert_eq!((e.policy_id.as_str(), e.field), ("member", "require"));
+    assert_eq!((e.line, e.column), (2, 22), "{e}");
+    assert!(
+        e.message
+            .starts_with("`matches` is given an invalid regular expression:")
+            && e.message.contains("unclosed group"),
+        "{e}"
+    );
+    let e = first_error(&[(
+        "global",
+        "matches(request.context.region, \"eu-[\")",
+        "true",
+    )]);
+    assert_eq!((e.policy_id.as_str(), e.field), ("global", "when"));
+    assert_eq!((e.line, e.column), (1, 33), "{e}");
+    // Inside a comprehension, and past the regex crate's default compiled-size limit.
+    let e = first_error(&[(
+        "nested",
+        "true",
+        "service.capabilities.all(c, c.matches(\"\\\\w{1000}\\\\w{1000}\"))",
+    )]);
+    assert!(e.message.contains("size limit"), "{e}");
+    compile(&set(&[
+        (
+            "ok",
+            "request.context.region.matches(\"^eu-(west|central)-[0-9]$\")",
+            "true",
+        ),
+        (
+            "computed",
+            "true",
+            "service.id.matches(request.context.pattern + \"(\")",
+        ),
+    ]))
+    .unwrap_or_else(|e| panic!("{e:?}"));
+}
+
+/// A set accepted before patterns were checked still compiles as a recorded set (the store's
+/// active version, a rollback, verification), and the rule fails at evaluation as it did: a `when`
+/// that cannot be evaluated applies.
+#[test]
+fn recorded_sets_with_invalid_patterns_still_load_and_fail_closed() {
+    let rules = [("broken", "request.context.region.matches(\"(\")", "false")];
+    assert!(compile(&set(&rules)).is_err());
+    let c = compile_recorded(&set(&rules)).unwrap_or_else(|e| panic!("{e:?}"));
+    let eval = c.evaluate_request(&RequestScope::new(
+        serde_json::json!({"context": {"region": "eu"}}),
+        serde_json::json!({}),
+    ));
+    let slots = eval.slots_for_tests();
+    assert!(
+        matches!(&slots[0], crate::Truth::Error(m) if m.contains("not a valid regex")),
+        "{slots:?}"
+    );
+    assert_eq!(
+        c.version,
+        compile_recorded(&set(&rules))
+            .map(|c| c.version)
+            .unwrap_or_default()
+    );
+}
