@@ -583,7 +583,7 @@ fn is_type_error(e: &ExecutionError) -> bool {
 
 /// The first `matches` call (member or global form) whose pattern is a string literal that does not
 /// compile as evaluation would compile it (the `regex` crate with its default limits): the
-/// pattern's node id and the problem.
+/// pattern's node id and the problem. Patterns that compile stay in evaluation's cache.
 fn invalid_literal_pattern(e: &IdedExpr) -> Option<(u64, String)> {
     if let Expr::Call(c) = &e.expr
         && c.func_name == "matches"
@@ -594,7 +594,7 @@ fn invalid_literal_pattern(e: &IdedExpr) -> Option<(u64, String)> {
         };
         if let Some(pattern) = pattern
             && let Expr::Literal(LiteralValue::String(text)) = &pattern.expr
-            && let Err(err) = regex::Regex::new(text.inner())
+            && let Err(err) = crate::cost::literal_regex(text.inner())
         {
             return Some((
                 pattern.id,

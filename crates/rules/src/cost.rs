@@ -334,22 +334,30 @@ fn matched<'b, 'v>(regex: &regex::Regex, text: &str) -> CowVal<'b, 'v> {
 /// pattern), except that each pattern is compiled once per process, not on every call.
 fn matches_literal_fn<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
     let (text, pattern) = match_operands(&args)?;
+    let regex = literal_regex(pattern).map_err(|e| invalid_pattern(pattern, &e))?;
+    Ok(matched(&regex, text))
+}
+
+/// A pattern written in a policy, compiled (the `regex` crate, its default limits) and kept in
+/// the process's cache, or taken from it. Compilation checks written patterns through it too, so
+/// an accepted pattern is compiled once, not again at its first evaluation.
+pub(crate) fn literal_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
     let cached = LITERAL_CACHE
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .as_ref()
         .and_then(|c| c.get(pattern).cloned());
     if let Some(regex) = cached {
-        return Ok(matched(&regex, text));
+        return Ok(regex);
     }
-    let regex = regex::Regex::new(pattern).map_err(|e| invalid_pattern(pattern, &e))?;
+    let regex = regex::Regex::new(pattern)?;
     let mut cache = LITERAL_CACHE.write().unwrap_or_else(|p| p.into_inner());
     let cache = cache.get_or_insert_with(std::collections::HashMap::new);
     if cache.len() >= LITERAL_REGEXES {
         cache.clear();
     }
     cache.insert(pattern.to_owned(), regex.clone());
-    Ok(matched(&regex, text))
+    Ok(regex)
 }
 
 /// Compiled size allowed for a pattern computed at evaluation time (cel's default is 10 MiB:

@@ -432,3 +432,36 @@ fn regular_expressions_are_compiled_once_or_charged() {
     let (verdicts, _) = request_verdicts(&[("loop", "true", computed_in_loop)], payload);
     assert!(is_over_limit(&verdicts[0]), "{verdicts:?}");
 }
+
+/// Compiling a set checks its written patterns through evaluation's cache: an accepted pattern is
+/// compiled there once, and its first evaluation finds it; a refused one is not kept. The operand
+/// is a context key the sample request lacks, so the type check never calls `matches` here.
+#[test]
+fn written_patterns_are_compiled_once_when_the_set_is() {
+    let cached = |pattern: &str| {
+        LITERAL_CACHE
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|c| c.contains_key(pattern))
+    };
+    let good = "^compiled-with-the-set-[0-9]{3}$";
+    assert!(!cached(good));
+    crate::compile(&set(&[(
+        "p",
+        &format!("request.context.not_in_the_sample.matches(\"{good}\")"),
+        "true",
+    )]))
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(cached(good));
+    let bad = "^refused-(";
+    assert!(
+        crate::compile(&set(&[(
+            "p",
+            "true",
+            &format!("service.id.matches(\"{bad}\")")
+        )]))
+        .is_err()
+    );
+    assert!(!cached(bad));
+}
