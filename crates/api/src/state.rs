@@ -266,6 +266,7 @@ impl AppState {
                         segment_bytes: config.traces.segment_bytes,
                         retain_segments: usize::try_from(config.traces.retain_segments)
                             .unwrap_or(usize::MAX),
+                        writeback_bytes: config.traces.writeback_bytes,
                     },
                 )
                 .context("opening the trace store")?;

@@ -102,6 +102,9 @@ const KNOWN_DEFAULTS: &[&str] = &[
 pub const MIN_SECRET_LEN: usize = 32;
 /// The smallest `traces.segment_bytes` other than 0 (never seal).
 pub const MIN_TRACE_SEGMENT_BYTES: u64 = 1 << 20;
+/// The smallest `traces.writeback_bytes` other than 0 (off): a smaller window would ask the
+/// kernel for a writeback every few hundred decisions for no gain.
+pub const MIN_TRACE_WRITEBACK_BYTES: u64 = 1 << 20;
 
 /// Why a secret is weak, if it is.
 fn weak_secret(s: &str) -> Option<String> {
@@ -361,6 +364,26 @@ pub fn check(config: &Config) -> Vec<Check> {
                 0 => format!("sealed every {seg} bytes, every segment kept"),
                 n => format!("sealed every {seg} bytes, the newest {n} sealed segments kept"),
             },
+        )
+    });
+
+    let wb = config.traces.writeback_bytes;
+    out.push(if wb == 0 {
+        Check::pass(
+            "traces.writeback_bytes",
+            "off: the trace log's pages stay cached until their segment is sealed",
+        )
+    } else if wb < MIN_TRACE_WRITEBACK_BYTES {
+        Check::fail(
+            "traces.writeback_bytes",
+            format!(
+                "{wb} is under the minimum of {MIN_TRACE_WRITEBACK_BYTES} bytes (1 MiB); 0 turns drop-behind off"
+            ),
+        )
+    } else {
+        Check::pass(
+            "traces.writeback_bytes",
+            format!("written back and dropped from the page cache in windows of {wb} bytes"),
         )
     });
 

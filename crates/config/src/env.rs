@@ -84,6 +84,7 @@ pub const ENV_VARS: &[EnvVar] = &[
     var("CAIO_TRACE_INDEX_MAX_RECORDS", "traces.index_max_records"),
     var("CAIO_TRACE_SEGMENT_BYTES", "traces.segment_bytes"),
     var("CAIO_TRACE_RETAIN_SEGMENTS", "traces.retain_segments"),
+    var("CAIO_TRACE_WRITEBACK_BYTES", "traces.writeback_bytes"),
     var(
         "CAIO_WEBHOOK_SIGNATURE_REQUIRED",
         "webhooks.signature_required",
@@ -237,6 +238,9 @@ pub(crate) fn apply(
             }
             "CAIO_TRACE_RETAIN_SEGMENTS" => {
                 config.traces.retain_segments = parse(n, &value, "a whole number of segments")?
+            }
+            "CAIO_TRACE_WRITEBACK_BYTES" => {
+                config.traces.writeback_bytes = parse(n, &value, "a whole number of bytes")?
             }
             "CAIO_TRACE_DURABILITY" => {
                 config.traces.durability = choice::<TraceDurability>(n, &value, "buffered, fsync")?

@@ -486,6 +486,11 @@ pub struct TracesConfig {
     pub segment_bytes: u64,
     /// Sealed trace segments kept; the oldest beyond it are deleted. 0 keeps all.
     pub retain_segments: u64,
+    /// Drop-behind window of the file store (at least 1 MiB; 0 is off): each time the active
+    /// trace file grows by this many bytes, the writeback of the window before the last starts
+    /// and the window before that leaves the page cache, so the log keeps about three windows
+    /// cached instead of up to a whole segment.
+    pub writeback_bytes: u64,
 }
 
 impl Default for TracesConfig {
@@ -496,6 +501,7 @@ impl Default for TracesConfig {
             index_max_records: 10_000_000,
             segment_bytes: 1 << 30,
             retain_segments: 0,
+            writeback_bytes: 4 << 20,
         }
     }
 }

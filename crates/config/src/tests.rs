@@ -98,6 +98,7 @@ fn every_documented_variable_is_applied() {
         ("CAIO_TRACE_INDEX_MAX_RECORDS", "100000"),
         ("CAIO_TRACE_SEGMENT_BYTES", "2097152"),
         ("CAIO_TRACE_RETAIN_SEGMENTS", "7"),
+        ("CAIO_TRACE_WRITEBACK_BYTES", "8388608"),
         ("CAIO_WEBHOOK_SIGNATURE_REQUIRED", "false"),
         ("CAIO_WEBHOOK_REPLAY_WINDOW_S", "60"),
         ("CAIO_REDIS_URL", "redis://127.0.0.1:6379"),
@@ -458,4 +459,34 @@ fn trace_segments_are_off_or_at_least_a_mebibyte() {
     assert_eq!(c.traces.segment_bytes, 4 << 20);
     assert_eq!(c.traces.retain_segments, 3);
     assert!(load(None, &env_of(&[("CAIO_TRACE_SEGMENT_BYTES", "1GB")])).is_err());
+}
+
+#[test]
+fn trace_drop_behind_is_off_or_at_least_a_mebibyte() {
+    let verdict = |bytes: u64| {
+        let mut c = Config::default();
+        c.traces.writeback_bytes = bytes;
+        let out = check(&c);
+        let k = out
+            .iter()
+            .find(|k| k.name == "traces.writeback_bytes")
+            .unwrap();
+        (k.passed(), k.detail.clone())
+    };
+    assert_eq!(Config::default().traces.writeback_bytes, 4 << 20);
+    assert!(verdict(Config::default().traces.writeback_bytes).0);
+    let (passed, detail) = verdict(0);
+    assert!(passed);
+    assert!(detail.contains("off"), "{detail}");
+    assert!(verdict(1 << 20).0);
+    let (passed, detail) = verdict((1 << 20) - 1);
+    assert!(!passed);
+    assert!(detail.contains("minimum"), "{detail}");
+    let c = load(None, &env_of(&[("CAIO_TRACE_WRITEBACK_BYTES", "0")])).unwrap();
+    assert_eq!(c.traces.writeback_bytes, 0);
+    let err = load(None, &env_of(&[("CAIO_TRACE_WRITEBACK_BYTES", "4M")])).unwrap_err();
+    assert!(
+        err.to_string().contains("CAIO_TRACE_WRITEBACK_BYTES"),
+        "{err}"
+    );
 }

@@ -1266,6 +1266,17 @@ pub struct FileOptions {
     /// Sealed segments kept, newest first; older ones are deleted when a segment is sealed and
     /// when the store opens. 0 keeps all.
     pub retain_segments: usize,
+    /// Drop-behind window: each time the active file grows by this many bytes (rounded down to
+    /// whole 4 KiB pages), a background thread starts the writeback of the window before the
+    /// last full one and drops the windows before that (written back by then) from the page
+    /// cache. The log then keeps about three windows cached instead of everything since the
+    /// last seal: memory the rest of the machine can use, and pages the kernel recycles
+    /// instead of taking new ones, which on a VM cost more than the write itself
+    /// (docs/benchmarks.md, eleventh sitting). It never touches the last full window or the
+    /// partial one being appended to. 0 leaves the pages to the kernel (cached until the segment
+    /// is sealed). Durability is unchanged: an append returns once its bytes are in the page
+    /// cache (buffered) or on disk (fsync), as without it.
+    pub writeback_bytes: u64,
 }
 
 impl FileOptions {
@@ -1276,6 +1287,7 @@ impl FileOptions {
             index_max_records: None,
             segment_bytes: 0,
             retain_segments: 0,
+            writeback_bytes: 0,
         }
     }
 }
@@ -1307,6 +1319,100 @@ struct FileState {
     failed: Option<String>,
     /// Reused across batches so a steady stream of appends does not allocate.
     buf: Vec<u8>,
+    /// Drop-behind of the active file's pages, when on.
+    writeback: Option<Writeback>,
+}
+
+/// The append side of drop-behind ([`FileOptions::writeback_bytes`]): hands the writeback thread
+/// the active file's end of finished windows.
+struct Writeback {
+    /// The window, a whole number of pages.
+    window: u64,
+    /// The end last handed to the thread (0 for a new active file).
+    sent: u64,
+    jobs: std::sync::mpsc::Sender<WritebackJob>,
+}
+
+/// The active file's bytes before `to` may be written back and dropped.
+struct WritebackJob {
+    file: Arc<File>,
+    to: u64,
+}
+
+impl Writeback {
+    /// Starts the writeback thread; `None` (drop-behind off) when `window` is under a page or the
+    /// thread cannot be started. Drop-behind only spares memory and page allocations, so a
+    /// store without it works the same.
+    fn start(window: u64) -> Option<Writeback> {
+        let window = window - window % PAGE;
+        if window == 0 {
+            return None;
+        }
+        let (jobs, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("caio-trace-writeback".into())
+            .spawn(move || writeback_thread(&rx))
+            .ok()?;
+        Some(Writeback {
+            window,
+            sent: 0,
+            jobs,
+        })
+    }
+
+    /// After an append that left the active file `len` bytes long: hands over the end of the
+    /// last full window but one, when that moved.
+    fn appended(&mut self, file: &Arc<File>, len: u64) {
+        let to = (len / self.window).saturating_sub(1) * self.window;
+        if to > self.sent {
+            // A send fails only when the thread is gone (it panicked): drop-behind stops.
+            let _ = self.jobs.send(WritebackJob {
+                file: Arc::clone(file),
+                to,
+            });
+            self.sent = to;
+        }
+    }
+}
+
+/// The page size drop-behind rounds to (the smallest on the platforms served; the kernel
+/// rounds the advice to its own pages).
+const PAGE: u64 = 4096;
+
+/// The writeback thread: for each job, one `posix_fadvise(DONTNEED)` over the file's bytes
+/// before `to`. On the window handed over last (dirty) it starts the asynchronous writeback
+/// and drops nothing; the windows before it, whose writeback started one window ago or
+/// earlier, are clean now and leave the page cache. A page whose writeback had not finished
+/// is dropped by a later pass (each starts at the file's beginning; the ranges already dropped
+/// cost the kernel next to nothing), or when its segment is sealed. Ends when the store is
+/// dropped.
+fn writeback_thread(jobs: &std::sync::mpsc::Receiver<WritebackJob>) {
+    while let Ok(mut job) = jobs.recv() {
+        // Behind by several windows (a slow disk): only the newest end of each file matters.
+        while let Ok(next) = jobs.try_recv() {
+            if !Arc::ptr_eq(&next.file, &job.file) {
+                advise_dont_need(&job.file, 0, job.to);
+            }
+            job = next;
+        }
+        advise_dont_need(&job.file, 0, job.to);
+    }
+}
+
+/// `posix_fadvise(DONTNEED)` over `len` bytes at `offset` of `file` (a hint: errors are ignored,
+/// the kernel may keep pages); `len` 0 means to the end of the file.
+fn advise_dont_need(file: &File, offset: u64, len: u64) {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        let _ = rustix::fs::fadvise(
+            file,
+            offset,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::DontNeed,
+        );
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    let _ = (file, offset, len);
 }
 
 /// A sealed segment: complete, never written again. No handle is kept open (a long-running
@@ -1750,6 +1856,7 @@ impl FileTraceStore {
             sealed,
             failed: None,
             buf: Vec::new(),
+            writeback: Writeback::start(options.writeback_bytes),
         };
         // Retention after the whole log checked out: nothing is deleted from a log that does
         // not open.
@@ -1843,18 +1950,16 @@ impl FileTraceStore {
         s.base += s.len;
         s.len = 0;
         s.first_seq = s.chain.seq + 1;
+        if let Some(wb) = &mut s.writeback {
+            wb.sent = 0;
+        }
         Ok(retire(s, self.options.retain_segments))
     }
 }
 
 /// Asks the kernel to drop `file`'s clean pages from the page cache (a hint: it may keep some).
 fn drop_cached(file: &File) {
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-    {
-        let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-    let _ = file;
+    advise_dont_need(file, 0, 0);
 }
 
 impl TraceStore for FileTraceStore {
@@ -1898,6 +2003,9 @@ impl TraceStore for FileTraceStore {
                 return Err(io_error(&self.path)(e));
             }
             s.len += buf.len() as u64;
+            if let Some(wb) = &mut s.writeback {
+                wb.appended(&s.file, s.len);
+            }
             for e in staged.entries {
                 s.index.push(e);
             }

@@ -1831,3 +1831,132 @@ fn sealed_segments_read_at_open_leave_the_page_cache() {
     // Their records are still found.
     assert_eq!(s.get(&id(1)).unwrap().unwrap().summary.seq, 1);
 }
+
+// Drop-behind.
+
+/// Bytes of `path` in the page cache, from util-linux's `fincore`. Outside CI, `None` (with a
+/// notice) when it is not installed.
+fn resident_bytes(path: &Path) -> Option<u64> {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            Some(
+                text.trim()
+                    .parse()
+                    .unwrap_or_else(|e| panic!("fincore printed {text:?}: {e}")),
+            )
+        }
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("fincore (util-linux) is needed to check the page cache: {out:?}")
+        }
+        _ => {
+            eprintln!("skipping the page-cache check: fincore (util-linux) is not installed");
+            None
+        }
+    }
+}
+
+/// A scratch directory on a disk-backed filesystem: the tests look at the page cache, and the
+/// pages of a tmpfs file never leave memory.
+fn disk_tempdir() -> tempfile::TempDir {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    let tmp = std::env::temp_dir();
+    let on_tmpfs = rustix::fs::statfs(&tmp)
+        .is_ok_and(|s| u64::try_from(s.f_type).is_ok_and(|t| t == TMPFS_MAGIC));
+    if on_tmpfs {
+        tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    }
+}
+
+/// Appends records `from..=to` with 4 KB bodies, one batch each.
+fn append_large(s: &FileTraceStore, from: u64, to: u64) {
+    for n in from..=to {
+        let r = TraceRecord {
+            body: body(n, 4000).into(),
+            ..rec(n, n, "acme", "p", Some("svc"))
+        };
+        s.append_batch(vec![r]).unwrap();
+    }
+}
+
+#[test]
+fn drop_behind_keeps_a_few_windows_of_the_active_file_cached() {
+    const WINDOW: u64 = 64 << 10;
+    // The same appends with drop-behind off and on, in 1 MiB segments: the active file at the
+    // end is the third (so the window count restarts with each file). Returns the active file's
+    // resident bytes and length.
+    let run = |writeback_bytes: u64| -> Option<(u64, u64)> {
+        let dir = disk_tempdir();
+        let options = FileOptions {
+            segment_bytes: 1 << 20,
+            writeback_bytes,
+            ..FileOptions::new(Durability::Buffered)
+        };
+        let (s, _) = FileTraceStore::open_with(dir.path(), options).unwrap();
+        // About 2.6 MiB.
+        append_large(&s, 1, 620);
+        assert_eq!(s.segments().len(), 2);
+        // Stands in for the time a real writeback takes: everything so far is clean.
+        File::open(s.path()).unwrap().sync_data().unwrap();
+        // Two windows more: the next pass drops what is clean.
+        append_large(&s, 621, 650);
+        let len = fs::metadata(s.path()).unwrap().len();
+        // The pass runs on the writeback thread: wait for it (a failure is pages that stay,
+        // not a slow wait).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let resident = loop {
+            let resident = resident_bytes(s.path())?;
+            if writeback_bytes == 0
+                || resident <= 4 * WINDOW
+                || std::time::Instant::now() > deadline
+            {
+                break resident;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        // Nothing is lost: early records of the active file read back from the disk, and the
+        // log reopens and verifies whole.
+        let first_active = s.query(&TraceQuery::default()).unwrap();
+        assert!(!first_active.items.is_empty());
+        let early = s.get(&id(600)).unwrap().expect("record 600");
+        assert_eq!(early.body, body(600, 4000));
+        drop(s);
+        let head = verify_log(dir.path()).unwrap();
+        assert_eq!(head.seq, 650);
+        let (s, report) = FileTraceStore::open_with(dir.path(), options).unwrap();
+        assert_eq!(report.records, 650);
+        assert_eq!(report.truncated_bytes, 0);
+        assert!(s.get(&id(1)).unwrap().is_some());
+        Some((resident, len))
+    };
+    let Some((kept_off, len)) = run(0) else {
+        return;
+    };
+    let Some((kept_on, _)) = run(WINDOW) else {
+        return;
+    };
+    assert!(len > 8 * WINDOW, "the active file is {len} bytes");
+    // Without drop-behind the whole active file stays cached, so the check below can fail.
+    assert!(
+        kept_off >= len * 9 / 10,
+        "off: {kept_off} of {len} bytes cached"
+    );
+    assert!(
+        kept_on <= 4 * WINDOW,
+        "on: {kept_on} of {len} bytes cached, more than four windows of {WINDOW}"
+    );
+}
+
+#[test]
+fn a_window_under_a_page_is_off() {
+    assert!(Writeback::start(0).is_none());
+    assert!(Writeback::start(PAGE - 1).is_none());
+    let wb = Writeback::start(PAGE + 100).expect("a one-page window");
+    assert_eq!(wb.window, PAGE);
+}
