@@ -281,6 +281,38 @@ fn embedded_default_generates_an_admin_key_once() {
     assert!(dir.path().join("traces").is_dir());
 }
 
+/// A SIGTERM sent the moment the port accepts connections stops the server cleanly: the
+/// handlers are installed before it binds, not when the accept loop first polls for a signal.
+#[cfg(unix)]
+#[test]
+fn sigterm_as_soon_as_the_port_answers_stops_it_cleanly() {
+    use rustix::process::{Pid, Signal, kill_process};
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut child = server()
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(dir.path())
+            .env("CAIO_BOOTSTRAP_ADMIN_KEY", ADMIN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the server never bound {port}");
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("server exited early: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+        kill_process(pid, Signal::TERM).unwrap();
+        let exit = child.wait().unwrap();
+        assert!(exit.success(), "a clean exit on SIGTERM: {exit:?}");
+    }
+}
+
 /// The soft and hard "Max open files" of a process, from /proc.
 fn open_file_limits(pid: u32) -> (u64, u64) {
     let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();

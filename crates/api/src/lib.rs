@@ -234,25 +234,38 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-/// Completes on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on SIGTERM or SIGINT (Ctrl-C). The handlers are installed by this call, not at the
+/// future's first poll: a signal sent as soon as the server answers (by a script that waited for
+/// its readiness) must find them, or it kills the process instead of draining it. A handler that
+/// cannot be installed leaves that signal to its default action.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        async move {
+            tokio::select! {
+                () = wait(term) => {}
+                () = wait(int) => {}
+            }
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    {
+        async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 
@@ -311,6 +324,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "deleted the oldest sealed trace segments beyond traces.retain_segments"
         );
     }
+    // Before binding: once the port answers, SIGTERM must drain the server.
+    let shutdown = shutdown_signal();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -324,7 +339,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         trace_segments = report.trace_segments,
         "caio-server ready"
     );
-    serve(listener, state, shutdown_signal()).await?;
+    serve(listener, state, shutdown).await?;
     tracing::info!("caio-server stopped");
     Ok(())
 }

@@ -22,6 +22,9 @@ async fn main() -> std::io::Result<()> {
     let server = MockUpstream::start_on(args.listen).await?;
     // Nobody can ask a separate process for its recorded requests: keep memory flat under load.
     server.set_recording(false);
+    // Before the address is printed: a script that reads it may send SIGTERM at once, and a
+    // signal without a handler kills the process instead of stopping it cleanly.
+    let stop = stop_signals()?;
     #[allow(
         clippy::print_stdout,
         reason = "the bound address is the binary's output, read by scripts"
@@ -29,23 +32,30 @@ async fn main() -> std::io::Result<()> {
     {
         println!("listening on {}", server.url());
     }
-    stopped().await?;
+    stop.await;
     server.shutdown().await;
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-async fn stopped() -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+/// Installs the SIGTERM and SIGINT (Ctrl-C) handlers now and returns a future that resolves on
+/// either signal.
+#[cfg(unix)]
+fn stop_signals() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
         tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await
-    }
+    })
+}
+
+/// Resolves on Ctrl-C (the handler is installed at the first poll: no SIGTERM to race here).
+#[cfg(not(unix))]
+fn stop_signals() -> std::io::Result<impl Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

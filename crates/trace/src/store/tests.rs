@@ -1942,11 +1942,9 @@ fn drop_behind_keeps_a_few_windows_of_the_active_file_cached() {
         return;
     };
     assert!(len > 8 * WINDOW, "the active file is {len} bytes");
-    // Without drop-behind the whole active file stays cached, so the check below can fail.
-    assert!(
-        kept_off >= len * 9 / 10,
-        "off: {kept_off} of {len} bytes cached"
-    );
+    // Without drop-behind the active file stays cached (all of it, unless memory pressure took
+    // some), so the check below can fail.
+    assert!(kept_off >= len / 2, "off: {kept_off} of {len} bytes cached");
     assert!(
         kept_on <= 4 * WINDOW,
         "on: {kept_on} of {len} bytes cached, more than four windows of {WINDOW}"
