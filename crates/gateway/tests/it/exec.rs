@@ -87,7 +87,9 @@ fn config() -> GatewayConfig {
         },
         breaker: BreakerConfig {
             consecutive_failures: 3,
-            cooldown: Duration::from_millis(300),
+            // Long enough that a loaded machine does not see an open circuit turn half-open
+            // between two steps of a test; the tests that need half-open sleep past it.
+            cooldown: Duration::from_secs(1),
             ..BreakerConfig::default()
         },
         max_attempts: 3,
@@ -366,7 +368,7 @@ async fn consecutive_failures_open_the_circuit_and_routing_leaves_the_service_ou
 
     // After the cooldown: half-open, one trial; the service recovered, the circuit closes.
     mock.set_default(A, Behavior::OpenAiChat);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1050)).await;
     let ex = run(&gw, &router, &ExecuteOptions::default()).await;
     assert_eq!(ex.service_id.as_deref(), Some("a"));
     assert_eq!(gw.health().state("a"), CircuitState::Closed);
@@ -886,7 +888,7 @@ async fn a_half_open_trial_that_records_nothing_is_released() {
     let router = setup(&gw, three(&mock).await);
     run(&gw, &router, &ExecuteOptions::default()).await;
     assert_eq!(gw.health().state("a"), CircuitState::Open);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1050)).await;
     gw.health().refresh();
     // The trial's call cannot be made (a payload the openai adapter refuses): nothing is
     // recorded, and the trial must be free again afterwards.
