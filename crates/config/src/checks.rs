@@ -106,6 +106,31 @@ pub const MIN_TRACE_SEGMENT_BYTES: u64 = 1 << 20;
 /// kernel for a writeback every few hundred decisions for no gain.
 pub const MIN_TRACE_WRITEBACK_BYTES: u64 = 1 << 20;
 
+/// The check of a byte size that is 0 (`off.0` says what that does) or at least `min` (a whole
+/// number of MiB); `on` describes an accepted size.
+fn bytes_or_off(
+    name: &'static str,
+    value: u64,
+    min: u64,
+    off: (&str, &str),
+    on: impl FnOnce() -> String,
+) -> Check {
+    if value == 0 {
+        Check::pass(name, off.0)
+    } else if value < min {
+        Check::fail(
+            name,
+            format!(
+                "{value} is under the minimum of {min} bytes ({} MiB); 0 {}",
+                min >> 20,
+                off.1
+            ),
+        )
+    } else {
+        Check::pass(name, on())
+    }
+}
+
 /// Why a secret is weak, if it is.
 fn weak_secret(s: &str) -> Option<String> {
     if s.len() < MIN_SECRET_LEN {
@@ -347,45 +372,27 @@ pub fn check(config: &Config) -> Vec<Check> {
     });
 
     let seg = config.traces.segment_bytes;
-    out.push(if seg == 0 {
-        Check::pass(
-            "traces.segment_bytes",
-            "one trace file that is never sealed",
-        )
-    } else if seg < MIN_TRACE_SEGMENT_BYTES {
-        Check::fail(
-            "traces.segment_bytes",
-            format!("{seg} is under the minimum of {MIN_TRACE_SEGMENT_BYTES} bytes (1 MiB); 0 never seals"),
-        )
-    } else {
-        Check::pass(
-            "traces.segment_bytes",
-            match config.traces.retain_segments {
-                0 => format!("sealed every {seg} bytes, every segment kept"),
-                n => format!("sealed every {seg} bytes, the newest {n} sealed segments kept"),
-            },
-        )
-    });
-
+    out.push(bytes_or_off(
+        "traces.segment_bytes",
+        seg,
+        MIN_TRACE_SEGMENT_BYTES,
+        ("one trace file that is never sealed", "never seals"),
+        || match config.traces.retain_segments {
+            0 => format!("sealed every {seg} bytes, every segment kept"),
+            n => format!("sealed every {seg} bytes, the newest {n} sealed segments kept"),
+        },
+    ));
     let wb = config.traces.writeback_bytes;
-    out.push(if wb == 0 {
-        Check::pass(
-            "traces.writeback_bytes",
+    out.push(bytes_or_off(
+        "traces.writeback_bytes",
+        wb,
+        MIN_TRACE_WRITEBACK_BYTES,
+        (
             "off: the trace log's pages stay cached until their segment is sealed",
-        )
-    } else if wb < MIN_TRACE_WRITEBACK_BYTES {
-        Check::fail(
-            "traces.writeback_bytes",
-            format!(
-                "{wb} is under the minimum of {MIN_TRACE_WRITEBACK_BYTES} bytes (1 MiB); 0 turns drop-behind off"
-            ),
-        )
-    } else {
-        Check::pass(
-            "traces.writeback_bytes",
-            format!("written back and dropped from the page cache in windows of {wb} bytes"),
-        )
-    });
+            "turns drop-behind off",
+        ),
+        || format!("written back and dropped from the page cache in windows of {wb} bytes"),
+    ));
 
     let wh = &config.webhooks;
     out.push(if wh.signature_required {

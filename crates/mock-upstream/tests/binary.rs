@@ -4,10 +4,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
-#[test]
-fn binary_serves_until_sigterm() {
+/// Starts the binary on an ephemeral port and returns it with the first line it printed.
+fn start() -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_caio-mock-upstream"))
         .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -17,6 +17,12 @@ fn binary_serves_until_sigterm() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    (child, line)
+}
+
+#[test]
+fn binary_serves_until_sigterm() {
+    let (mut child, line) = start();
     let url = line
         .trim_end()
         .strip_prefix("listening on ")
@@ -62,15 +68,7 @@ fn binary_serves_until_sigterm() {
 fn sigterm_right_after_the_address_is_printed_stops_it_cleanly() {
     use rustix::process::{Pid, Signal, kill_process};
     for _ in 0..20 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_caio-mock-upstream"))
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let (mut child, line) = start();
         assert!(line.starts_with("listening on "), "{line:?}");
         let pid = Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
         kill_process(pid, Signal::TERM).unwrap();
