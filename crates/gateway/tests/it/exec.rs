@@ -717,11 +717,13 @@ async fn a_chain_is_planned_checked_and_run_stage_by_stage() {
     mock.set_default("/stt", Behavior::CaioSdk);
     let u = mock.url();
     let gw = Gateway::new(config());
+    // Latency bounds of seconds: the run below must not record a violation because a loaded
+    // machine stalled a loopback call.
     let router = setup(
         &gw,
         vec![
-            chain_contract("stt", "speech_to_text", &u, "caio_sdk", "/stt", 400, 0.9),
-            chain_contract("mt", "translation", &u, "http_json", "/mt", 600, 0.85),
+            chain_contract("stt", "speech_to_text", &u, "caio_sdk", "/stt", 4000, 0.9),
+            chain_contract("mt", "translation", &u, "http_json", "/mt", 6000, 0.85),
         ],
     );
     let stages = vec![
@@ -732,7 +734,7 @@ async fn a_chain_is_planned_checked_and_run_stage_by_stage() {
 
     // Bounds the composition cannot meet: nothing is called.
     let tight = ChainBounds {
-        latency_ms: Some(900.0),
+        latency_ms: Some(9000.0),
         accuracy: Some(0.88),
         ..ChainBounds::default()
     };
@@ -742,7 +744,7 @@ async fn a_chain_is_planned_checked_and_run_stage_by_stage() {
             broken,
             decisions,
         }) => {
-            assert_eq!(composed.latency_ms, Some(1000.0));
+            assert_eq!(composed.latency_ms, Some(10000.0));
             assert_eq!(composed.accuracy, Some(0.85));
             assert!((composed.cost - 0.004).abs() < 1e-12);
             let props: Vec<_> = broken.iter().map(|b| b.property.as_str()).collect();
@@ -755,7 +757,7 @@ async fn a_chain_is_planned_checked_and_run_stage_by_stage() {
 
     // Bounds it meets: stage 1's output is stage 2's payload.
     let fits = ChainBounds {
-        latency_ms: Some(1000.0),
+        latency_ms: Some(10000.0),
         accuracy: Some(0.85),
         cost: Some(0.01),
         ..ChainBounds::default()
